@@ -1,0 +1,187 @@
+"""What every algorithm shares: the env-step loop of Algorithm 2 around algorithm-specific updates.
+
+One Lightning "batch" is one round of ``frames_per_batch`` env steps from the collector. The
+module adds it to the replay buffer, advances its env-step counter (the budget, schedules,
+evaluation and the logging x-axis all count env steps; ``trainer.global_step`` counts optimizer
+steps), runs the due number of updates (``critic_updates_per_step``, ``actor_updates_per_step``,
+fractions allowed), and evaluates pi_0 every ``eval_every`` env steps and once at the end.
+
+Subclasses implement :meth:`update` and :meth:`configure_optimizers`, declare the training metrics
+they record in ``train_metric_keys`` (the columns of metrics.csv), and expose ``actor``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch.utils.data import DataLoader
+
+from ..data import CollectorStream, make_collector, make_replay_buffer
+from ..envs import EnvSpec, make_env
+from ..evaluation import evaluate
+from ..loggers import MetricsCSV
+from ..models.actor import ActorPolicy
+
+EVAL_SEED_OFFSET = 10_000  # the eval env's seed is seed + this, so it never replays training episodes
+
+
+def _identity(batch):
+    """The collector's TensorDict as is (DataLoader's default_convert would unpack it)."""
+    return batch
+
+
+class UpdateSchedule:
+    """Turns a per-env-step update ratio (0.25, 1, 20, ...) into whole updates per round.
+
+    Fractions accumulate: at 0.25, one update is due every 4 env steps.
+    """
+
+    def __init__(self, per_step: float):
+        self.per_step, self.credit = per_step, 0.0
+
+    def due(self, env_steps: int) -> int:
+        self.credit += env_steps * self.per_step
+        n = math.floor(self.credit + 1e-9)
+        self.credit -= n
+        return n
+
+
+class OffPolicyModule(pl.LightningModule):
+    train_metric_keys: tuple[str, ...] = ()
+
+    def __init__(self, cfg: dict, spec: EnvSpec):
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg, self.spec = cfg, spec
+        self.env_steps = 0
+        self.updates = 0
+        self.critic_schedule = UpdateSchedule(cfg["critic_updates_per_step"])
+        self.actor_schedule = UpdateSchedule(cfg["actor_updates_per_step"])
+        self.update_after = max(cfg["init_random_steps"], cfg["batch_size"])
+        self.last_metrics: dict[str, torch.Tensor | float] = {}
+        self.last_eval: dict[str, float] = {}
+        self.out_dir = Path(cfg["out"]) if cfg.get("out") else None
+        self.replay_buffer = None
+        self._stream: CollectorStream | None = None
+
+    # ----------------------------------------------------------------- algorithm interface
+    actor: torch.nn.Module
+
+    def update(self, critic_updates: int, actor_updates: int) -> None:
+        raise NotImplementedError
+
+    def record(self, **metrics: torch.Tensor | float) -> None:
+        """Keep the latest value of training metrics (detached; read only when logged)."""
+        for k, v in metrics.items():
+            self.last_metrics[f"train/{k}"] = v.detach() if torch.is_tensor(v) else v
+
+    def sample_batch(self) -> TensorDictBase:
+        return self.replay_buffer.sample().to(self.device, non_blocking=True)
+
+    # ----------------------------------------------------------------- data path
+    def setup(self, stage: str) -> None:
+        seed = self.cfg["seed"] + 1000 * self.global_rank
+        # A dict, not attributes: TorchRL envs are nn.Modules, and as submodules they would be
+        # moved to the GPU and saved with the weights.
+        self.envs = {"train": make_env(self.cfg, seed=seed),
+                     "eval": make_env(self.cfg, seed=seed + EVAL_SEED_OFFSET)}
+
+    def policy(self, deterministic: bool) -> TensorDictModule:
+        return TensorDictModule(ActorPolicy(self.actor, deterministic),
+                                in_keys=["observation"], out_keys=["action"])
+
+    def _buffer_device(self) -> torch.device:
+        return torch.device(self.cfg["buffer_device"]) if self.cfg["buffer_device"] else self.device
+
+    def _make_collector(self):
+        self.replay_buffer = make_replay_buffer(
+            self.cfg["buffer_size"], self.cfg["batch_size"], self._buffer_device()
+        )
+        return make_collector(
+            self.envs["train"], self.policy(deterministic=False), self.cfg["frames_per_batch"],
+            self.cfg["init_random_steps"], self.device, self._buffer_device(),
+        )
+
+    def remaining_steps(self) -> int:
+        return self.cfg["steps"] - self.env_steps
+
+    def train_dataloader(self) -> DataLoader:
+        self._stream = CollectorStream(self._make_collector, self.remaining_steps)
+        return DataLoader(self._stream, batch_size=None, num_workers=0, collate_fn=_identity)
+
+    # ----------------------------------------------------------------- the loop
+    def on_train_start(self) -> None:
+        self.start_time = time.perf_counter()
+        self._window = (self.start_time, self.env_steps)
+        self._last_eval_step = self.env_steps
+        self._last_log_step = self.env_steps
+        if self.trainer.is_global_zero and self.out_dir is not None:
+            columns = ["env_steps", "eval/return", "eval/return_std", "eval/episode_length",
+                       "time/elapsed", "time/env_steps_per_s", "train/updates",
+                       *self.train_metric_keys]
+            self.metrics_csv = MetricsCSV(self.out_dir / "metrics.csv", columns)
+
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        if self.remaining_steps() <= 0:  # Lightning prefetches one round past the budget
+            return
+        batch = batch[: self.remaining_steps()]
+        self.replay_buffer.extend(batch)
+        n = batch.numel()
+        self.env_steps += n
+        critic_updates = self.critic_schedule.due(n)
+        actor_updates = self.actor_schedule.due(n)
+        if self.env_steps >= self.update_after:
+            self.update(critic_updates, actor_updates)
+        if self.env_steps - self._last_log_step >= self.cfg["log_every"]:
+            self.log_training_metrics()
+        if self.env_steps // self.cfg["eval_every"] > self._last_eval_step // self.cfg["eval_every"]:
+            self.run_evaluation()
+
+    def on_train_end(self) -> None:
+        if self.env_steps != self._last_eval_step:
+            self.run_evaluation()
+        self.log_training_metrics()
+        if self._stream is not None:
+            self._stream.close()
+        for env in self.envs.values():
+            if not env.is_closed:
+                env.close()
+
+    # ----------------------------------------------------------------- metrics
+    def _scalars(self) -> dict[str, float]:
+        out = {k: (v.item() if torch.is_tensor(v) else float(v)) for k, v in self.last_metrics.items()}
+        out["train/updates"] = float(self.updates)
+        return out
+
+    def _time_metrics(self) -> dict[str, float]:
+        now = time.perf_counter()
+        t0, s0 = self._window
+        rate = (self.env_steps - s0) / max(now - t0, 1e-9)
+        self._window = (now, self.env_steps)
+        return {"time/elapsed": now - self.start_time, "time/env_steps_per_s": rate}
+
+    def log_training_metrics(self) -> None:
+        self._last_log_step = self.env_steps
+        metrics = {**self._scalars(), **self._time_metrics(), "env_steps": self.env_steps}
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.global_step)
+
+    def run_evaluation(self) -> None:
+        self._last_eval_step = self.env_steps
+        if not self.trainer.is_global_zero:
+            return
+        result = evaluate(self.envs["eval"], self.policy(deterministic=True),
+                          self.cfg["eval_episodes"], self.spec.max_episode_steps or 10**6)
+        self.last_eval = result
+        row = {"env_steps": self.env_steps, **result, **self._time_metrics(), **self._scalars()}
+        if self.logger is not None:
+            self.logger.log_metrics({k: v for k, v in row.items() if k.startswith(("eval/", "env_steps"))},
+                                    step=self.global_step)
+        if self.out_dir is not None:
+            self.metrics_csv.write(row)

@@ -1,0 +1,184 @@
+"""Resolved run configuration: conf/base.yaml <- conf/algo/<algo>.yaml <- conf/env/<Task>.yaml
+<- command-line ``key=value`` overrides.
+
+The config is a plain nested dict. Keys form one flat namespace in which nested keys are written
+with dots (``wandb.project=foo``). An override must name a key that the base config defines and
+must keep its type (an int key accepts ``3``, a float key ``3`` or ``3e-4``, a list key
+``[256,256]``); a key whose default is ``null`` accepts anything YAML can parse.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """Bad user input (config keys, values, CLI arguments); reported as one line, exit code 2."""
+
+
+def _read_yaml(path: Path) -> dict:
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level")
+    return data
+
+
+def task_name(env_id: str) -> str:
+    """``Hopper-v4`` -> ``Hopper``: the task file name shared by all versions of an env."""
+    return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
+
+
+def available_algos() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "algo").glob("*.yaml"))
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {dotted key: value}."""
+    out = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _set(cfg: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the type of ``default`` (the base config's value)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        if key == "target_entropy" and isinstance(value, (int, float)):
+            return float(value)
+    elif isinstance(default, list):
+        if isinstance(value, list):
+            return value
+    elif isinstance(default, dict):
+        if isinstance(value, dict):
+            return value
+    raise ConfigError(
+        f"{key}={value!r}: expected {type(default).__name__} (default {default!r})"
+    )
+
+
+def _merge(cfg: dict, layer: dict, known: dict[str, Any], source: str) -> None:
+    for key, value in flatten(layer).items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key, known)}")
+        _set(cfg, key, _coerce(key, value, known[key]))
+
+
+def _suggest(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["batch_size=128", "wandb.project=x"]`` -> ``{"batch_size": 128, ...}`` (YAML values)."""
+    out = {}
+    for item in items:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"'{item}': overrides are written key=value")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            raise ConfigError(f"'{item}': cannot parse the value") from None
+    return out
+
+
+def load_config(
+    env: str | None = None, algo: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict:
+    """Resolve the config of one run. ``env``/``algo`` select the task and algorithm files;
+    ``overrides`` are dotted keys (CLI flags and ``key=value`` items), applied last."""
+    base = _read_yaml(CONF_DIR / "base.yaml")
+    known = flatten(base)
+    cfg = copy.deepcopy(base)
+    overrides = dict(overrides or {})
+    algo = algo or overrides.pop("algo", None) or base["algo"]
+    env = env or overrides.pop("env", None) or base["env"]
+    algo_file = CONF_DIR / "algo" / f"{algo}.yaml"
+    if not algo_file.exists():
+        raise ConfigError(
+            f"unknown algorithm '{algo}' (available: {', '.join(available_algos())})"
+        )
+    _merge(cfg, _read_yaml(algo_file), known, f"conf/algo/{algo}.yaml")
+    env_file = CONF_DIR / "env" / f"{task_name(env)}.yaml"
+    if env_file.exists():
+        _merge(cfg, _read_yaml(env_file), known, f"conf/env/{env_file.name}")
+    cfg["env"], cfg["algo"] = env, algo
+    _merge(cfg, overrides, known, "override")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    """Range checks that a type check cannot express."""
+    positive = ["steps", "batch_size", "buffer_size", "frames_per_batch", "eval_every",
+                "eval_episodes", "log_every"]
+    for k in positive:
+        if cfg[k] <= 0:
+            raise ConfigError(f"{k}={cfg[k]}: must be > 0")
+    for k in ["init_random_steps", "critic_updates_per_step", "actor_updates_per_step",
+              "actor_lr", "critic_lr", "alpha_lr", "tau"]:
+        if cfg[k] < 0:
+            raise ConfigError(f"{k}={cfg[k]}: must be >= 0")
+    if not 0 < cfg["gamma"] <= 1:
+        raise ConfigError(f"gamma={cfg['gamma']}: must be in (0, 1]")
+    if not 0 <= cfg["tau"] <= 1:
+        raise ConfigError(f"tau={cfg['tau']}: must be in [0, 1]")
+    if cfg["init_alpha"] <= 0:
+        raise ConfigError(f"init_alpha={cfg['init_alpha']}: must be > 0")
+    te = cfg["target_entropy"]
+    if isinstance(te, str) and te != "auto":
+        raise ConfigError(f"target_entropy={te!r}: must be 'auto' or a number")
+    if not cfg["hidden_sizes"] or any(
+        not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in cfg["hidden_sizes"]
+    ):
+        raise ConfigError(f"hidden_sizes={cfg['hidden_sizes']}: must be a list of positive ints")
+    if cfg["logger"] not in ("wandb", "csv", "none"):
+        raise ConfigError(f"logger={cfg['logger']!r}: must be wandb, csv or none")
+    if cfg["wandb"]["mode"] not in ("auto", "online", "offline", "disabled"):
+        raise ConfigError(
+            f"wandb.mode={cfg['wandb']['mode']!r}: must be auto, online, offline or disabled"
+        )
+    if cfg["obs_truncate"] is not None and (
+        not isinstance(cfg["obs_truncate"], int) or cfg["obs_truncate"] <= 0
+    ):
+        raise ConfigError(f"obs_truncate={cfg['obs_truncate']!r}: must be a positive int or null")
+
+
+def to_yaml(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)

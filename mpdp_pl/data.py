@@ -1,0 +1,91 @@
+"""The data path: env -> TorchRL ``Collector`` -> replay buffer -> batches for the updates.
+
+Lightning's Trainer iterates :class:`CollectorStream`; each item is one round of
+``frames_per_batch`` transitions collected with the current pi_0 (uniform random actions for the
+first ``init_random_steps``). The LightningModule adds each round to its replay buffer and then
+samples its update batches from the buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch.utils.data import IterableDataset
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.data.replay_buffers import RandomSampler
+
+# What the algorithms read from a transition; everything else the collector adds is dropped.
+TRANSITION_KEYS = [
+    "observation",
+    "action",
+    ("next", "observation"),
+    ("next", "reward"),
+    ("next", "terminated"),
+    ("next", "truncated"),
+    ("next", "done"),
+]
+
+
+def make_collector(env, policy: TensorDictModule, frames_per_batch: int,
+                   init_random_steps: int, policy_device: torch.device,
+                   storing_device: torch.device) -> Collector:
+    """A single-process TorchRL collector stepping ``env`` with ``policy``.
+
+    ``policy`` must already live on ``policy_device``: the collector then uses it by reference
+    (no copy), so every update of the actor is seen by the next collected step.
+    """
+    return Collector(
+        env,
+        policy,
+        frames_per_batch=frames_per_batch,
+        total_frames=-1,
+        init_random_frames=init_random_steps,
+        policy_device=policy_device,
+        env_device=env.device,
+        storing_device=storing_device,
+        auto_register_policy_transforms=False,  # pi_0 is a plain MLP: it needs no InitTracker
+    )
+
+
+def make_replay_buffer(capacity: int, batch_size: int,
+                       device: torch.device | str) -> TensorDictReplayBuffer:
+    """Uniform replay over the last ``capacity`` transitions, stored on ``device``."""
+    return TensorDictReplayBuffer(
+        storage=LazyTensorStorage(capacity, device=device),
+        sampler=RandomSampler(),
+        batch_size=batch_size,
+    )
+
+
+def flat_transitions(batch: TensorDictBase) -> TensorDictBase:
+    """A collected round, ``[..., T]``, as ``[N]`` transitions holding only TRANSITION_KEYS."""
+    return batch.select(*TRANSITION_KEYS).reshape(-1)
+
+
+class CollectorStream(IterableDataset):
+    """Yields collected rounds until ``remaining()`` env steps are left to collect.
+
+    ``make`` builds the collector lazily, on first iteration, when the module is on its device.
+    """
+
+    def __init__(self, make: Callable[[], Collector], remaining: Callable[[], int]):
+        super().__init__()
+        self._make, self._remaining = make, remaining
+        self.collector: Collector | None = None
+
+    def __iter__(self) -> Iterator[TensorDictBase]:
+        if self.collector is None:
+            self.collector = self._make()
+        for batch in self.collector:
+            if self._remaining() <= 0:
+                return
+            yield flat_transitions(batch)
+
+    def close(self) -> None:
+        if self.collector is not None:
+            self.collector.shutdown()
+            self.collector = None

@@ -1,0 +1,86 @@
+"""Multi-head tanh-Gaussian actor pi_0..pi_{H-1} (MPDP Sec. 5.3; SAC's actor when H = 1).
+
+Each head is a separate MLP ``obs -> (mean, log_std)``. The heads are stacked in one
+:class:`BatchedMLP` rather than sharing a trunk, so that the imagined-state terms of later heads
+cannot reshape pi_0 (DESIGN.md). Actions are ``a = tanh(mean + std * eps)`` in the normalized box
+[-1, 1]^d; the log-density is SAC's change of variables (Haarnoja et al. 2018, Appendix C, Eq. 21).
+pi_0 acts in the environment and in evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import BatchedMLP
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor):
+    """Reparameterized sample ``a = tanh(mean + std * eps)`` and ``log pi(a)`` summed over dims.
+
+    log pi(a) = log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2), with the Jacobian term written
+    as 2 (log 2 - u - softplus(-2u)) so it stays finite where tanh(u) rounds to +-1.
+    Returns ``(action [..., A], log_prob [...])``.
+    """
+    u = mean + log_std.exp() * eps
+    gauss = (-0.5 * eps.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1)
+    jacobian = (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
+    return torch.tanh(u), gauss - jacobian
+
+
+class MultiHeadActor(nn.Module):
+    """pi_0..pi_{num_heads-1}, each ``obs [B, obs_dim] -> tanh-Gaussian over [-1, 1]^action_dim``.
+
+    ``log_std`` is soft-bounded to ``[log_std_min, log_std_max]`` with a tanh (as CleanRL's SAC).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int],
+                 num_heads: int = 1, log_std_min: float = -5.0, log_std_max: float = 2.0):
+        super().__init__()
+        self.num_heads, self.action_dim = num_heads, action_dim
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.net = BatchedMLP(num_heads, obs_dim, 2 * action_dim, hidden_sizes)
+
+    def distribution(self, obs: torch.Tensor, head: int = 0, detach_params: bool = False):
+        """``(mean, log_std)`` of head ``head`` at ``obs`` (``[B, obs_dim]``), each ``[B, A]``."""
+        mean, raw = self.net.member(obs, head, detach_params).chunk(2, dim=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
+            torch.tanh(raw) + 1.0
+        )
+        return mean, log_std
+
+    def sample(self, obs: torch.Tensor, head: int = 0, eps: torch.Tensor | None = None,
+               detach_params: bool = False):
+        """Reparameterized ``(action [B, A], log_prob [B])`` from pi_head; ``eps`` ~ N(0, I) is
+        drawn here unless given (tests pass it to share noise with a hand computation)."""
+        mean, log_std = self.distribution(obs, head, detach_params)
+        if eps is None:
+            eps = torch.randn_like(mean)
+        return tanh_gaussian_sample(mean, log_std, eps)
+
+    def deterministic(self, obs: torch.Tensor, head: int = 0) -> torch.Tensor:
+        """The mode-like action ``tanh(mean)`` used in evaluation."""
+        return torch.tanh(self.distribution(obs, head)[0])
+
+
+class ActorPolicy(nn.Module):
+    """pi_0 as an ``observation -> action`` module for TorchRL collectors and evaluation."""
+
+    def __init__(self, actor: MultiHeadActor, deterministic: bool):
+        super().__init__()
+        self.actor, self.is_deterministic = actor, deterministic
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        batch_shape = observation.shape[:-1]
+        obs = observation.reshape(-1, observation.shape[-1])
+        if self.is_deterministic:
+            action = self.actor.deterministic(obs)
+        else:
+            action = self.actor.sample(obs)[0]
+        return action.reshape(*batch_shape, action.shape[-1])

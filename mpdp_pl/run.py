@@ -1,0 +1,117 @@
+"""``train(cfg)``: resolved config -> env spec, algorithm module, logger, Lightning Trainer -> fit.
+
+Separate from the CLI so that tests and scripts can call it in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from .algos import ALGOS
+from .config import ConfigError, to_yaml
+from .envs import env_spec, make_env
+from .loggers import make_logger
+from .progress import EnvStepProgressBar
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR_ENV = "MPDP_RUN_DIR"  # set once, so that DDP's re-launched ranks agree on the run dir
+
+# Lightning's advice for map-style datasets does not apply to a collector stream.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
+
+
+def default_out_dir(cfg: dict) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / cfg["env"] / cfg["algo"] / f"seed{cfg['seed']}-{stamp}"
+
+
+def prepare_out_dir(cfg: dict) -> Path:
+    """Create the run directory (refusing one that cannot be written) and record it in cfg."""
+    out = Path(os.environ.get(RUN_DIR_ENV) or cfg["out"] or default_out_dir(cfg)).resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output directory {out}: {e.strerror}") from None
+    cfg["out"] = str(out)
+    os.environ[RUN_DIR_ENV] = str(out)
+    return out
+
+
+def run_metadata(argv: list[str] | None) -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    versions = {"python": sys.version.split()[0]}
+    for pkg in ("mpdp_pl", "torch", "torchrl", "tensordict", "lightning", "gymnasium",
+                "mujoco", "wandb", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"command": list(argv) if argv is not None else sys.argv, "git_commit": commit,
+            "versions": versions}
+
+
+def write_config(cfg: dict, out: Path, argv: list[str] | None) -> None:
+    text = to_yaml(cfg) + "\n# Run metadata\n" + to_yaml({"run": run_metadata(argv)})
+    tmp = out / "config.yaml.tmp"
+    tmp.write_text(text)
+    tmp.replace(out / "config.yaml")
+
+
+def probe_env_spec(cfg: dict):
+    """Build the env once to read its dimensions (and reject a bad env id before any file
+    of the run is written)."""
+    probe = make_env(cfg)
+    spec = env_spec(probe)
+    probe.close()
+    return spec
+
+
+def train(cfg: dict, argv: list[str] | None = None) -> Path:
+    """Train one run; returns its directory (``config.yaml``, ``metrics.csv``, logger files)."""
+    if cfg["algo"] not in ALGOS:
+        raise ConfigError(f"unknown algorithm '{cfg['algo']}' (available: {', '.join(ALGOS)})")
+    spec = probe_env_spec(cfg)
+    module_cfg = dict(cfg)
+    previous_run_dir = os.environ.get(RUN_DIR_ENV)
+    out = prepare_out_dir(module_cfg)
+    if module_cfg["trainer"]["num_threads"]:
+        torch.set_num_threads(module_cfg["trainer"]["num_threads"])
+    pl.seed_everything(module_cfg["seed"], workers=True, verbose=False)
+    module = ALGOS[module_cfg["algo"]](module_cfg, spec)
+    write_config(module_cfg, out, argv)
+    logger = make_logger(module_cfg, out)
+    t = module_cfg["trainer"]
+    trainer = pl.Trainer(
+        accelerator=t["accelerator"], devices=t["devices"], strategy=t["strategy"],
+        precision=t["precision"], max_epochs=1, logger=logger if logger is not None else False,
+        enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
+        callbacks=[EnvStepProgressBar(refresh_rate=50)], default_root_dir=str(out),
+        log_every_n_steps=1,
+    )
+    try:
+        trainer.fit(module)
+    finally:
+        if logger is not None and module_cfg["logger"] == "wandb":
+            logger.experiment.finish()
+        if previous_run_dir is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+    return out
