@@ -65,6 +65,11 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     """Check ``value`` against the type of ``default`` (the base config's value)."""
     if default is None or value is None:
         return value
+    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:  # PyYAML reads 1e-2 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -79,7 +84,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     elif isinstance(default, str):
         if isinstance(value, str):
             return value
-        if key == "target_entropy" and isinstance(value, (int, float)):
+        if key == "target_entropy" and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif isinstance(default, list):
         if isinstance(value, list):

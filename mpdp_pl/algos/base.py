@@ -118,7 +118,9 @@ class OffPolicyModule(pl.LightningModule):
     # ----------------------------------------------------------------- the loop
     def on_train_start(self) -> None:
         self.start_time = time.perf_counter()
-        self._window = (self.start_time, self.env_steps)
+        # (time, env steps) at the previous logger push and at the previous metrics.csv row
+        self._windows = {"log": (self.start_time, self.env_steps),
+                         "eval": (self.start_time, self.env_steps)}
         self._last_eval_step = self.env_steps
         self._last_log_step = self.env_steps
         if self.trainer.is_global_zero and self.out_dir is not None:
@@ -159,16 +161,17 @@ class OffPolicyModule(pl.LightningModule):
         out["train/updates"] = float(self.updates)
         return out
 
-    def _time_metrics(self) -> dict[str, float]:
+    def _time_metrics(self, window: str) -> dict[str, float]:
+        """Elapsed seconds, and env steps/s of the whole loop since the window's last call."""
         now = time.perf_counter()
-        t0, s0 = self._window
+        t0, s0 = self._windows[window]
         rate = (self.env_steps - s0) / max(now - t0, 1e-9)
-        self._window = (now, self.env_steps)
+        self._windows[window] = (now, self.env_steps)
         return {"time/elapsed": now - self.start_time, "time/env_steps_per_s": rate}
 
     def log_training_metrics(self) -> None:
         self._last_log_step = self.env_steps
-        metrics = {**self._scalars(), **self._time_metrics(), "env_steps": self.env_steps}
+        metrics = {**self._scalars(), **self._time_metrics("log"), "env_steps": self.env_steps}
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=self.global_step)
 
@@ -179,7 +182,7 @@ class OffPolicyModule(pl.LightningModule):
         result = evaluate(self.envs["eval"], self.policy(deterministic=True),
                           self.cfg["eval_episodes"], self.spec.max_episode_steps or 10**6)
         self.last_eval = result
-        row = {"env_steps": self.env_steps, **result, **self._time_metrics(), **self._scalars()}
+        row = {"env_steps": self.env_steps, **result, **self._time_metrics("eval"), **self._scalars()}
         if self.logger is not None:
             self.logger.log_metrics({k: v for k, v in row.items() if k.startswith(("eval/", "env_steps"))},
                                     step=self.global_step)

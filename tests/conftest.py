@@ -1,0 +1,40 @@
+"""Shared fixtures. The expensive one, ``tiny_run``, trains one real run once per session
+(train.py in a subprocess, real MuJoCo env, real W&B offline files); tests only read it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["steps=600", "init_random_steps=200", "eval_every=200", "eval_episodes=2",
+        "batch_size=64", "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1"]
+
+
+def offline_env(tmp_home: Path) -> dict:
+    """An environment with no W&B key and no netrc: W&B must fall back to offline by itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_home)
+    env["NETRC"] = str(tmp_home / ".netrc")
+    return env
+
+
+def run_train(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """InvertedPendulum-v4, 600 env steps, W&B in automatic (hence offline) mode."""
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    out = tmp / "run"
+    proc = run_train(["--env", "InvertedPendulum-v4", "--algo", "sac", "--seed", "3",
+                      "--out", str(out), "--logger", "wandb", *TINY],
+                     cwd=tmp, env=offline_env(tmp))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out

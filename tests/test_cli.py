@@ -1,0 +1,98 @@
+"""The command-line contract: defaults, overrides, --print-config, --help, clear errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_train
+from mpdp_pl.config import ConfigError, load_config, parse_overrides
+
+
+def test_every_flag_has_a_default():
+    cfg = load_config()
+    assert cfg["env"] == "InvertedPendulum-v4" and cfg["algo"] == "sac" and cfg["seed"] == 0
+    assert cfg["steps"] == 15000  # the task file's budget
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v4", "Hopper-v5"])
+def test_task_file_applies_to_v4_and_v5(env_id):
+    cfg = load_config(env_id)
+    assert cfg["target_entropy"] == -1 and cfg["steps"] == 100000
+
+
+def test_env_without_file_gets_base_defaults():
+    cfg, base = load_config("Pendulum-v1"), load_config()
+    assert cfg["target_entropy"] == "auto"
+    assert cfg["init_random_steps"] == 5000 != base["init_random_steps"]
+
+
+def test_humanoid_truncates_observations_by_default():
+    assert load_config("Humanoid-v4")["obs_truncate"] == 45
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("Hopper-v4", overrides=parse_overrides(
+        ["batch_size=128", "tau=1e-2", "gamma=1", "wandb.project=x", "hidden_sizes=[64,64]",
+         "target_entropy=-2.5", "critic_updates_per_step=0.25"]))
+    assert cfg["batch_size"] == 128 and cfg["tau"] == 0.01 and cfg["gamma"] == 1.0
+    assert isinstance(cfg["gamma"], float)
+    assert cfg["wandb"]["project"] == "x" and cfg["hidden_sizes"] == [64, 64]
+    assert cfg["target_entropy"] == -2.5 and cfg["critic_updates_per_step"] == 0.25
+
+
+@pytest.mark.parametrize("items,match", [
+    (["batchsize=1"], "unknown key 'batchsize'.*batch_size"),
+    (["batch_size=abc"], "batch_size"),
+    (["batch_size=0"], "batch_size=0"),
+    (["gamma=2"], "gamma"),
+    (["eval_every"], "key=value"),
+    (["logger=tensorboard"], "logger"),
+    (["wandb.nope=1"], "unknown key"),
+])
+def test_bad_overrides_raise(items, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=parse_overrides(items))
+
+
+def test_unknown_algorithm_lists_the_available_ones():
+    with pytest.raises(ConfigError, match="available: .*sac"):
+        load_config(algo="ppo")
+
+
+def test_print_config_from_another_directory(tmp_path):
+    proc = run_train(["--env", "Walker2d-v4", "--print-config", "batch_size=64", "--seed", "5"],
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["env"] == "Walker2d-v4" and cfg["batch_size"] == 64 and cfg["seed"] == 5
+    assert cfg["target_entropy"] == -3
+    assert list(tmp_path.iterdir()) == []  # printed, nothing written
+
+
+def test_help_lists_options_and_algorithms(tmp_path):
+    proc = run_train(["--help"], cwd=tmp_path)
+    assert proc.returncode == 0
+    for word in ("--env", "--algo", "--steps", "--seed", "--out", "--logger", "--print-config",
+                 "algorithms: sac"):
+        assert word in proc.stdout, word
+
+
+@pytest.mark.parametrize("args,match", [
+    (["foo=1"], "unknown key 'foo'"),
+    (["--env", "Hoper-v4", "--steps", "10"], "unknown env id 'Hoper-v4'"),
+    (["--env", "CartPole-v1", "--steps", "10"], "continuous"),
+    (["--algo", "ppo"], "unknown algorithm"),
+    (["--steps", "x"], "invalid int"),
+    (["--steps", "0"], "steps=0"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):
+    proc = run_train([*args, "--out", str(tmp_path / "run"), "--logger", "none"], cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert re.search(match, lines[0]), lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
