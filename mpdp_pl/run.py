@@ -28,6 +28,7 @@ RUN_DIR_ENV = "MPDP_RUN_DIR"  # set once, so that DDP's re-launched ranks agree 
 # Lightning's advice for map-style datasets does not apply to a collector stream.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning's own
 
 
 def default_out_dir(cfg: dict) -> Path:

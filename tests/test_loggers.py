@@ -1,0 +1,63 @@
+"""Logger choice and W&B mode: offline by itself without a key, switchable off."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from conftest import TINY
+from mpdp_pl.config import load_config, parse_overrides
+from mpdp_pl.loggers import MetricsCSV, resolve_wandb_mode
+from mpdp_pl.run import train
+
+
+@pytest.fixture
+def no_wandb_key(tmp_path, monkeypatch):
+    for k in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+
+
+def test_wandb_auto_is_offline_without_a_key(no_wandb_key):
+    assert resolve_wandb_mode("auto") == "offline"
+
+
+def test_wandb_with_key_but_no_network_is_offline(no_wandb_key, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr("mpdp_pl.loggers._can_reach", lambda host: False)
+    assert resolve_wandb_mode("auto") == "offline"
+
+
+def test_wandb_mode_env_var_and_config_win(no_wandb_key, monkeypatch):
+    assert resolve_wandb_mode("disabled") == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
+
+
+def test_metrics_csv_refuses_a_second_row_for_the_same_step(tmp_path):
+    m = MetricsCSV(tmp_path / "m.csv", ["env_steps", "eval/return"])
+    m.write({"env_steps": 10, "eval/return": 1.0})
+    with pytest.raises(ValueError):
+        m.write({"env_steps": 10, "eval/return": 2.0})
+    with pytest.raises(KeyError):
+        m.write({"env_steps": 20, "nope": 1})
+    assert (tmp_path / "m.csv").read_text().splitlines() == ["env_steps,eval/return", "10,1.0"]
+
+
+def test_csv_logger_run_in_process(tmp_path, no_wandb_key):
+    """train() without a subprocess; --logger csv writes Lightning's CSV of training metrics
+    against env steps next to metrics.csv, and no W&B files."""
+    cfg = load_config("Pendulum-v1", "sac", {
+        **parse_overrides(TINY), "steps": 300, "init_random_steps": 100, "eval_every": 150,
+        "eval_episodes": 1, "log_every": 50, "logger": "csv", "out": str(tmp_path / "run")})
+    out = train(cfg)
+    assert not (out / "wandb").exists()
+    with open(out / "lightning" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged_steps = sorted({int(float(r["env_steps"])) for r in rows if r.get("env_steps")})
+    assert logged_steps[:4] == [50, 100, 150, 200]
+    assert any(r.get("train/critic_loss") for r in rows)
+    with open(out / "metrics.csv") as f:
+        assert [int(r["env_steps"]) for r in csv.DictReader(f)] == [150, 300]
