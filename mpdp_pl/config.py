@@ -179,6 +179,28 @@ def validate(cfg: dict) -> None:
         raise ConfigError(
             f"wandb.mode={cfg['wandb']['mode']!r}: must be auto, online, offline or disabled"
         )
+    if cfg["ensemble_size"] < 2:
+        raise ConfigError(f"ensemble_size={cfg['ensemble_size']}: must be >= 2 (Eq. 8 compares members)")
+    if not 2 <= cfg["num_elites"] <= cfg["ensemble_size"]:
+        raise ConfigError(
+            f"num_elites={cfg['num_elites']}: must be in [2, ensemble_size={cfg['ensemble_size']}]"
+        )
+    for k in ["model_hidden", "model_layers", "model_batch_size", "model_train_freq",
+              "model_max_holdout", "model_patience", "model_max_epochs", "model_error_window"]:
+        if cfg[k] <= 0:
+            raise ConfigError(f"{k}={cfg[k]}: must be > 0")
+    if not 0 < cfg["model_holdout_ratio"] < 1:
+        raise ConfigError(f"model_holdout_ratio={cfg['model_holdout_ratio']}: must be in (0, 1)")
+    if len(cfg["model_weight_decay"]) != cfg["model_layers"] + 1:
+        raise ConfigError(
+            f"model_weight_decay has {len(cfg['model_weight_decay'])} values; "
+            f"model_layers={cfg['model_layers']} needs {cfg['model_layers'] + 1}"
+        )
+    from .termination import TERMINATION_CHOICES
+    if cfg["termination"] not in TERMINATION_CHOICES:
+        raise ConfigError(
+            f"termination={cfg['termination']!r}: must be one of {', '.join(TERMINATION_CHOICES)}"
+        )
     if cfg["obs_truncate"] is not None and (
         not isinstance(cfg["obs_truncate"], int) or cfg["obs_truncate"] <= 0
     ):

@@ -24,8 +24,8 @@ def test_task_file_applies_to_v4_and_v5(env_id):
 
 
 def test_env_without_file_gets_base_defaults():
-    cfg, base = load_config("Pendulum-v1"), load_config()
-    assert cfg["target_entropy"] == "auto"
+    cfg, base = load_config("Swimmer-v4"), load_config()
+    assert cfg["target_entropy"] == "auto" and cfg["termination"] == "learned"
     assert cfg["init_random_steps"] == 5000 != base["init_random_steps"]
 
 

@@ -1,0 +1,161 @@
+"""Probabilistic dynamics ensemble p_1..p_K (PETS/MBPO style), shared by MPDP, MBPO and MPPVE.
+
+Each member is a Gaussian MLP ``(s, a) -> N(mu, diag(sigma^2))`` over the normalized target
+``(s' - s, r)``; all members run as one batched op (``[K, B, D]``). The wrapper
+:class:`DynamicsModel` owns the input/target normalizers (statistics of the real buffer), the
+elite set, and the termination rule (a known function of the next state, or a learned logit
+head), so callers see plain states:
+
+- :meth:`DynamicsModel.gaussians`: every member's Gaussian (normalized target units);
+- :meth:`DynamicsModel.step`: one model step for a batch, each sample served by one elite member
+  drawn at random, reparameterized (gradients reach ``s`` and ``a``), plus the OvR error ``u``
+  (Eq. 8) of the elites at ``(s, a)``;
+- :meth:`DynamicsModel.mean_prediction`: the elites' mean next state (for ``model/error``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import BatchedMLP
+from .ovr import ovr_model_error
+
+
+class Normalizer(nn.Module):
+    """``(x - mean) / std`` with statistics set from data (std of constant dims set to 1)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        self.mean.copy_(x.mean(0))
+        std = x.std(0)
+        self.std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std + self.mean
+
+
+class GaussianEnsemble(nn.Module):
+    """K Gaussian MLPs with SiLU, ``[K, B, in] -> (mean, log_var)`` each ``[K, B, out]`` (plus an
+    optional termination logit ``[K, B]``).
+
+    The log-variance is soft-bounded between learned per-member ``min_log_var`` and
+    ``max_log_var`` (Chua et al. 2018, Appendix A.1); the bounds' regularizer is in
+    :func:`ensemble_nll`.
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int, hidden: int, layers: int,
+                 termination_head: bool = False):
+        super().__init__()
+        self.members, self.out_dim, self.termination_head = members, out_dim, termination_head
+        self.net = BatchedMLP(members, in_dim, 2 * out_dim + int(termination_head),
+                              [hidden] * layers, activation=nn.SiLU)
+        self.max_log_var = nn.Parameter(torch.full((members, 1, out_dim), 0.5))
+        self.min_log_var = nn.Parameter(torch.full((members, 1, out_dim), -10.0))
+
+    def forward(self, x: torch.Tensor):
+        out = self.net(x)
+        mean, raw = out[..., : self.out_dim], out[..., self.out_dim: 2 * self.out_dim]
+        log_var = self.max_log_var - F.softplus(self.max_log_var - raw)
+        log_var = self.min_log_var + F.softplus(log_var - self.min_log_var)
+        logit = out[..., -1] if self.termination_head else None
+        return mean, log_var, logit
+
+
+def ensemble_nll(mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor,
+                 ensemble: GaussianEnsemble) -> torch.Tensor:
+    """Gaussian NLL (up to constants), mean over batch and dims, **summed over members**, plus
+    0.01 * (sum max_log_var - sum min_log_var) to keep the bounds tight (as MBPO)."""
+    nll = ((mean - target).pow(2) * torch.exp(-log_var) + log_var).mean(dim=(1, 2)).sum()
+    return nll + 0.01 * (ensemble.max_log_var.sum() - ensemble.min_log_var.sum())
+
+
+class ModelStep(NamedTuple):
+    """One model step for a batch of B samples (see :meth:`DynamicsModel.step`)."""
+
+    next_obs: torch.Tensor    # [B, obs_dim]
+    reward: torch.Tensor      # [B]
+    terminated: torch.Tensor  # [B] bool
+    u: torch.Tensor           # [B] OvR model error of the elites at (s, a), Eq. (8)
+    member: torch.Tensor      # [B] index of the member that served each sample
+
+
+class DynamicsModel(nn.Module):
+    """The ensemble plus what turns it into an environment model (see the module docstring)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, members: int = 7, num_elites: int = 5,
+                 hidden: int = 200, layers: int = 4,
+                 termination_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.learned_termination = termination_fn is None
+        self.termination_fn = termination_fn
+        self.ensemble = GaussianEnsemble(members, obs_dim + action_dim, obs_dim + 1, hidden,
+                                         layers, termination_head=self.learned_termination)
+        self.input_norm = Normalizer(obs_dim + action_dim)
+        self.target_norm = Normalizer(obs_dim + 1)
+        self.register_buffer("elites", torch.arange(num_elites))
+
+    @property
+    def members(self) -> int:
+        return self.ensemble.members
+
+    @staticmethod
+    def targets(obs, next_obs, reward) -> torch.Tensor:
+        """The regression target ``(s' - s, r)``, ``[B, obs_dim + 1]``."""
+        return torch.cat([next_obs - obs, reward.unsqueeze(-1)], dim=-1)
+
+    def forward_normalized(self, obs: torch.Tensor, action: torch.Tensor):
+        """All members on normalized inputs -> normalized ``(mean, log_var, logit)``."""
+        x = self.input_norm(torch.cat([obs, action], dim=-1))
+        return self.ensemble(x)
+
+    def gaussians(self, obs: torch.Tensor, action: torch.Tensor):
+        """Every member's Gaussian over the normalized target: ``(mean, var)``, ``[K, B, D]``."""
+        mean, log_var, _ = self.forward_normalized(obs, action)
+        return mean, log_var.exp()
+
+    def step(self, obs: torch.Tensor, action: torch.Tensor,
+             member: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> ModelStep:
+        """Sample ``(s', r)`` for each sample from one elite member (drawn uniformly unless
+        ``member`` gives the indices), reparameterized: ``y = mu_m + sigma_m * noise``.
+
+        Also returns the OvR error u(s, a) over the elites (Eq. 8) and the predicted termination
+        (the task's rule on s', or the serving member's learned logit > 0).
+        """
+        mean, log_var, logit = self.forward_normalized(obs, action)
+        batch = obs.shape[0]
+        if member is None:
+            pick = torch.randint(len(self.elites), (batch,), device=obs.device)
+            member = self.elites[pick]
+        rows = torch.arange(batch, device=obs.device)
+        mu, lv = mean[member, rows], log_var[member, rows]                      # [B, D]
+        if noise is None:
+            noise = torch.randn_like(mu)
+        y = self.target_norm.inverse(mu + (0.5 * lv).exp() * noise)
+        next_obs, reward = obs + y[:, :-1], y[:, -1]
+        if self.learned_termination:
+            terminated = logit[member, rows] > 0
+        else:
+            terminated = self.termination_fn(next_obs)
+        elites = self.elites
+        u = ovr_model_error(mean[elites], log_var[elites].exp())
+        return ModelStep(next_obs, reward, terminated, u, member)
+
+    @torch.no_grad()
+    def mean_prediction(self, obs: torch.Tensor, action: torch.Tensor):
+        """The elites' average mean prediction ``(s', r)`` in env units."""
+        mean, _, _ = self.forward_normalized(obs, action)
+        y = self.target_norm.inverse(mean[self.elites].mean(0))
+        return obs + y[:, :-1], y[:, -1]

@@ -1,0 +1,137 @@
+"""Training the dynamics ensemble on the real buffer (Algorithm 2 line 4; MBPO's procedure).
+
+Each call: refit the normalizers on all real data, split off a fresh holdout (``holdout_ratio``,
+at most ``max_holdout``), train every member on its own bootstrap of the rest with one optimizer
+(warm-started from the previous weights), evaluate holdout MSE after each epoch, keep each
+member's best weights, stop after ``patience`` epochs in which no member improved by more than
+1% (or at ``max_epochs``), restore the best weights and pick the ``num_elites`` members with the
+lowest holdout MSE as elites.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .dynamics import DynamicsModel, ensemble_nll
+
+
+@dataclass
+class TrainSettings:
+    batch_size: int = 256
+    holdout_ratio: float = 0.2
+    max_holdout: int = 5000
+    patience: int = 5
+    max_epochs: int = 50
+    improvement: float = 0.01  # relative holdout improvement that counts (MBPO: 1%)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "TrainSettings":
+        return cls(cfg["model_batch_size"], cfg["model_holdout_ratio"], cfg["model_max_holdout"],
+                   cfg["model_patience"], cfg["model_max_epochs"])
+
+
+def param_groups(model: DynamicsModel, lr: float, weight_decay: list[float]) -> list[dict]:
+    """One Adam group per layer with its own L2 weight decay (MBPO's per-layer decays); biases
+    and log-variance bounds are not decayed."""
+    layers = model.ensemble.net.layers
+    if len(weight_decay) != len(layers):
+        raise ValueError(f"{len(weight_decay)} weight decays for {len(layers)} layers")
+    groups = [{"params": [layer.weight], "weight_decay": wd, "lr": lr}
+              for layer, wd in zip(layers, weight_decay)]
+    decayed = {id(layer.weight) for layer in layers}
+    rest = [p for p in model.parameters() if id(p) not in decayed]
+    groups.append({"params": rest, "weight_decay": 0.0, "lr": lr})
+    return groups
+
+
+def _loss(model: DynamicsModel, x, y, done):
+    mean, log_var, logit = model.ensemble(x)
+    loss = ensemble_nll(mean, log_var, y, model.ensemble)
+    if model.learned_termination:
+        loss = loss + F.binary_cross_entropy_with_logits(
+            logit, done.expand_as(logit), reduction="none").mean(1).sum()
+    return loss
+
+
+@torch.no_grad()
+def holdout_scores(model: DynamicsModel, x, y, done) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member holdout MSE and Gaussian NLL (normalized units), each ``[K]``."""
+    k = model.members
+    mean, log_var, _ = model.ensemble(x.expand(k, *x.shape))
+    mse = (mean - y).pow(2).mean(dim=(1, 2))
+    nll = ((mean - y).pow(2) * torch.exp(-log_var) + log_var).mean(dim=(1, 2))
+    return mse, nll
+
+
+def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminated,
+                   optimizer: torch.optim.Optimizer, settings: TrainSettings,
+                   backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                   num_elites: int | None = None) -> dict[str, float]:
+    """Train ``model`` on real transitions (tensors ``[N, ...]`` on the model's device).
+
+    ``backward`` lets a LightningModule pass ``self.manual_backward``. Returns the metrics
+    ``model/holdout_mse``, ``model/holdout_nll`` (elite means), ``model/epochs``,
+    ``model/train_seconds`` and ``model/elites`` (as a string of member indices).
+    """
+    t0 = time.perf_counter()
+    device = model.elites.device
+    inputs = torch.cat([obs, action], -1).to(device)
+    targets = DynamicsModel.targets(obs, next_obs, reward).to(device)
+    done = terminated.reshape(-1).float().to(device)
+    model.input_norm.fit(inputs)
+    model.target_norm.fit(targets)
+    x_all, y_all = model.input_norm(inputs), model.target_norm(targets)
+
+    n = x_all.shape[0]
+    n_hold = min(int(n * settings.holdout_ratio), settings.max_holdout)
+    perm = torch.randperm(n, device=device)
+    hold, train = perm[:n_hold], perm[n_hold:]
+    x_hold, y_hold, d_hold = x_all[hold], y_all[hold], done[hold]
+    x_tr, y_tr, d_tr = x_all[train], y_all[train], done[train]
+    n_tr, k = x_tr.shape[0], model.members
+
+    params = [p for p in model.ensemble.parameters()]
+    best = [p.detach().clone() for p in params]
+    best_mse, _ = holdout_scores(model, x_hold, y_hold, d_hold) if n_hold else (None, None)
+    since_update, epochs = 0, 0
+    while epochs < settings.max_epochs:
+        boot = torch.randint(n_tr, (k, n_tr), device=device)  # one bootstrap per member
+        for i in range(0, n_tr, settings.batch_size):
+            idx = boot[:, i: i + settings.batch_size]
+            loss = _loss(model, x_tr[idx], y_tr[idx], d_tr[idx])
+            optimizer.zero_grad(set_to_none=True)
+            backward(loss)
+            optimizer.step()
+        epochs += 1
+        if not n_hold:
+            continue
+        mse, _ = holdout_scores(model, x_hold, y_hold, d_hold)
+        improved = (best_mse - mse) / best_mse.clamp_min(1e-12) > settings.improvement
+        if improved.any():
+            best_mse = torch.where(improved, mse, best_mse)
+            with torch.no_grad():
+                for b, p in zip(best, params):
+                    b[improved] = p[improved]
+            since_update = 0
+        else:
+            since_update += 1
+            if since_update >= settings.patience:
+                break
+    with torch.no_grad():
+        for b, p in zip(best, params):
+            p.copy_(b)
+    metrics = {"model/epochs": float(epochs), "model/train_seconds": 0.0}
+    if n_hold:
+        mse, nll = holdout_scores(model, x_hold, y_hold, d_hold)
+        elites = torch.argsort(mse)[: num_elites or len(model.elites)]
+        model.elites.copy_(torch.sort(elites).values)
+        metrics["model/holdout_mse"] = mse[model.elites].mean().item()
+        metrics["model/holdout_nll"] = nll[model.elites].mean().item()
+    metrics["model/elites"] = " ".join(str(i) for i in model.elites.tolist())
+    metrics["model/train_seconds"] = time.perf_counter() - t0
+    return metrics
