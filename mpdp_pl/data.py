@@ -61,6 +61,20 @@ def make_replay_buffer(capacity: int, batch_size: int,
     )
 
 
+def buffer_contents(buffer: TensorDictReplayBuffer) -> TensorDictBase:
+    """Every stored transition (storage order, not chronological once the buffer has wrapped)."""
+    return buffer[:]
+
+
+def newest_transitions(buffer: TensorDictReplayBuffer, n: int) -> TensorDictBase:
+    """The ``n`` most recently written transitions (fewer if the buffer holds fewer)."""
+    size = len(buffer)
+    n = min(n, size)
+    cursor = buffer.writer._cursor  # next write position; the storage is circular
+    idx = (cursor - n + torch.arange(n)) % buffer.storage.max_size
+    return buffer.storage.get(idx)
+
+
 def flat_transitions(batch: TensorDictBase) -> TensorDictBase:
     """A collected round, ``[..., T]``, as ``[N]`` transitions holding only TRANSITION_KEYS."""
     return batch.select(*TRANSITION_KEYS).reshape(-1)

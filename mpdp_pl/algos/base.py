@@ -6,8 +6,9 @@ evaluation and the logging x-axis all count env steps; ``trainer.global_step`` c
 steps), runs the due number of updates (``critic_updates_per_step``, ``actor_updates_per_step``,
 fractions allowed), and evaluates pi_0 every ``eval_every`` env steps and once at the end.
 
-Subclasses implement :meth:`update` and :meth:`configure_optimizers`, declare the training metrics
-they record in ``train_metric_keys`` (the columns of metrics.csv), and expose ``actor``.
+Subclasses implement :meth:`update` and :meth:`configure_optimizers`, declare the metrics they
+record in ``metric_keys`` (columns of metrics.csv), expose ``actor``, and may override
+:meth:`before_updates` (model-based algorithms train their model there).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class UpdateSchedule:
 
 
 class OffPolicyModule(pl.LightningModule):
-    train_metric_keys: tuple[str, ...] = ()
+    metric_keys: tuple[str, ...] = ()
 
     def __init__(self, cfg: dict, spec: EnvSpec):
         super().__init__()
@@ -76,10 +77,17 @@ class OffPolicyModule(pl.LightningModule):
     def update(self, critic_updates: int, actor_updates: int) -> None:
         raise NotImplementedError
 
+    def before_updates(self) -> None:
+        """Runs in every round once updates have started, before :meth:`update`."""
+
     def record(self, **metrics: torch.Tensor | float) -> None:
-        """Keep the latest value of training metrics (detached; read only when logged)."""
+        """Keep the latest value of ``train/<name>`` metrics (detached; read only when logged)."""
+        self.record_metrics({f"train/{k}": v for k, v in metrics.items()})
+
+    def record_metrics(self, metrics: dict) -> None:
+        """Keep the latest value of fully named metrics (tensors detached, numbers, strings)."""
         for k, v in metrics.items():
-            self.last_metrics[f"train/{k}"] = v.detach() if torch.is_tensor(v) else v
+            self.last_metrics[k] = v.detach() if torch.is_tensor(v) else v
 
     def sample_batch(self) -> TensorDictBase:
         return self.replay_buffer.sample().to(self.device, non_blocking=True)
@@ -126,7 +134,7 @@ class OffPolicyModule(pl.LightningModule):
         if self.trainer.is_global_zero and self.out_dir is not None:
             columns = ["env_steps", "eval/return", "eval/return_std", "eval/episode_length",
                        "time/elapsed", "time/env_steps_per_s", "train/updates",
-                       *self.train_metric_keys]
+                       *self.metric_keys]
             self.metrics_csv = MetricsCSV(self.out_dir / "metrics.csv", columns)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
@@ -139,6 +147,7 @@ class OffPolicyModule(pl.LightningModule):
         critic_updates = self.critic_schedule.due(n)
         actor_updates = self.actor_schedule.due(n)
         if self.env_steps >= self.update_after:
+            self.before_updates()
             self.update(critic_updates, actor_updates)
         if self.env_steps - self._last_log_step >= self.cfg["log_every"]:
             self.log_training_metrics()
@@ -157,7 +166,7 @@ class OffPolicyModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- metrics
     def _scalars(self) -> dict[str, float]:
-        out = {k: (v.item() if torch.is_tensor(v) else float(v)) for k, v in self.last_metrics.items()}
+        out = {k: (v.item() if torch.is_tensor(v) else v) for k, v in self.last_metrics.items()}
         out["train/updates"] = float(self.updates)
         return out
 

@@ -20,7 +20,7 @@ from .base import OffPolicyModule
 
 
 class SAC(OffPolicyModule):
-    train_metric_keys = ("train/critic_loss", "train/q_mean", "train/actor_loss",
+    metric_keys = ("train/critic_loss", "train/q_mean", "train/actor_loss",
                          "train/entropy", "train/alpha", "train/alpha_loss")
     num_actor_heads = 1
 
@@ -80,7 +80,7 @@ class SAC(OffPolicyModule):
         self.record(critic_loss=loss, q_mean=q.mean())
 
     def actor_step(self) -> None:
-        _, opt_actor, opt_alpha = self.optimizers()
+        opt_actor = self.optimizers()[1]
         loss, log_prob = self.actor_loss(self.sample_batch()["observation"])
         opt_actor.zero_grad(set_to_none=True)
         self.manual_backward(loss)

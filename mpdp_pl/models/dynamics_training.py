@@ -58,6 +58,13 @@ def _loss(model: DynamicsModel, x, y, done):
     return loss
 
 
+def holdout_split(n: int, settings: TrainSettings, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (train, holdout) indices: ``holdout_ratio`` of n, at most ``max_holdout``."""
+    n_hold = min(int(n * settings.holdout_ratio), settings.max_holdout)
+    perm = torch.randperm(n, device=device)
+    return perm[n_hold:], perm[:n_hold]
+
+
 @torch.no_grad()
 def holdout_scores(model: DynamicsModel, x, y, done) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-member holdout MSE and Gaussian NLL (normalized units), each ``[K]``."""
@@ -71,10 +78,11 @@ def holdout_scores(model: DynamicsModel, x, y, done) -> tuple[torch.Tensor, torc
 def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminated,
                    optimizer: torch.optim.Optimizer, settings: TrainSettings,
                    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                   num_elites: int | None = None) -> dict[str, float]:
+                   split: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
     """Train ``model`` on real transitions (tensors ``[N, ...]`` on the model's device).
 
-    ``backward`` lets a LightningModule pass ``self.manual_backward``. Returns the metrics
+    ``backward`` lets a LightningModule pass ``self.manual_backward``; ``split`` fixes the
+    (train, holdout) indices instead of a fresh random split. Returns the metrics
     ``model/holdout_mse``, ``model/holdout_nll`` (elite means), ``model/epochs``,
     ``model/train_seconds`` and ``model/elites`` (as a string of member indices).
     """
@@ -87,10 +95,8 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
     model.target_norm.fit(targets)
     x_all, y_all = model.input_norm(inputs), model.target_norm(targets)
 
-    n = x_all.shape[0]
-    n_hold = min(int(n * settings.holdout_ratio), settings.max_holdout)
-    perm = torch.randperm(n, device=device)
-    hold, train = perm[:n_hold], perm[n_hold:]
+    train, hold = split if split is not None else holdout_split(x_all.shape[0], settings, device)
+    n_hold = hold.numel()
     x_hold, y_hold, d_hold = x_all[hold], y_all[hold], done[hold]
     x_tr, y_tr, d_tr = x_all[train], y_all[train], done[train]
     n_tr, k = x_tr.shape[0], model.members
@@ -128,7 +134,7 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
     metrics = {"model/epochs": float(epochs), "model/train_seconds": 0.0}
     if n_hold:
         mse, nll = holdout_scores(model, x_hold, y_hold, d_hold)
-        elites = torch.argsort(mse)[: num_elites or len(model.elites)]
+        elites = torch.argsort(mse)[: len(model.elites)]
         model.elites.copy_(torch.sort(elites).values)
         metrics["model/holdout_mse"] = mse[model.elites].mean().item()
         metrics["model/holdout_nll"] = nll[model.elites].mean().item()

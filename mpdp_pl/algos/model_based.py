@@ -1,0 +1,72 @@
+"""SAC plus the dynamics ensemble (Algorithm 2, line 4): the shared base of MPDP, MBPO and MPPVE.
+
+Every ``model_train_freq`` env steps, once updates have started, the ensemble is trained on the
+whole real buffer by its own (fourth) optimizer, inside Lightning's manual step. Before each
+training, ``model/error`` measures the current model on the newest ``model_error_window`` real
+transitions, which it has not been trained on: the mean L2 norm of the one-step next-state error
+of the elites' mean prediction, in the env's own units (the quantity of the paper's Fig. 3).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import buffer_contents, newest_transitions
+from ..models.dynamics import DynamicsModel
+from ..models.dynamics_training import TrainSettings, param_groups, train_dynamics
+from ..termination import TERMINATION_FNS
+from .sac import SAC
+
+MODEL_METRIC_KEYS = ("model/holdout_nll", "model/holdout_mse", "model/elites", "model/epochs",
+                     "model/train_seconds", "model/error")
+
+
+class ModelBasedSAC(SAC):
+    metric_keys = SAC.metric_keys + MODEL_METRIC_KEYS
+
+    def __init__(self, cfg: dict, spec):
+        super().__init__(cfg, spec)
+        term = cfg["termination"]
+        self.dynamics = DynamicsModel(
+            spec.obs_dim, spec.action_dim, cfg["ensemble_size"], cfg["num_elites"],
+            cfg["model_hidden"], cfg["model_layers"],
+            termination_fn=None if term == "learned" else TERMINATION_FNS[term],
+        )
+        self.model_settings = TrainSettings.from_config(cfg)
+        self.model_trainings = 0
+        self.last_model_train_step = -1
+
+    @property
+    def model_ready(self) -> bool:
+        return self.model_trainings > 0
+
+    def configure_optimizers(self):
+        c = self.cfg
+        return [*super().configure_optimizers(),
+                torch.optim.Adam(param_groups(self.dynamics, c["model_lr"], c["model_weight_decay"]))]
+
+    def before_updates(self) -> None:
+        freq = self.cfg["model_train_freq"]
+        if not self.model_ready or self.env_steps // freq > self.last_model_train_step // freq:
+            self.train_model()
+
+    @torch.no_grad()
+    def model_error(self) -> torch.Tensor:
+        """Mean ||s'_model - s'_real||_2 on the newest real transitions (env units)."""
+        batch = newest_transitions(self.replay_buffer, self.cfg["model_error_window"]).to(self.device)
+        pred, _ = self.dynamics.mean_prediction(batch["observation"], batch["action"])
+        return (pred - batch["next", "observation"]).norm(dim=-1).mean()
+
+    def train_model(self) -> None:
+        if self.model_ready:
+            self.record_metrics({"model/error": self.model_error()})
+        data = buffer_contents(self.replay_buffer).to(self.device)
+        nxt = data["next"]
+        metrics = train_dynamics(
+            self.dynamics, data["observation"], data["action"], nxt["observation"],
+            nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.optimizers()[3],
+            self.model_settings, backward=self.manual_backward,
+        )
+        self.record_metrics(metrics)
+        self.model_trainings += 1
+        self.last_model_train_step = self.env_steps

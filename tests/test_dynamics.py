@@ -1,0 +1,143 @@
+"""The dynamics ensemble: member routing, reparameterized gradients, training on real data."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mpdp_pl.models.dynamics import DynamicsModel
+from mpdp_pl.models.dynamics_training import (TrainSettings, holdout_scores, holdout_split,
+                                              param_groups, train_dynamics)
+from mpdp_pl.termination import hopper
+
+OBS, ACT, K = 3, 2, 7
+
+
+class IdentifiableEnsemble(nn.Module):
+    """Member i outputs mean = x[:, :OBS+1] + i with (almost) zero variance."""
+
+    def __init__(self):
+        super().__init__()
+        self.members, self.out_dim, self.termination_head = K, OBS + 1, False
+
+    def forward(self, x):
+        offsets = torch.arange(K, dtype=x.dtype).view(K, 1, 1)
+        mean = x[..., : OBS + 1].expand(K, *x.shape[-2:-1], OBS + 1) + offsets
+        return mean, torch.full_like(mean, -30.0), None
+
+
+def identifiable_model(elites):
+    model = DynamicsModel(OBS, ACT, members=K, num_elites=len(elites),
+                          termination_fn=lambda s: s[:, 0] > 1e9)
+    model.ensemble = IdentifiableEnsemble()
+    model.elites.copy_(torch.tensor(elites))
+    return model
+
+
+def test_each_sample_is_served_by_one_random_elite():
+    model = identifiable_model([1, 4, 6])
+    torch.manual_seed(0)
+    obs, act = torch.randn(3000, OBS), torch.randn(3000, ACT)
+    out = model.step(obs, act)
+    # mean = cat(obs, act)[:OBS+1] + i, so s' = obs + obs + i and r = act[0] + i
+    served = torch.round(out.reward - act[:, 0]).long()
+    assert torch.equal(served, out.member)
+    torch.testing.assert_close(out.next_obs, 2 * obs + served[:, None].float(), atol=1e-4, rtol=0)
+    counts = torch.bincount(served, minlength=K)
+    assert set(torch.nonzero(counts).squeeze(-1).tolist()) == {1, 4, 6}  # elites only
+    assert counts[[1, 4, 6]].min() > 800  # each about a third
+
+
+def test_explicit_member_indices_are_respected():
+    model = identifiable_model([0, 1])
+    obs, act = torch.zeros(4, OBS), torch.zeros(4, ACT)
+    out = model.step(obs, act, member=torch.tensor([5, 0, 3, 3]))
+    assert out.reward.round().tolist() == [5.0, 0.0, 3.0, 3.0]
+
+
+def test_step_is_reparameterized():
+    torch.manual_seed(0)
+    model = DynamicsModel(OBS, ACT, members=K, num_elites=5, hidden=32, layers=2,
+                          termination_fn=lambda s: torch.zeros(s.shape[0], dtype=torch.bool))
+    obs = torch.randn(16, OBS, requires_grad=True)
+    act = torch.randn(16, ACT, requires_grad=True)
+    member = torch.randint(5, (16,))
+    out = model.step(obs, act, member=member, noise=torch.randn(16, OBS + 1))
+    (out.next_obs.sum() + out.reward.sum() + out.u.sum()).backward()
+    assert obs.grad.abs().sum() > 0 and act.grad.abs().sum() > 0
+    # the noise enters: another draw gives another sample from the same member
+    again = model.step(obs, act, member=member, noise=torch.randn(16, OBS + 1))
+    assert not torch.allclose(again.next_obs, out.next_obs)
+    assert out.u.shape == (16,) and (out.u >= 0).all()
+
+
+def real_transitions(env_id: str, n: int, seed: int = 0):
+    env = gym.make(env_id)
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for _ in range(n):
+        a = env.action_space.sample()
+        nxt, r, term, trunc, _ = env.step(a)
+        rows.append((obs, a, nxt, r, term))
+        obs = env.reset(seed=int(rng.integers(1 << 30)))[0] if term or trunc else nxt
+    env.close()
+    cols = list(zip(*rows))
+    f = lambda x, dt=torch.float32: torch.as_tensor(np.array(x), dtype=dt)  # noqa: E731
+    return f(cols[0]), f(cols[1]), f(cols[2]), f(cols[3]), f(cols[4], torch.bool)
+
+
+def linear_baseline_mse(model, obs, act, nxt, rew, train, hold) -> float:
+    """Least squares from normalized (s, a) to normalized (s' - s, r), fitted on the training
+    split, scored on the holdout split."""
+    x = model.input_norm(torch.cat([obs, act], -1))
+    y = model.target_norm(DynamicsModel.targets(obs, nxt, rew))
+    xb = torch.cat([x, torch.ones(len(x), 1)], -1).double()
+    w = torch.linalg.lstsq(xb[train], y[train].double()).solution
+    return ((xb[hold] @ w - y[hold].double()) ** 2).mean().item()
+
+
+def test_learns_hopper_dynamics_better_than_linear(capsys):
+    torch.manual_seed(0)
+    obs, act, nxt, rew, term = real_transitions("Hopper-v4", 20_000)
+    model = DynamicsModel(11, 3, members=7, num_elites=5, hidden=200, layers=4,
+                          termination_fn=hopper)
+    opt = torch.optim.Adam(param_groups(model, 1e-3, [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4]))
+    settings = TrainSettings(max_epochs=25)
+    split = holdout_split(len(obs), settings, "cpu")
+    metrics = train_dynamics(model, obs, act, nxt, rew, term, opt, settings, split=split)
+    linear = linear_baseline_mse(model, obs, act, nxt, rew, *split)
+    with capsys.disabled():
+        print(f"\nHopper-v4, 20k random-action transitions: ensemble holdout MSE "
+              f"{metrics['model/holdout_mse']:.4f} (normalized units, elites' mean), linear "
+              f"least squares {linear:.4f}; {metrics['model/epochs']:.0f} epochs, "
+              f"{metrics['model/train_seconds']:.0f} s")
+    assert metrics["model/holdout_mse"] <= 0.1
+    assert metrics["model/holdout_mse"] < linear
+    # the elites are the members with the lowest holdout MSE
+    x = model.input_norm(torch.cat([obs, act], -1))[split[1]]
+    y = model.target_norm(DynamicsModel.targets(obs, nxt, rew))[split[1]]
+    mse, _ = holdout_scores(model, x, y, None)
+    assert set(model.elites.tolist()) == set(torch.argsort(mse)[:5].tolist())
+    assert 1 <= metrics["model/epochs"] <= 25
+
+
+def test_learned_termination_head():
+    torch.manual_seed(0)
+    obs, act, nxt, rew, term = real_transitions("InvertedPendulum-v4", 6000)
+    model = DynamicsModel(4, 1, members=3, num_elites=2, hidden=64, layers=2, termination_fn=None)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    settings = TrainSettings(max_epochs=40)
+    train, hold = holdout_split(len(obs), settings, "cpu")
+    train_dynamics(model, obs, act, nxt, rew, term, opt, settings, split=(train, hold))
+    with torch.no_grad():
+        pred = model.step(obs[hold], act[hold], noise=torch.zeros(len(hold), 5)).terminated
+    truth = term[hold]
+    assert truth.sum() > 50
+    recall = (pred & truth).sum() / truth.sum()
+    specificity = (~pred & ~truth).sum() / (~truth).sum()
+    assert recall > 0.8 and specificity > 0.95, (recall, specificity)

@@ -1,0 +1,58 @@
+"""The ensemble trained inside the LightningModule's manual step, through the real Trainer."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from conftest import TINY
+from mpdp_pl.algos.model_based import MODEL_METRIC_KEYS, ModelBasedSAC
+from mpdp_pl.config import load_config, parse_overrides
+from mpdp_pl.run import train_module
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model_run") / "run"
+    cfg = load_config("Hopper-v4", "sac", {
+        **parse_overrides(TINY), "steps": 700, "init_random_steps": 300, "eval_every": 350,
+        "eval_episodes": 1, "model_train_freq": 100, "model_hidden": 32, "model_max_epochs": 3,
+        "model_error_window": 100, "logger": "none", "out": str(out)})
+    return train_module(ModelBasedSAC, cfg)
+
+
+def _rows(run):
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_model_metrics_reach_metrics_csv(model_run):
+    rows = _rows(model_run)
+    assert [int(r["env_steps"]) for r in rows] == [350, 700]
+    last = rows[-1]
+    for key in MODEL_METRIC_KEYS:
+        assert last[key] != "", key
+    assert 0 < float(last["model/holdout_mse"]) < 10
+    assert 1 <= float(last["model/epochs"]) <= 3
+    elites = [int(i) for i in last["model/elites"].split()]
+    assert len(elites) == 5 and len(set(elites)) == 5 and all(0 <= i < 7 for i in elites)
+    # model/error is in env units: a norm over Hopper's 11 dims, finite and positive
+    assert 0 < float(last["model/error"]) < 100
+
+
+def test_model_trained_every_freq_steps(tmp_path):
+    """First training when updates start (150), then at every multiple of model_train_freq."""
+    calls = []
+
+    class Counting(ModelBasedSAC):
+        def train_model(self):
+            calls.append(self.env_steps)
+            super().train_model()
+
+    cfg = load_config("Pendulum-v1", "sac", {
+        **parse_overrides(TINY), "steps": 400, "init_random_steps": 150, "eval_every": 400,
+        "eval_episodes": 1, "model_train_freq": 100, "model_hidden": 16, "model_max_epochs": 1,
+        "logger": "none", "out": str(tmp_path / "run")})
+    train_module(Counting, cfg)
+    assert calls == [150, 200, 300, 400]
