@@ -1,5 +1,8 @@
 """Resolved run configuration: conf/base.yaml <- conf/algo/<algo>.yaml <- conf/env/<Task>.yaml
-<- command-line ``key=value`` overrides.
+<- the algorithm file's ``tasks: {<Task>: {...}}`` entry <- command-line ``key=value`` overrides.
+
+Values that depend on both the task and the algorithm (MPDP's Hmax, MBPO's rollout schedule)
+live in the algorithm file's ``tasks`` table: one visible place per algorithm and task.
 
 The config is a plain nested dict. Keys form one flat namespace in which nested keys are written
 with dots (``wandb.project=foo``). An override must name a key that the base config defines and
@@ -18,6 +21,10 @@ from typing import Any
 import yaml
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+# Keys whose default is the string "auto" and that also take a number (inf and -inf included).
+AUTO_OR_NUMBER = {"target_entropy", "u_T"}
 
 
 class ConfigError(ValueError):
@@ -65,7 +72,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     """Check ``value`` against the type of ``default`` (the base config's value)."""
     if default is None or value is None:
         return value
-    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+    numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if isinstance(value, str) and (numeric or (key in AUTO_OR_NUMBER and value != "auto")):
         try:  # PyYAML reads 1e-2 (no dot) as a string
             value = float(value)
         except ValueError:
@@ -84,7 +92,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     elif isinstance(default, str):
         if isinstance(value, str):
             return value
-        if key == "target_entropy" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key in AUTO_OR_NUMBER and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif isinstance(default, list):
         if isinstance(value, list):
@@ -139,10 +147,14 @@ def load_config(
         raise ConfigError(
             f"unknown algorithm '{algo}' (available: {', '.join(available_algos())})"
         )
-    _merge(cfg, _read_yaml(algo_file), known, f"conf/algo/{algo}.yaml")
+    algo_layer = _read_yaml(algo_file)
+    per_task = algo_layer.pop("tasks", None) or {}
+    _merge(cfg, algo_layer, known, f"conf/algo/{algo}.yaml")
     env_file = CONF_DIR / "env" / f"{task_name(env)}.yaml"
     if env_file.exists():
         _merge(cfg, _read_yaml(env_file), known, f"conf/env/{env_file.name}")
+    if task_name(env) in per_task:
+        _merge(cfg, per_task[task_name(env)], known, f"conf/algo/{algo}.yaml tasks.{task_name(env)}")
     cfg["env"], cfg["algo"] = env, algo
     _merge(cfg, overrides, known, "override")
     validate(cfg)
@@ -166,9 +178,17 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"tau={cfg['tau']}: must be in [0, 1]")
     if cfg["init_alpha"] <= 0:
         raise ConfigError(f"init_alpha={cfg['init_alpha']}: must be > 0")
-    te = cfg["target_entropy"]
-    if isinstance(te, str) and te != "auto":
-        raise ConfigError(f"target_entropy={te!r}: must be 'auto' or a number")
+    for k in AUTO_OR_NUMBER:
+        if isinstance(cfg[k], str) and cfg[k] != "auto":
+            raise ConfigError(f"{k}={cfg[k]!r}: must be 'auto' or a number")
+    if cfg["horizon"] < 1:
+        raise ConfigError(f"horizon={cfg['horizon']}: Hmax must be >= 1")
+    if cfg["beta"] < 0:
+        raise ConfigError(f"beta={cfg['beta']}: must be >= 0")
+    if not 0 < cfg["u_T_quantile"] <= 1:
+        raise ConfigError(f"u_T_quantile={cfg['u_T_quantile']}: must be in (0, 1]")
+    if cfg["actor_grad_clip"] <= 0:
+        raise ConfigError(f"actor_grad_clip={cfg['actor_grad_clip']}: must be > 0")
     if not cfg["hidden_sizes"] or any(
         not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in cfg["hidden_sizes"]
     ):

@@ -23,7 +23,7 @@ class IdentifiableEnsemble(nn.Module):
         super().__init__()
         self.members, self.out_dim, self.termination_head = K, OBS + 1, False
 
-    def forward(self, x):
+    def forward(self, x, detach_params=False):
         offsets = torch.arange(K, dtype=x.dtype).view(K, 1, 1)
         mean = x[..., : OBS + 1].expand(K, *x.shape[-2:-1], OBS + 1) + offsets
         return mean, torch.full_like(mean, -30.0), None

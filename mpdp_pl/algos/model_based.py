@@ -13,7 +13,7 @@ import torch
 
 from ..data import buffer_contents, newest_transitions
 from ..models.dynamics import DynamicsModel
-from ..models.dynamics_training import TrainSettings, param_groups, train_dynamics
+from ..models.dynamics_training import TrainSettings, holdout_split, param_groups, train_dynamics
 from ..termination import TERMINATION_FNS
 from .sac import SAC
 
@@ -24,8 +24,8 @@ MODEL_METRIC_KEYS = ("model/holdout_nll", "model/holdout_mse", "model/elites", "
 class ModelBasedSAC(SAC):
     metric_keys = SAC.metric_keys + MODEL_METRIC_KEYS
 
-    def __init__(self, cfg: dict, spec):
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: dict, spec, actor_heads: int = 1):
+        super().__init__(cfg, spec, actor_heads)
         term = cfg["termination"]
         self.dynamics = DynamicsModel(
             spec.obs_dim, spec.action_dim, cfg["ensemble_size"], cfg["num_elites"],
@@ -62,11 +62,17 @@ class ModelBasedSAC(SAC):
             self.record_metrics({"model/error": self.model_error()})
         data = buffer_contents(self.replay_buffer).to(self.device)
         nxt = data["next"]
+        split = holdout_split(data.shape[0], self.model_settings, self.device)
         metrics = train_dynamics(
             self.dynamics, data["observation"], data["action"], nxt["observation"],
             nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.optimizers()[3],
-            self.model_settings, backward=self.manual_backward,
+            self.model_settings, backward=self.manual_backward, split=split,
         )
         self.record_metrics(metrics)
         self.model_trainings += 1
         self.last_model_train_step = self.env_steps
+        self.after_model_training(data[split[1]])
+
+    def after_model_training(self, holdout) -> None:
+        """Runs after each model training with the real transitions the model was not fitted on
+        (MPDP calibrates its cut threshold u_T there)."""

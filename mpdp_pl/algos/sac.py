@@ -22,12 +22,10 @@ from .base import OffPolicyModule
 class SAC(OffPolicyModule):
     metric_keys = ("train/critic_loss", "train/q_mean", "train/actor_loss",
                          "train/entropy", "train/alpha", "train/alpha_loss")
-    num_actor_heads = 1
-
-    def __init__(self, cfg: dict, spec):
+    def __init__(self, cfg: dict, spec, actor_heads: int = 1):
         super().__init__(cfg, spec)
         hidden = cfg["hidden_sizes"]
-        self.actor = MultiHeadActor(spec.obs_dim, spec.action_dim, hidden, self.num_actor_heads,
+        self.actor = MultiHeadActor(spec.obs_dim, spec.action_dim, hidden, actor_heads,
                                     cfg["log_std_min"], cfg["log_std_max"])
         self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden)
         self.critic_target = make_target(self.critic)

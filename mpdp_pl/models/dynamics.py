@@ -64,11 +64,14 @@ class GaussianEnsemble(nn.Module):
         self.max_log_var = nn.Parameter(torch.full((members, 1, out_dim), 0.5))
         self.min_log_var = nn.Parameter(torch.full((members, 1, out_dim), -10.0))
 
-    def forward(self, x: torch.Tensor):
-        out = self.net(x)
+    def forward(self, x: torch.Tensor, detach_params: bool = False):
+        out = self.net(x, detach_params)
         mean, raw = out[..., : self.out_dim], out[..., self.out_dim: 2 * self.out_dim]
-        log_var = self.max_log_var - F.softplus(self.max_log_var - raw)
-        log_var = self.min_log_var + F.softplus(log_var - self.min_log_var)
+        hi, lo = self.max_log_var, self.min_log_var
+        if detach_params:
+            hi, lo = hi.detach(), lo.detach()
+        log_var = hi - F.softplus(hi - raw)
+        log_var = lo + F.softplus(log_var - lo)
         logit = out[..., -1] if self.termination_head else None
         return mean, log_var, logit
 
@@ -116,10 +119,12 @@ class DynamicsModel(nn.Module):
         """The regression target ``(s' - s, r)``, ``[B, obs_dim + 1]``."""
         return torch.cat([next_obs - obs, reward.unsqueeze(-1)], dim=-1)
 
-    def forward_normalized(self, obs: torch.Tensor, action: torch.Tensor):
-        """All members on normalized inputs -> normalized ``(mean, log_var, logit)``."""
+    def forward_normalized(self, obs: torch.Tensor, action: torch.Tensor,
+                           detach_params: bool = False):
+        """All members on normalized inputs -> normalized ``(mean, log_var, logit)``.
+        ``detach_params``: gradients reach ``obs`` and ``action`` but not the ensemble."""
         x = self.input_norm(torch.cat([obs, action], dim=-1))
-        return self.ensemble(x)
+        return self.ensemble(x, detach_params)
 
     def gaussians(self, obs: torch.Tensor, action: torch.Tensor):
         """Every member's Gaussian over the normalized target: ``(mean, var)``, ``[K, B, D]``."""
@@ -127,14 +132,15 @@ class DynamicsModel(nn.Module):
         return mean, log_var.exp()
 
     def step(self, obs: torch.Tensor, action: torch.Tensor,
-             member: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> ModelStep:
+             member: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+             detach_params: bool = False) -> ModelStep:
         """Sample ``(s', r)`` for each sample from one elite member (drawn uniformly unless
         ``member`` gives the indices), reparameterized: ``y = mu_m + sigma_m * noise``.
 
         Also returns the OvR error u(s, a) over the elites (Eq. 8) and the predicted termination
         (the task's rule on s', or the serving member's learned logit > 0).
         """
-        mean, log_var, logit = self.forward_normalized(obs, action)
+        mean, log_var, logit = self.forward_normalized(obs, action, detach_params)
         batch = obs.shape[0]
         if member is None:
             pick = torch.randint(len(self.elites), (batch,), device=obs.device)
@@ -152,6 +158,11 @@ class DynamicsModel(nn.Module):
         elites = self.elites
         u = ovr_model_error(mean[elites], log_var[elites].exp())
         return ModelStep(next_obs, reward, terminated, u, member)
+
+    def ovr_error(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """u(s, a) of Eq. (8) over the elites, ``[B]``."""
+        mean, log_var, _ = self.forward_normalized(obs, action)
+        return ovr_model_error(mean[self.elites], log_var[self.elites].exp())
 
     @torch.no_grad()
     def mean_prediction(self, obs: torch.Tensor, action: torch.Tensor):

@@ -1,0 +1,59 @@
+"""MPDP (Algorithm 2): SAC's critics and temperature on real data, a dynamics ensemble trained
+every ``model_train_freq`` env steps, and the farsighted improvement (Algorithm 1,
+:mod:`mpdp_pl.improvement`) of the multi-head actor pi_0..pi_{Hmax-1}; pi_0 acts.
+
+Before the first model training the actor takes SAC's one-step update (Eq. 4). The cut
+threshold u_T is either fixed (``u_T=<number>``; ``inf`` gives a fixed horizon) or calibrated
+after every model training as the ``u_T_quantile`` of u(s, a) over the held-out real transitions
+of that training (the paper gives no value; training points would understate u).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..improvement import farsighted_improvement
+from .model_based import ModelBasedSAC
+
+IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
+                    "train/J_cut_value", "train/J_tail", "train/realized_horizon", "train/u_mean",
+                    "train/actor_grad_norm", "model/u_T")
+
+
+class MPDP(ModelBasedSAC):
+    def __init__(self, cfg: dict, spec):
+        super().__init__(cfg, spec, actor_heads=cfg["horizon"])
+        self.horizon = cfg["horizon"]
+        fixed = cfg["u_T"] != "auto"
+        self.register_buffer("u_threshold", torch.tensor(float(cfg["u_T"]) if fixed else 0.0))
+        self.calibrate_u_T = not fixed
+        self.metric_keys = (*ModelBasedSAC.metric_keys, *IMPROVEMENT_KEYS,
+                            *(f"train/cut_frac/{t}" for t in range(self.horizon)))
+
+    @torch.no_grad()
+    def after_model_training(self, holdout) -> None:
+        if self.calibrate_u_T and holdout.shape[0] > 0:
+            u = self.dynamics.ovr_error(holdout["observation"], holdout["action"])
+            self.u_threshold.copy_(torch.quantile(u, self.cfg["u_T_quantile"]))
+        self.record_metrics({"model/u_T": self.u_threshold})
+
+    def actor_step(self) -> None:
+        if not self.model_ready:
+            return super().actor_step()  # SAC's Eq. (4) until the model exists
+        c = self.cfg
+        obs = self.sample_batch()["observation"]
+        result = farsighted_improvement(
+            obs, self.actor, self.critic, self.dynamics, self.alpha, c["beta"], c["gamma"],
+            self.u_threshold, self.horizon, c["paper_literal_cut"],
+        )
+        opt_actor = self.optimizers()[1]
+        opt_actor.zero_grad(set_to_none=True)
+        self.manual_backward(result.loss)
+        # long unrolls can explode (the paper warns of it): clip, and log the norm before clipping
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), c["actor_grad_clip"])
+        opt_actor.step()
+        self.temperature_step(result.log_prob0)
+        diag = dict(result.diagnostics)
+        cut_frac = diag.pop("cut_frac")
+        self.record(actor_loss=result.loss, actor_grad_norm=grad_norm, **diag)
+        self.record_metrics({f"train/cut_frac/{t}": cut_frac[t] for t in range(self.horizon)})

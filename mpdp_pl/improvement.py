@@ -1,0 +1,136 @@
+"""The farsighted policy improvement of MPDP (Algorithm 1; Eq. 9-10), batched over states.
+
+For real states s_0 and heads pi_0..pi_{H-1} (H = Hmax), with alive mask m_0 = 1:
+
+    for t = 0..H-1:
+        a_t ~ pi_t(.|s_t) (reparameterized);  (s_{t+1}, r_t) ~ one elite member; u_t = u(s_t, a_t)
+        cut_t = m_t & (u_t >= u_T)
+        J += gamma^t [min_j Q_j(s_t, a_t) - alpha log pi_t(a_t|s_t)]        where cut_t
+        J += gamma^t [r_t - alpha log pi_t(a_t|s_t) - beta u_t]             where m_t & ~cut_t
+        m_{t+1} = m_t & ~cut_t & ~terminal(s_{t+1})
+    J += gamma^H V_old(s_H) where m_H,  V_old(s) = min_j Q_j(s, a') - alpha log pi_0(a'|s), a' ~ pi_0(s)
+
+A cut sample ends with SAC's one-step objective at s_t (so a fully untrusted model degenerates to
+SAC); a predicted terminal ends the sum with no bootstrap. V_old uses pi_0 with detached
+parameters (a' is still a function of s_H), the online critics with detached parameters, and a
+detached alpha; the model is read with detached parameters too: only the actor receives
+gradients. loss = -mean_B J.
+
+``paper_literal_cut=True`` implements Algorithm 1 lines 6-7 as printed instead: at a cut or a
+predicted terminal, J += gamma^{t+1} V_old(s_{t+1}) and stop, and no tail value after the loop
+(DESIGN.md explains why this is not the default).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .models.actor import MultiHeadActor
+from .models.critic import TwinQ
+from .models.dynamics import DynamicsModel
+
+
+class RolloutNoise(NamedTuple):
+    """Explicit randomness of one unroll (tests share it with a reference computation)."""
+
+    actor: torch.Tensor    # [H + 1, B, A]: eps of pi_t at step t; the last row is the tail's a'
+    model: torch.Tensor    # [H, B, obs_dim + 1]: the serving member's Gaussian noise
+    member: torch.Tensor   # [H, B]: index of the serving member
+
+
+class Improvement(NamedTuple):
+    loss: torch.Tensor            # -mean J
+    log_prob0: torch.Tensor       # [B] log pi_0(a_0|s_0) at the real states (for alpha's update)
+    diagnostics: dict             # detached tensors: J and its parts, horizon, cut fractions, u
+
+
+def v_old(actor: MultiHeadActor, critic: TwinQ, obs: torch.Tensor, alpha: torch.Tensor,
+          eps: torch.Tensor | None) -> torch.Tensor:
+    """V^{pi_old}(s) = min_j Q_j(s, a') - alpha log pi_0(a'|s), a' = pi_0(s, eps), with frozen
+    parameters: the value flows back into ``obs`` only."""
+    action, log_prob = actor.sample(obs, 0, eps, detach_params=True)
+    return critic(obs, action, detach_params=True).min(0).values - alpha * log_prob
+
+
+def sample_noise(dynamics: DynamicsModel, horizon: int, batch: int, action_dim: int,
+                 device) -> RolloutNoise:
+    elites = dynamics.elites
+    pick = torch.randint(len(elites), (horizon, batch), device=device)
+    return RolloutNoise(torch.randn(horizon + 1, batch, action_dim, device=device),
+                        torch.randn(horizon, batch, dynamics.obs_dim + 1, device=device),
+                        elites[pick])
+
+
+def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: TwinQ,
+                           dynamics: DynamicsModel, alpha: torch.Tensor, beta: float,
+                           gamma: float, u_threshold: float | torch.Tensor, horizon: int,
+                           paper_literal_cut: bool = False,
+                           noise: RolloutNoise | None = None) -> Improvement:
+    """Algorithm 1 over a batch ``obs`` ``[B, obs_dim]`` of real states (module docstring)."""
+    batch = obs.shape[0]
+    if noise is None:
+        noise = sample_noise(dynamics, horizon, batch, actor.action_dim, obs.device)
+    alpha = alpha.detach()
+    zeros = obs.new_zeros(batch)
+    ret, r_part, ent_part, pen_part, cut_part = zeros, zeros, zeros, zeros, zeros
+    alive = torch.ones(batch, dtype=torch.bool, device=obs.device)
+    realized = zeros
+    cut_fracs, u_sum, u_count = [], zeros.sum(), zeros.sum()
+    s = obs
+    log_prob0 = None
+    for t in range(horizon):
+        discount = gamma ** t
+        action, log_prob = actor.sample(s, t, noise.actor[t])
+        if t == 0:
+            log_prob0 = log_prob
+        step = dynamics.step(s, action, member=noise.member[t], noise=noise.model[t],
+                             detach_params=True)
+        cut = alive & (step.u.detach() >= u_threshold)
+        u_sum = u_sum + torch.where(alive, step.u.detach(), 0.0).sum()
+        u_count = u_count + alive.sum()
+        cut_fracs.append(cut.float().mean())
+        reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)
+        if paper_literal_cut:  # Alg. 1 l.6-8: end with gamma^{t+1} V(s_{t+1}), no r_t
+            ended = alive & (cut | step.terminated)
+            counted = alive & ~ended
+            end_value = gamma ** (t + 1) * v_old(actor, critic, step.next_obs, alpha,
+                                                 noise.actor[horizon])
+            ret = ret + torch.where(ended, end_value,
+                                    torch.where(counted, discount * reward_term, 0.0))
+            cut_part = cut_part + torch.where(ended, end_value, 0.0).detach()
+            entropy_counted, alive_next = counted, counted
+        else:
+            q = critic(s, action, detach_params=True).min(0).values
+            one_step = q - alpha * log_prob                               # SAC's objective at s_t
+            counted = alive & ~cut
+            ret = ret + discount * torch.where(cut, one_step,
+                                               torch.where(counted, reward_term, 0.0))
+            cut_part = cut_part + torch.where(cut, discount * q, 0.0).detach()
+            entropy_counted, alive_next = alive, counted & ~step.terminated
+        r_part = r_part + torch.where(counted, discount * step.reward, 0.0).detach()
+        ent_part = ent_part + torch.where(entropy_counted, -discount * alpha * log_prob,
+                                          0.0).detach()
+        pen_part = pen_part + torch.where(counted, -discount * beta * step.u, 0.0).detach()
+        realized = realized + counted.float()
+        # dead samples keep a detached state, so nothing they compute can send NaN through where
+        s = torch.where(alive_next.unsqueeze(-1), step.next_obs, s.detach())
+        alive = alive_next
+    tail_part = zeros
+    if not paper_literal_cut:
+        tail = v_old(actor, critic, s, alpha, noise.actor[horizon])
+        tail_part = torch.where(alive, gamma ** horizon * tail, 0.0)
+        ret = ret + tail_part
+    diagnostics = {
+        "J": ret.mean().detach(),
+        "J_reward": r_part.mean(),
+        "J_entropy": ent_part.mean(),
+        "J_penalty": pen_part.mean(),
+        "J_cut_value": cut_part.mean(),
+        "J_tail": tail_part.mean().detach(),
+        "realized_horizon": realized.mean(),
+        "u_mean": u_sum / u_count.clamp_min(1),
+        "cut_frac": torch.stack(cut_fracs),
+    }
+    return Improvement(-ret.mean(), log_prob0, diagnostics)

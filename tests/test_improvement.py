@@ -1,0 +1,245 @@
+"""The farsighted improvement (Algorithm 1, Eq. 9-10) against independent computations:
+SAC's actor loss and a hand-written Eq. (5) in the degenerate cases, a plain per-sample loop
+for H >= 2, gradient routing between heads, isolation of every other part, and masking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mpdp_pl.improvement import RolloutNoise, farsighted_improvement, sample_noise
+from mpdp_pl.models.actor import MultiHeadActor
+from mpdp_pl.models.critic import TwinQ
+from mpdp_pl.models.dynamics import DynamicsModel
+
+OBS, ACT, B, K = 4, 2, 12, 5
+GAMMA, ALPHA = 0.9, torch.tensor(0.2)
+
+
+def terminal_rule(s):
+    return s[..., 0] > 2.5
+
+
+def parts(heads=4, seed=0, hidden=16):
+    torch.manual_seed(seed)
+    actor = MultiHeadActor(OBS, ACT, [hidden, hidden], heads)
+    critic = TwinQ(OBS, ACT, [hidden, hidden])
+    model = DynamicsModel(OBS, ACT, members=K, num_elites=3, hidden=hidden, layers=2,
+                          termination_fn=terminal_rule)
+    with torch.no_grad():  # members that disagree, so u > 0 and varies
+        for p in model.ensemble.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        model.target_norm.std.fill_(0.3)
+    model.elites.copy_(torch.tensor([0, 2, 4]))
+    obs = torch.randn(B, OBS)
+    return actor, critic, model, obs
+
+
+def run(actor, critic, model, obs, heads, beta=0.5, u_t=float("inf"), literal=False, seed=1):
+    torch.manual_seed(seed)
+    noise = sample_noise(model, heads, obs.shape[0], ACT, "cpu")
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_t, heads,
+                                 literal, noise)
+    return out, noise
+
+
+def v_old_ref(actor, critic, s, eps):
+    """V^{pi_old}: the old policy's value, so pi_0's parameters are held fixed in it."""
+    a, lp = actor.sample(s, 0, eps, detach_params=True)
+    return critic(s, a).min(0).values - ALPHA * lp
+
+
+# ------------------------------------------------------------------ degeneration
+@pytest.mark.parametrize("heads,beta", [(1, 0.0), (3, 0.5), (6, 2.0)])
+def test_all_cut_at_t0_is_sacs_actor_loss(heads, beta):
+    actor, critic, model, obs = parts(heads)
+    out, noise = run(actor, critic, model, obs, heads, beta, u_t=-math.inf)
+    # SAC's actor loss with the same noise: mean(alpha log pi_0(a|s) - min_j Q_j(s, a))
+    a, lp = actor.sample(obs, 0, noise.actor[0])
+    sac = (ALPHA * lp - critic(obs, a).min(0).values).mean()
+    torch.testing.assert_close(out.loss, sac)
+    out.loss.backward()
+    w = actor.net.layers[0].weight.grad
+    assert w[0].abs().sum() > 0
+    assert heads == 1 or torch.count_nonzero(w[1:]) == 0
+    assert out.diagnostics["realized_horizon"] == 0
+
+
+def test_h1_beta0_no_cut_is_eq5_through_the_model():
+    actor, critic, model, obs = parts(1)
+    out, noise = run(actor, critic, model, obs, 1, beta=0.0, u_t=math.inf)
+    a, lp = actor.sample(obs, 0, noise.actor[0])
+    # the serving member's reparameterized sample, written out from the model's Gaussians
+    mean, log_var, _ = model.forward_normalized(obs, a)
+    rows = torch.arange(B)
+    m = noise.member[0]
+    y = (mean[m, rows] + (0.5 * log_var[m, rows]).exp() * noise.model[0]) * model.target_norm.std \
+        + model.target_norm.mean
+    s1, r = obs + y[:, :-1], y[:, -1]
+    d = terminal_rule(s1).float()
+    eq5 = r - ALPHA * lp + GAMMA * (1 - d) * v_old_ref(actor, critic, s1, noise.actor[1])
+    torch.testing.assert_close(out.loss, -eq5.mean())
+
+
+# ------------------------------------------------------------------ reference loop
+def loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal):
+    """Eq. (9)-(10) for one sample at a time, written with Python control flow."""
+    total = 0.0
+    for b in range(obs.shape[0]):
+        s = obs[b: b + 1]
+        j = 0.0
+        alive = True
+        for t in range(heads):
+            a, lp = actor.sample(s, t, noise.actor[t, b: b + 1])
+            step = model.step(s, a, member=noise.member[t, b: b + 1],
+                              noise=noise.model[t, b: b + 1])
+            cut = step.u.item() >= u_t
+            if literal:
+                if cut or step.terminated.item():
+                    j = j + GAMMA ** (t + 1) * v_old_ref(actor, critic, step.next_obs,
+                                                         noise.actor[heads, b: b + 1])
+                    alive = False
+                    break
+                j = j + GAMMA ** t * (step.reward - ALPHA * lp - beta * step.u)
+            else:
+                if cut:
+                    j = j + GAMMA ** t * (critic(s, a).min(0).values - ALPHA * lp)
+                    alive = False
+                    break
+                j = j + GAMMA ** t * (step.reward - ALPHA * lp - beta * step.u)
+                if step.terminated.item():
+                    alive = False
+                    break
+            s = step.next_obs
+        if alive and not literal:
+            j = j + GAMMA ** heads * v_old_ref(actor, critic, s, noise.actor[heads, b: b + 1])
+        total = total + j
+    return -(total / obs.shape[0]).squeeze()
+
+
+@pytest.mark.parametrize("literal", [False, True])
+@pytest.mark.parametrize("quantile", [0.3, 0.6, 0.9])
+def test_batched_equals_per_sample_loop(literal, quantile):
+    heads, beta = 4, 0.5
+    actor, critic, model, obs = parts(heads, seed=3)
+    obs = obs * 1.5  # some samples reach the terminal rule s[0] > 2.5
+    with torch.no_grad():
+        u_t = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), quantile).item()
+    out, noise = run(actor, critic, model, obs, heads, beta, u_t, literal)
+    grads = torch.autograd.grad(out.loss, list(actor.parameters()))
+    ref = loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal)
+    ref_grads = torch.autograd.grad(ref, list(actor.parameters()))
+    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    h = out.diagnostics["realized_horizon"].item()
+    assert 0 < h < heads, "the test should exercise cuts and continuations"
+
+
+# ------------------------------------------------------------------ routing and isolation
+def _head_grads(actor):
+    """Per-head gradient mass of the first layer's weights."""
+    return actor.net.layers[0].weight.grad.abs().sum(dim=(1, 2))
+
+
+@pytest.mark.parametrize("t", [0, 1, 3])
+def test_step_t_terms_reach_heads_up_to_t_only(t):
+    heads = 5
+    actor, critic, model, obs = parts(heads)
+    noise = sample_noise(model, heads, B, ACT, "cpu")
+    # the reward of step t alone: pi_t directly, pi_0..pi_{t-1} through s_t, never later heads
+    s = obs
+    for i in range(t + 1):
+        a, _ = actor.sample(s, i, noise.actor[i])
+        step = model.step(s, a, member=noise.member[i], noise=noise.model[i], detach_params=True)
+        if i < t:
+            s = step.next_obs
+    step.reward.sum().backward()
+    g = _head_grads(actor)
+    assert (g[: t + 1] > 0).all() and torch.count_nonzero(g[t + 1:]) == 0
+
+
+def test_full_loss_routing_and_tail_through_s_h():
+    heads = 4
+    actor, critic, model, obs = parts(heads)
+    out, _ = run(actor, critic, model, obs, heads, u_t=math.inf)
+    out.loss.backward()
+    assert (_head_grads(actor) > 0).all()
+
+
+def test_only_the_actor_receives_gradients():
+    heads = 3
+    actor, critic, model, obs = parts(heads)
+    log_alpha = nn.Parameter(torch.tensor(-1.6))
+    torch.manual_seed(0)
+    noise = sample_noise(model, heads, B, ACT, "cpu")
+    out = farsighted_improvement(obs, actor, critic, model, log_alpha.exp(), 0.5, GAMMA,
+                                 math.inf, heads, False, noise)
+    out.loss.backward()
+    assert all(p.grad is None for p in critic.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert log_alpha.grad is None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
+
+
+# ------------------------------------------------------------------ masking
+class ControlledEnsemble(nn.Module):
+    """Members agree except by +-c * |x_0| on every output, with variance 1: u grows with |s_0|.
+    The mean of the delta is +1 on dim 0, so s_0 climbs by ~1 per model step."""
+
+    def __init__(self, c=0.1):
+        super().__init__()
+        self.members, self.out_dim, self.termination_head, self.c = K, OBS + 1, False, c
+
+    def forward(self, x, detach_params=False):
+        spread = torch.linspace(-1, 1, K).view(K, 1, 1) * self.c * x[..., :1].abs()
+        base = torch.zeros(*x.shape[:-1], OBS + 1)
+        base[..., 0] = 1.0
+        mean = base + spread
+        return mean, torch.full_like(mean, -12.0), None
+
+
+def test_cut_samples_contribute_nothing_after_the_cut():
+    heads = 6
+    actor, critic, model, _ = parts(heads)
+    model.ensemble = ControlledEnsemble()
+    model.termination_fn = lambda s: s[..., 0] > 100  # never, here
+    model.input_norm.std.fill_(1.0), model.input_norm.mean.zero_()
+    model.target_norm.std.fill_(1.0), model.target_norm.mean.zero_()
+    obs = torch.zeros(B, OBS)
+    obs[:, 0] = torch.arange(B, dtype=torch.float32) * 0.5 + 0.25  # u_t grows with s_0 ~ obs_0 + t
+    with torch.no_grad():
+        u_of = lambda x0: model.ovr_error(torch.tensor([[x0, 0, 0, 0.]]), torch.zeros(1, ACT)).item()  # noqa: E731
+    u_t = u_of(3.0)
+    torch.manual_seed(0)
+    noise = sample_noise(model, heads, B, ACT, "cpu")
+    noise = noise._replace(member=torch.full_like(noise.member, 2))  # the member with no offset
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_t, heads,
+                                 False, noise)
+    # s_0 at step t is about obs_0 + t; cut at the first t with s_0 >= 3 (u increases in |s_0|)
+    first_cut = [next((t for t in range(heads) if x + t >= 3.0), heads)
+                 for x in obs[:, 0].tolist()]
+    expected = sum(first_cut) / B
+    assert out.diagnostics["realized_horizon"].item() == pytest.approx(expected, abs=1e-6)
+    fracs = out.diagnostics["cut_frac"]
+    for t in range(heads):
+        assert fracs[t].item() == pytest.approx(sum(1 for c in first_cut if c == t) / B)
+    # and J itself (nothing after a cut enters it) agrees with the per-sample loop
+    ref = loop_reference(actor, critic, model, obs, noise, heads, 0.5, u_t, False)
+    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_predicted_terminal_ends_the_sum_without_bootstrap():
+    heads = 4
+    actor, critic, model, obs = parts(heads)
+    model.termination_fn = lambda s: torch.ones(s.shape[0], dtype=torch.bool)  # always terminal
+    out, noise = run(actor, critic, model, obs, heads, beta=0.5, u_t=math.inf)
+    a, lp = actor.sample(obs, 0, noise.actor[0])
+    step = model.step(obs, a, member=noise.member[0], noise=noise.model[0])
+    expected = -(step.reward - ALPHA * lp - 0.5 * step.u).mean()
+    torch.testing.assert_close(out.loss, expected)
+    assert out.diagnostics["realized_horizon"].item() == 1.0
+    assert out.diagnostics["J_tail"].item() == 0.0
