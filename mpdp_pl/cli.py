@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--env", help="gymnasium env id (default: InvertedPendulum-v4)")
-    p.add_argument("--algo", help=f"algorithm: {algos} (default: sac)")
+    p.add_argument("--algo", help=f"algorithm: {algos} (default: mpdp)")
     p.add_argument("--steps", type=int, help="env-step budget (default: the task config's)")
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
     p.add_argument("--out", help="run directory (default: runs/<env>/<algo>/seed<S>-<time>)")

@@ -13,7 +13,7 @@ from mpdp_pl.config import ConfigError, load_config, parse_overrides
 
 def test_every_flag_has_a_default():
     cfg = load_config()
-    assert cfg["env"] == "InvertedPendulum-v4" and cfg["algo"] == "sac" and cfg["seed"] == 0
+    assert cfg["env"] == "InvertedPendulum-v4" and cfg["algo"] == "mpdp" and cfg["seed"] == 0
     assert cfg["steps"] == 15000  # the task file's budget
 
 
@@ -76,7 +76,7 @@ def test_help_lists_options_and_algorithms(tmp_path):
     proc = run_train(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for word in ("--env", "--algo", "--steps", "--seed", "--out", "--logger", "--print-config",
-                 "algorithms: sac"):
+                 "algorithms: mpdp, sac"):
         assert word in proc.stdout, word
 
 
