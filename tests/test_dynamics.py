@@ -23,9 +23,10 @@ class IdentifiableEnsemble(nn.Module):
         super().__init__()
         self.members, self.out_dim, self.termination_head = K, OBS + 1, False
 
-    def forward(self, x, detach_params=False):
-        offsets = torch.arange(K, dtype=x.dtype).view(K, 1, 1)
-        mean = x[..., : OBS + 1].expand(K, *x.shape[-2:-1], OBS + 1) + offsets
+    def forward(self, x, detach_params=False, members=None):
+        members = torch.arange(K) if members is None else members
+        offsets = members.to(x.dtype).view(-1, 1, 1)
+        mean = x[..., : OBS + 1].expand(len(members), *x.shape[-2:-1], OBS + 1) + offsets
         return mean, torch.full_like(mean, -30.0), None
 
 
@@ -52,7 +53,7 @@ def test_each_sample_is_served_by_one_random_elite():
 
 
 def test_explicit_member_indices_are_respected():
-    model = identifiable_model([0, 1])
+    model = identifiable_model([0, 3, 5])
     obs, act = torch.zeros(4, OBS), torch.zeros(4, ACT)
     out = model.step(obs, act, member=torch.tensor([5, 0, 3, 3]))
     assert out.reward.round().tolist() == [5.0, 0.0, 3.0, 3.0]

@@ -194,8 +194,9 @@ class ControlledEnsemble(nn.Module):
         super().__init__()
         self.members, self.out_dim, self.termination_head, self.c = K, OBS + 1, False, c
 
-    def forward(self, x, detach_params=False):
-        spread = torch.linspace(-1, 1, K).view(K, 1, 1) * self.c * x[..., :1].abs()
+    def forward(self, x, detach_params=False, members=None):
+        members = torch.arange(K) if members is None else members
+        spread = torch.linspace(-1, 1, K)[members].view(-1, 1, 1) * self.c * x[..., :1].abs()
         base = torch.zeros(*x.shape[:-1], OBS + 1)
         base[..., 0] = 1.0
         mean = base + spread

@@ -64,10 +64,14 @@ class GaussianEnsemble(nn.Module):
         self.max_log_var = nn.Parameter(torch.full((members, 1, out_dim), 0.5))
         self.min_log_var = nn.Parameter(torch.full((members, 1, out_dim), -10.0))
 
-    def forward(self, x: torch.Tensor, detach_params: bool = False):
-        out = self.net(x, detach_params)
+    def forward(self, x: torch.Tensor, detach_params: bool = False,
+                members: torch.Tensor | None = None):
+        """``members``: evaluate only these members (the elites), in their order."""
+        out = self.net(x, detach_params, members)
         mean, raw = out[..., : self.out_dim], out[..., self.out_dim: 2 * self.out_dim]
         hi, lo = self.max_log_var, self.min_log_var
+        if members is not None:
+            hi, lo = hi[members], lo[members]
         if detach_params:
             hi, lo = hi.detach(), lo.detach()
         log_var = hi - F.softplus(hi - raw)
@@ -120,11 +124,12 @@ class DynamicsModel(nn.Module):
         return torch.cat([next_obs - obs, reward.unsqueeze(-1)], dim=-1)
 
     def forward_normalized(self, obs: torch.Tensor, action: torch.Tensor,
-                           detach_params: bool = False):
-        """All members on normalized inputs -> normalized ``(mean, log_var, logit)``.
-        ``detach_params``: gradients reach ``obs`` and ``action`` but not the ensemble."""
+                           detach_params: bool = False, members: torch.Tensor | None = None):
+        """Members (all, or ``members``) on normalized inputs -> normalized
+        ``(mean, log_var, logit)``. ``detach_params``: gradients reach ``obs`` and ``action``
+        but not the ensemble."""
         x = self.input_norm(torch.cat([obs, action], dim=-1))
-        return self.ensemble(x, detach_params)
+        return self.ensemble(x, detach_params, members)
 
     def gaussians(self, obs: torch.Tensor, action: torch.Tensor):
         """Every member's Gaussian over the normalized target: ``(mean, var)``, ``[K, B, D]``."""
@@ -135,38 +140,42 @@ class DynamicsModel(nn.Module):
              member: torch.Tensor | None = None, noise: torch.Tensor | None = None,
              detach_params: bool = False) -> ModelStep:
         """Sample ``(s', r)`` for each sample from one elite member (drawn uniformly unless
-        ``member`` gives the indices), reparameterized: ``y = mu_m + sigma_m * noise``.
+        ``member`` gives the indices, which must be elites), reparameterized:
+        ``y = mu_m + sigma_m * noise``.
 
         Also returns the OvR error u(s, a) over the elites (Eq. 8) and the predicted termination
         (the task's rule on s', or the serving member's learned logit > 0).
         """
-        mean, log_var, logit = self.forward_normalized(obs, action, detach_params)
+        elites = self.elites
+        # only the elites are evaluated: they serve every sample and define u
+        mean, log_var, logit = self.forward_normalized(obs, action, detach_params, elites)
         batch = obs.shape[0]
         if member is None:
-            pick = torch.randint(len(self.elites), (batch,), device=obs.device)
-            member = self.elites[pick]
+            pos = torch.randint(len(elites), (batch,), device=obs.device)
+            member = elites[pos]
+        else:  # position of each requested member among the elites
+            pos = (member.unsqueeze(-1) == elites).float().argmax(-1)
         rows = torch.arange(batch, device=obs.device)
-        mu, lv = mean[member, rows], log_var[member, rows]                      # [B, D]
+        mu, lv = mean[pos, rows], log_var[pos, rows]                            # [B, D]
         if noise is None:
             noise = torch.randn_like(mu)
         y = self.target_norm.inverse(mu + (0.5 * lv).exp() * noise)
         next_obs, reward = obs + y[:, :-1], y[:, -1]
         if self.learned_termination:
-            terminated = logit[member, rows] > 0
+            terminated = logit[pos, rows] > 0
         else:
             terminated = self.termination_fn(next_obs)
-        elites = self.elites
-        u = ovr_model_error(mean[elites], log_var[elites].exp())
+        u = ovr_model_error(mean, log_var.exp())
         return ModelStep(next_obs, reward, terminated, u, member)
 
     def ovr_error(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """u(s, a) of Eq. (8) over the elites, ``[B]``."""
-        mean, log_var, _ = self.forward_normalized(obs, action)
-        return ovr_model_error(mean[self.elites], log_var[self.elites].exp())
+        mean, log_var, _ = self.forward_normalized(obs, action, members=self.elites)
+        return ovr_model_error(mean, log_var.exp())
 
     @torch.no_grad()
     def mean_prediction(self, obs: torch.Tensor, action: torch.Tensor):
         """The elites' average mean prediction ``(s', r)`` in env units."""
-        mean, _, _ = self.forward_normalized(obs, action)
-        y = self.target_norm.inverse(mean[self.elites].mean(0))
+        mean, _, _ = self.forward_normalized(obs, action, members=self.elites)
+        y = self.target_norm.inverse(mean.mean(0))
         return obs + y[:, :-1], y[:, -1]

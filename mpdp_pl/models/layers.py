@@ -23,8 +23,12 @@ class BatchedLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, detach_params: bool = False,
+                members: torch.Tensor | None = None) -> torch.Tensor:
+        """``members``: evaluate only these members (x is then ``[len(members), B, in]``)."""
         w, b = (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
+        if members is not None:
+            w, b = w[members], b[members]
         return torch.baddbmm(b, x, w)
 
     def member(self, x: torch.Tensor, e: int, detach_params: bool = False) -> torch.Tensor:
@@ -52,12 +56,14 @@ class BatchedMLP(nn.Module):
         )
         self.activation = activation()
 
-    def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
-        """``x``: ``[E, B, in]`` (or ``[B, in]``, shared by all members) -> ``[E, B, out]``."""
+    def forward(self, x: torch.Tensor, detach_params: bool = False,
+                members: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``[E, B, in]`` (or ``[B, in]``, shared by all members) -> ``[E, B, out]``.
+        ``members`` restricts the evaluation to a subset (e.g. the elites): E = len(members)."""
         if x.dim() == 2:
-            x = x.expand(self.members, *x.shape)
+            x = x.expand(self.members if members is None else len(members), *x.shape)
         for i, layer in enumerate(self.layers):
-            x = layer(x, detach_params)
+            x = layer(x, detach_params, members)
             if i < len(self.layers) - 1:
                 x = self.activation(x)
         return x
