@@ -66,3 +66,22 @@ def test_humanoid_smoke_run(tmp_path):
     assert float(last["model/u_T"]) > 0  # calibrated on held-out real transitions
     assert last["train/cut_frac/2"] != "" and last["train/actor_grad_norm"] != ""
     assert (out / "wandb").exists()  # the default logger, offline here
+
+
+@pytest.mark.parametrize("u_t", ["auto", 0.7, float("inf")])
+def test_u_t_calibrated_on_held_out_real_transitions_or_fixed(u_t):
+    cfg = load_config("Hopper-v4", "mpdp", {"u_T": u_t, "u_T_quantile": 0.8})
+    env = make_env(cfg, seed=1)
+    module = MPDP(cfg, env_spec(env))
+    held_out = env.rollout(200, break_when_any_done=False)
+    env.close()
+    module.after_model_training(held_out)
+    u = module.dynamics.ovr_error(held_out["observation"], held_out["action"]).detach()
+    if u_t == "auto":
+        expected = torch.quantile(u, 0.8)
+        assert 0.15 < (u >= module.u_threshold).float().mean() < 0.25
+    else:
+        expected = torch.tensor(u_t)
+    torch.testing.assert_close(module.u_threshold, expected)
+    assert module.last_metrics["model/u_T"] is module.u_threshold or torch.equal(
+        module.last_metrics["model/u_T"], module.u_threshold)

@@ -107,10 +107,13 @@ class OffPolicyModule(pl.LightningModule):
     def _buffer_device(self) -> torch.device:
         return torch.device(self.cfg["buffer_device"]) if self.cfg["buffer_device"] else self.device
 
-    def _make_collector(self):
+    def on_fit_start(self) -> None:
+        # here, not in setup(): the module is on its device now, and the buffer lives there too
         self.replay_buffer = make_replay_buffer(
             self.cfg["buffer_size"], self.cfg["batch_size"], self._buffer_device()
         )
+
+    def _make_collector(self):
         return make_collector(
             self.envs["train"], self.policy(deterministic=False), self.cfg["frames_per_batch"],
             self.cfg["init_random_steps"], self.device, self._buffer_device(),
