@@ -64,7 +64,8 @@ def sample_noise(dynamics: DynamicsModel, horizon: int, batch: int, action_dim: 
 
 
 def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: TwinQ,
-                           dynamics: DynamicsModel, alpha: torch.Tensor, beta: float,
+                           dynamics: DynamicsModel, alpha: torch.Tensor,
+                           beta: float | torch.Tensor,
                            gamma: float, u_threshold: float | torch.Tensor, horizon: int,
                            paper_literal_cut: bool = False,
                            noise: RolloutNoise | None = None) -> Improvement:

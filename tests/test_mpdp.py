@@ -83,5 +83,8 @@ def test_u_t_calibrated_on_held_out_real_transitions_or_fixed(u_t):
     else:
         expected = torch.tensor(u_t)
     torch.testing.assert_close(module.u_threshold, expected)
+    # the penalty is in units of the held-out quantile, whatever u_T is
+    torch.testing.assert_close(module.u_ref, torch.quantile(u, 0.8))
+    torch.testing.assert_close(module.penalty_weight(), cfg["beta"] / torch.quantile(u, 0.8))
     assert module.last_metrics["model/u_T"] is module.u_threshold or torch.equal(
         module.last_metrics["model/u_T"], module.u_threshold)
