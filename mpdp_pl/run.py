@@ -37,8 +37,12 @@ def default_out_dir(cfg: dict) -> Path:
 
 
 def prepare_out_dir(cfg: dict) -> Path:
-    """Create the run directory (refusing one that cannot be written) and record it in cfg."""
-    out = Path(os.environ.get(RUN_DIR_ENV) or cfg["out"] or default_out_dir(cfg)).resolve()
+    """Create the run directory (refusing one that cannot be written, or that already holds a
+    run, which a second run would corrupt) and record it in cfg."""
+    inherited = os.environ.get(RUN_DIR_ENV)  # set by rank 0 for re-launched DDP ranks
+    out = Path(inherited or cfg["out"] or default_out_dir(cfg)).resolve()
+    if not inherited and ((out / "config.yaml").exists() or (out / "metrics.csv").exists()):
+        raise ConfigError(f"{out} already holds a run; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"

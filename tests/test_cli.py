@@ -96,3 +96,14 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):
     assert re.search(match, lines[0]), lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_dir_is_refused_and_left_untouched(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("env_steps,eval/return\n100,5.0\n")
+    proc = run_train(["--steps", "10", "--out", str(run), "--logger", "none"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {run} already holds a run; choose another --out"]
+    assert (run / "metrics.csv").read_text() == "env_steps,eval/return\n100,5.0\n"
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.csv"]
