@@ -216,6 +216,15 @@ def validate(cfg: dict) -> None:
             f"model_weight_decay has {len(cfg['model_weight_decay'])} values; "
             f"model_layers={cfg['model_layers']} needs {cfg['model_layers'] + 1}"
         )
+    if not 0 < cfg["real_ratio"] <= 1:
+        raise ConfigError(f"real_ratio={cfg['real_ratio']}: must be in (0, 1]")
+    sched = cfg["rollout_schedule"]
+    if len(sched) != 4 or sched[2] < 1 or sched[3] < sched[2] or sched[1] < sched[0]:
+        raise ConfigError(f"rollout_schedule={sched}: must be [epoch_start, epoch_end, len_min >= 1, "
+                          f"len_max >= len_min] with epoch_end >= epoch_start")
+    for k in ("rollout_batch_size", "model_retain_epochs", "epoch_length"):
+        if cfg[k] <= 0:
+            raise ConfigError(f"{k}={cfg[k]}: must be > 0")
     from .termination import TERMINATION_CHOICES
     if cfg["termination"] not in TERMINATION_CHOICES:
         raise ConfigError(

@@ -51,13 +51,12 @@ def make_collector(env, policy: TensorDictModule, frames_per_batch: int,
     )
 
 
-def make_replay_buffer(capacity: int, batch_size: int,
-                       device: torch.device | str) -> TensorDictReplayBuffer:
-    """Uniform replay over the last ``capacity`` transitions, stored on ``device``."""
+def make_replay_buffer(capacity: int, device: torch.device | str) -> TensorDictReplayBuffer:
+    """Uniform replay over the last ``capacity`` transitions, stored on ``device``; callers give
+    the batch size to ``sample(n)``."""
     return TensorDictReplayBuffer(
         storage=LazyTensorStorage(capacity, device=device),
         sampler=RandomSampler(),
-        batch_size=batch_size,
     )
 
 

@@ -76,7 +76,7 @@ def test_help_lists_options_and_algorithms(tmp_path):
     proc = run_train(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for word in ("--env", "--algo", "--steps", "--seed", "--out", "--logger", "--print-config",
-                 "algorithms: mpdp, sac"):
+                 "algorithms: mbpo, mpdp, sac"):
         assert word in proc.stdout, word
 
 

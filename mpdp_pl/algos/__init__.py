@@ -1,6 +1,7 @@
 """One LightningModule per algorithm, all on the shared loop of :mod:`.base`."""
 
+from .mbpo import MBPO
 from .mpdp import MPDP
 from .sac import SAC
 
-ALGOS = {"mpdp": MPDP, "sac": SAC}
+ALGOS = {"mbpo": MBPO, "mpdp": MPDP, "sac": SAC}

@@ -90,7 +90,7 @@ class OffPolicyModule(pl.LightningModule):
             self.last_metrics[k] = v.detach() if torch.is_tensor(v) else v
 
     def sample_batch(self) -> TensorDictBase:
-        return self.replay_buffer.sample().to(self.device, non_blocking=True)
+        return self.replay_buffer.sample(self.cfg["batch_size"]).to(self.device, non_blocking=True)
 
     # ----------------------------------------------------------------- data path
     def setup(self, stage: str) -> None:
@@ -109,9 +109,7 @@ class OffPolicyModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         # here, not in setup(): the module is on its device now, and the buffer lives there too
-        self.replay_buffer = make_replay_buffer(
-            self.cfg["buffer_size"], self.cfg["batch_size"], self._buffer_device()
-        )
+        self.replay_buffer = make_replay_buffer(self.cfg["buffer_size"], self._buffer_device())
 
     def _make_collector(self):
         return make_collector(

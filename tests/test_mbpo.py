@@ -1,0 +1,105 @@
+"""MBPO on the shared parts: rollout schedule, model buffer retention, real/model mix, smoke."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from conftest import TINY
+from mpdp_pl.algos.mbpo import MBPO
+from mpdp_pl.config import load_config, parse_overrides
+from mpdp_pl.envs import EnvSpec
+from mpdp_pl.rollouts import branched_rollout, rollout_length
+from mpdp_pl.run import train
+
+
+@pytest.mark.parametrize("steps,expected", [
+    (0, 1), (20_999, 1), (21_000, 1), (30_000, 2), (85_000, 8), (149_999, 14), (150_000, 15),
+    (500_000, 15),
+])
+def test_hopper_rollout_schedule(steps, expected):
+    # [20, 150, 1, 15]: 1 + 14 * (epoch - 20) / 130, truncated, as MBPO's _set_rollout_length
+    assert rollout_length(steps, [20, 150, 1, 15], 1000) == expected
+
+
+def test_schedule_from_configs():
+    assert load_config("Hopper-v4", "mbpo")["rollout_schedule"] == [20, 150, 1, 15]
+    ip = load_config("InvertedPendulum-v4", "mbpo")
+    assert ip["epoch_length"] == 250 and ip["critic_updates_per_step"] == 10
+    assert ip["target_entropy"] == -1  # the algorithm's task table wins over the task file
+    assert load_config("Humanoid-v4", "mbpo")["model_retain_epochs"] == 5
+
+
+def _transitions(n, reward, obs_dim=3, act_dim=2):
+    return TensorDict({
+        "observation": torch.randn(n, obs_dim), "action": torch.rand(n, act_dim),
+        "next": {"observation": torch.randn(n, obs_dim), "reward": torch.full((n, 1), reward),
+                 "terminated": torch.zeros(n, 1, dtype=torch.bool),
+                 "truncated": torch.zeros(n, 1, dtype=torch.bool),
+                 "done": torch.zeros(n, 1, dtype=torch.bool)}}, [n])
+
+
+@pytest.fixture
+def mbpo():
+    cfg = load_config("Hopper-v4", "mbpo", {"rollout_batch_size": 40, "model_train_freq": 250,
+                                             "epoch_length": 1000, "batch_size": 100,
+                                             "real_ratio": 0.05, "hidden_sizes": [16, 16],
+                                             "model_hidden": 16})
+    module = MBPO(cfg, EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100))
+    from mpdp_pl.data import make_replay_buffer
+    module.replay_buffer = make_replay_buffer(1000, "cpu")
+    module.replay_buffer.extend(_transitions(500, reward=1.0))
+    return module
+
+
+def test_model_buffer_retains_model_retain_epochs_of_rollouts(mbpo):
+    # 40 rollouts per model training, 4 trainings per epoch, length 1, 1 epoch retained
+    assert mbpo.model_buffer_size_for(1) == 160 and mbpo.model_buffer_size_for(3) == 480
+    mbpo.resize_model_buffer(160)
+    for round_ in range(6):
+        mbpo.model_buffer.extend(_transitions(40, reward=-float(round_)))
+    kept = mbpo.model_buffer[:]["next", "reward"].unique().tolist()
+    assert len(mbpo.model_buffer) == 160 and sorted(kept) == [-5.0, -4.0, -3.0, -2.0]
+    mbpo.resize_model_buffer(480)  # the schedule lengthened rollouts: keep what is there
+    assert len(mbpo.model_buffer) == 160 and mbpo.model_buffer_capacity == 480
+    mbpo.resize_model_buffer(80)   # shrink: the newest 80 survive
+    assert sorted(mbpo.model_buffer[:]["next", "reward"].unique().tolist()) == [-5.0, -4.0]
+
+
+def test_batches_mix_real_and_model_data_at_real_ratio(mbpo):
+    assert mbpo.sample_batch()["next", "reward"].eq(1.0).all()  # no rollouts yet: all real
+    mbpo.resize_model_buffer(160)
+    mbpo.model_buffer.extend(_transitions(160, reward=-1.0))
+    batch = mbpo.sample_batch()
+    r = batch["next", "reward"].squeeze(-1)
+    assert batch.shape == (100,)
+    assert (r == 1.0).sum() == 5 and (r == -1.0).sum() == 95
+
+
+def test_branched_rollout_stops_terminated_samples(mbpo):
+    mbpo.dynamics.termination_fn = lambda s: s[:, 0] > 0  # about half terminate each step
+    torch.manual_seed(0)
+    start = torch.randn(64, 3)
+    out = branched_rollout(mbpo.dynamics, lambda s: torch.zeros(s.shape[0], 2), start, 4)
+    # every transition after the first step starts where a surviving one ended
+    assert out.shape[0] < 64 * 4 and out[:64]["observation"].equal(start)
+    assert out["next", "done"].equal(out["next", "terminated"])
+
+
+def test_mbpo_smoke_run(tmp_path):
+    cfg = load_config("Hopper-v4", "mbpo", {
+        **parse_overrides(TINY), "steps": 400, "init_random_steps": 250, "eval_every": 400,
+        "eval_episodes": 1, "model_train_freq": 50, "model_hidden": 16, "model_max_epochs": 2,
+        "rollout_batch_size": 200, "rollout_schedule": [0, 1, 1, 3], "epoch_length": 50,
+        "critic_updates_per_step": 2.0, "actor_updates_per_step": 2.0, "logger": "none",
+        "out": str(tmp_path / "run")})
+    out = train(cfg)
+    with open(out / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert int(last["env_steps"]) == 400
+    assert float(last["train/rollout_length"]) == 3
+    assert 0 < float(last["train/model_buffer_size"]) <= 3 * 200 * 1
+    assert float(last["train/updates"]) == 2 * 151  # updates from env step 250 to 400
