@@ -16,6 +16,11 @@ parameters (a' is still a function of s_H), the online critics with detached par
 detached alpha; the model is read with detached parameters too: only the actor receives
 gradients. loss = -mean_B J.
 
+``terminal_critic=True`` ends a sample whose next state is a predicted terminal like a cut one,
+with min_j Q_j(s_t, a_t) - alpha log pi_t instead of r_t - alpha log pi_t - beta u_t: a hard
+terminal mask carries no gradient about avoiding the terminal, while the critic (which learned
+Q = r at real terminals) does. An option, measured against the default in bench/.
+
 ``paper_literal_cut=True`` implements Algorithm 1 lines 6-7 as printed instead: at a cut or a
 predicted terminal, J += gamma^{t+1} V_old(s_{t+1}) and stop, and no tail value after the loop
 (DESIGN.md explains why this is not the default).
@@ -68,7 +73,8 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
                            beta: float | torch.Tensor,
                            gamma: float, u_threshold: float | torch.Tensor, horizon: int,
                            paper_literal_cut: bool = False,
-                           noise: RolloutNoise | None = None) -> Improvement:
+                           noise: RolloutNoise | None = None,
+                           terminal_critic: bool = False) -> Improvement:
     """Algorithm 1 over a batch ``obs`` ``[B, obs_dim]`` of real states (module docstring)."""
     batch = obs.shape[0]
     if noise is None:
@@ -106,10 +112,14 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
             q = critic(s, action, detach_params=True).min(0).values
             one_step = q - alpha * log_prob                               # SAC's objective at s_t
             counted = alive & ~cut
+            alive_next = counted & ~step.terminated
+            if terminal_critic:
+                cut = cut | (counted & step.terminated)
+                counted = alive_next
             ret = ret + discount * torch.where(cut, one_step,
                                                torch.where(counted, reward_term, 0.0))
             cut_part = cut_part + torch.where(cut, discount * q, 0.0).detach()
-            entropy_counted, alive_next = alive, counted & ~step.terminated
+            entropy_counted = alive
         r_part = r_part + torch.where(counted, discount * step.reward, 0.0).detach()
         ent_part = ent_part + torch.where(entropy_counted, -discount * alpha * log_prob,
                                           0.0).detach()

@@ -20,7 +20,7 @@ GAMMA, ALPHA = 0.9, torch.tensor(0.2)
 
 
 def terminal_rule(s):
-    return s[..., 0] > 2.5
+    return s[..., 0] > 0.8
 
 
 def parts(heads=4, seed=0, hidden=16):
@@ -85,7 +85,8 @@ def test_h1_beta0_no_cut_is_eq5_through_the_model():
 
 
 # ------------------------------------------------------------------ reference loop
-def loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal):
+def loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal,
+                   terminal_critic=False):
     """Eq. (9)-(10) for one sample at a time, written with Python control flow."""
     total = 0.0
     for b in range(obs.shape[0]):
@@ -105,7 +106,7 @@ def loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal):
                     break
                 j = j + GAMMA ** t * (step.reward - ALPHA * lp - beta * step.u)
             else:
-                if cut:
+                if cut or (terminal_critic and step.terminated.item()):
                     j = j + GAMMA ** t * (critic(s, a).min(0).values - ALPHA * lp)
                     alive = False
                     break
@@ -120,17 +121,21 @@ def loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal):
     return -(total / obs.shape[0]).squeeze()
 
 
-@pytest.mark.parametrize("literal", [False, True])
+@pytest.mark.parametrize("literal,terminal_critic", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("quantile", [0.3, 0.6, 0.9])
-def test_batched_equals_per_sample_loop(literal, quantile):
+def test_batched_equals_per_sample_loop(literal, terminal_critic, quantile):
     heads, beta = 4, 0.5
     actor, critic, model, obs = parts(heads, seed=3)
-    obs = obs * 1.5  # some samples reach the terminal rule s[0] > 2.5
+    obs = obs * 1.5  # some samples reach the terminal rule s[0] > 0.8
     with torch.no_grad():
         u_t = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), quantile).item()
-    out, noise = run(actor, critic, model, obs, heads, beta, u_t, literal)
+    torch.manual_seed(1)
+    noise = sample_noise(model, heads, obs.shape[0], ACT, "cpu")
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_t, heads,
+                                 literal, noise, terminal_critic)
     grads = torch.autograd.grad(out.loss, list(actor.parameters()))
-    ref = loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal)
+    ref = loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal,
+                         terminal_critic)
     ref_grads = torch.autograd.grad(ref, list(actor.parameters()))
     torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):

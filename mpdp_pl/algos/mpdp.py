@@ -62,6 +62,7 @@ class MPDP(ModelBasedSAC):
         result = farsighted_improvement(
             obs, self.actor, self.critic, self.dynamics, self.alpha, self.penalty_weight(), c["gamma"],
             self.u_threshold, self.horizon, c["paper_literal_cut"],
+            terminal_critic=c["terminal_critic"],
         )
         opt_actor = self.optimizers()[1]
         opt_actor.zero_grad(set_to_none=True)
