@@ -29,10 +29,27 @@ def run_parallel(jobs: list[tuple[list[str], Path]], workers: int) -> list[tuple
         return list(pool.map(lambda j: run_train(*j), jobs))
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+def _value(v: str):
+    if v == "":
+        return float("nan")
+    try:
+        return float(v)
+    except ValueError:
+        return v  # e.g. model/elites, "0 2 3 5 6"
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
     with open(Path(run_dir) / "metrics.csv") as f:
-        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        return [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def finished(run_dir: Path, steps: int) -> bool:
+    """True when ``run_dir`` holds a completed run of ``steps`` env steps."""
+    try:
+        rows = read_metrics(run_dir)
+    except FileNotFoundError:
+        return False
+    return bool(rows) and int(rows[-1]["env_steps"]) >= steps
 
 
 def first_step_reaching(rows: list[dict], threshold: float) -> float | None:

@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import ROOT, first_step_reaching, read_metrics, run_parallel
+from common import ROOT, finished, first_step_reaching, read_metrics, run_parallel
 
 
 def plot(curves: dict, path: Path, title: str) -> None:
@@ -67,7 +67,12 @@ def main() -> None:
     print(f"config: train.py --env {a.env} --algo A --seed S --steps {a.steps} --logger none "
           f"{' '.join(a.overrides)} trainer.num_threads=1; algos {a.algos}; seeds {a.seeds}; "
           f"{a.workers} runs side by side; output {out}")
-    results = run_parallel(jobs, a.workers)
+    # a finished run in --out is reused, so an interrupted grid resumes where it stopped
+    todo = [i for i, (_, _, run_dir) in enumerate(keys) if not finished(run_dir, a.steps)]
+    done = run_parallel([jobs[i] for i in todo], a.workers)
+    results = [(0, float("nan"))] * len(keys)
+    for i, r in zip(todo, done):
+        results[i] = r
     curves: dict = {}
     summary: dict = {}
     with open(out / "curves.csv", "w", newline="") as f:
