@@ -37,7 +37,9 @@ def plot(curves: dict, path: Path, title: str) -> None:
         ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel("eval return")
-    ax.set_title(title)
+    import textwrap
+
+    ax.set_title(textwrap.fill(title, 70), fontsize=8)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
