@@ -15,7 +15,7 @@ from mpdp_pl.envs import env_spec, make_env
 from tensordict.nn import TensorDictModule
 
 
-def _step_both(env_id, overrides, normalized_action, raw_action, steps=5):
+def check_same_as_raw_gymnasium(env_id, overrides, normalized_action, raw_action, steps=5):
     """Step our env with a normalized action and gymnasium with the raw one, same seed."""
     env = make_env(load_config(env_id, "sac", overrides), seed=123)
     raw = gym.make(env_id)
@@ -37,13 +37,13 @@ def _step_both(env_id, overrides, normalized_action, raw_action, steps=5):
 
 
 def test_pendulum_actions_are_scaled_to_plus_minus_two():
-    _step_both("Pendulum-v1", {}, [0.5], [1.0])
-    _step_both("Pendulum-v1", {}, [-1.0], [-2.0])
+    check_same_as_raw_gymnasium("Pendulum-v1", {}, [0.5], [1.0])
+    check_same_as_raw_gymnasium("Pendulum-v1", {}, [-1.0], [-2.0])
 
 
 def test_humanoid_actions_scaled_to_0_4_and_obs_truncated_to_45():
     a = np.linspace(-1, 1, 17)
-    _step_both("Humanoid-v4", {}, a, 0.4 * a, steps=3)
+    check_same_as_raw_gymnasium("Humanoid-v4", {}, a, 0.4 * a, steps=3)
     env = make_env(load_config("Humanoid-v4"))
     spec = env_spec(env)
     assert spec.obs_dim == 45 and spec.action_dim == 17
