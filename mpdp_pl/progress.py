@@ -19,8 +19,8 @@ class EnvStepProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx % self.refresh_rate == 0 and not self.train_progress_bar.disable:
             bar = self.train_progress_bar
-            bar.update(pl_module.env_steps - bar.n)  # update(), not n=: tqdm's rate needs it
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.update(pl_module.env_steps - bar.n)  # update(), not n=: tqdm's rate needs it
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = {"env_steps": pl_module.env_steps}
