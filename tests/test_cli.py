@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from conftest import ROOT, run_train
+from conftest import run_train
 from mpdp_pl.config import ConfigError, load_config, parse_overrides
 
 

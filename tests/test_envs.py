@@ -7,7 +7,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from tensordict import TensorDict
 
 from mpdp_pl.config import ConfigError, load_config
 from mpdp_pl.data import flat_transitions, make_collector
