@@ -1,0 +1,232 @@
+"""Comparison runner: algorithms x tasks x seeds, as in the MPDP paper's Fig. 1.
+
+    python -m mpdp_pl.compare --envs InvertedPendulum-v4=5000 Hopper-v4=10000 \\
+        --algos mpdp sac mbpo mppve --seeds 0 1 --max-seeds mbpo=1 mppve=1 --out runs/grid \\
+        init_random_steps=1000
+
+Every run is ``train.py --env E --algo A --seed S --steps N --out OUT/E/A-seedS OVERRIDES`` in a
+subprocess with one torch thread; ``--workers`` runs (default: the number of cores) go side by
+side. A run whose ``metrics.csv`` already reaches its budget is reused, so an interrupted grid
+resumes where it stopped; a partly written run directory is moved aside (never deleted) and its
+run started again. The grid's overrides are stored in ``OUT/grid.json`` and a resume with other
+overrides is refused. Outputs, all in OUT:
+
+- ``results.csv``: every evaluation of every run (algo, env, seed, env_steps, return, elapsed s);
+- ``curves.png``: one panel per task, mean and min-max over seeds against env steps;
+- ``table.md``: return at fixed env-step counts (mean +- std over seeds) and wall time per 1k env
+  steps, one row per (task, algorithm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+TRAIN = Path(__file__).resolve().parent.parent / "train.py"
+
+
+@dataclass(frozen=True)
+class Run:
+    env: str
+    algo: str
+    seed: int
+    steps: int
+    out: Path
+
+    @property
+    def dir(self) -> Path:
+        return self.out / self.env / f"{self.algo}-seed{self.seed}"
+
+    @property
+    def log(self) -> Path:
+        return self.out / self.env / f"{self.algo}-seed{self.seed}.log"
+
+
+def read_evals(run_dir: Path) -> list[dict]:
+    """The evaluation rows of a run's metrics.csv as (env_steps, return, elapsed) dicts."""
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return [{"env_steps": int(r["env_steps"]), "return": float(r["eval/return"]),
+             "elapsed": float(r["time/elapsed"])} for r in rows if r.get("eval/return")]
+
+
+def finished(run: Run) -> bool:
+    evals = read_evals(run.dir)
+    return bool(evals) and evals[-1]["env_steps"] >= run.steps
+
+
+def launch(run: Run, overrides: list[str]) -> int:
+    """One training run in a subprocess with one torch thread; returns its exit code."""
+    if run.dir.exists():  # a partial run: keep it, start afresh
+        run.dir.rename(run.dir.with_name(f"{run.dir.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"))
+    run.dir.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, str(TRAIN), "--env", run.env, "--algo", run.algo, "--seed",
+           str(run.seed), "--steps", str(run.steps), "--out", str(run.dir), "--logger", "none",
+           *overrides, "trainer.num_threads=1"]
+    with open(run.log, "w") as log:
+        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def value_at(evals: list[dict], step: int) -> float | None:
+    """The return of the last evaluation at or before ``step`` (None if there is none)."""
+    before = [e for e in evals if e["env_steps"] <= step]
+    return before[-1]["return"] if before else None
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.0f}"
+    return f"{statistics.mean(values):.0f} ± {statistics.stdev(values):.0f}"
+
+
+def first_reaching(evals: list[dict], threshold: float) -> int | None:
+    return next((e["env_steps"] for e in evals if e["return"] >= threshold), None)
+
+
+def table(runs: list[Run], at: dict[str, list[int]], threshold: float | None = None) -> str:
+    """Markdown: per (task, algorithm), return at the fixed step counts (mean ± std over seeds),
+    optionally the first env step whose evaluation reached ``threshold`` (per seed, "-" if
+    never), and wall seconds per 1k env steps (mean over seeds, whole loop incl. evaluation)."""
+    width = max(len(v) for v in at.values())
+    head = ["task", "algo", "seeds", *[f"return ({chr(97 + i)})" for i in range(width)],
+            *([f"first ≥ {threshold:g}"] if threshold is not None else []), "wall s / 1k steps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for env in dict.fromkeys(r.env for r in runs):
+        for algo in dict.fromkeys(r.algo for r in runs if r.env == env):
+            evals = [read_evals(r.dir) for r in runs if r.env == env and r.algo == algo]
+            evals = [e for e in evals if e]
+            cells = []
+            for step in at[env]:
+                vals = [v for v in (value_at(e, step) for e in evals) if v is not None]
+                cells.append(f"{_fmt(vals)} @ {step:,}")
+            cells += ["-"] * (width - len(cells))
+            if threshold is not None:
+                cells.append(" / ".join(str(first_reaching(e, threshold) or "-") for e in evals))
+            wall = [e[-1]["elapsed"] / (e[-1]["env_steps"] / 1000) for e in evals]
+            lines.append("| " + " | ".join([env, algo, str(len(evals)), *cells,
+                                             f"{statistics.mean(wall):.0f}" if wall else "-"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(runs: list[Run], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algo", "env", "seed", "env_steps", "eval/return", "time/elapsed"])
+        for r in runs:
+            for e in read_evals(r.dir):
+                w.writerow([r.algo, r.env, r.seed, e["env_steps"], e["return"], e["elapsed"]])
+
+
+def plot(runs: list[Run], path: Path, title: str) -> None:
+    """Fig. 1 style: one panel per task, mean return over seeds with the min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(r.env for r in runs))
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for algo in dict.fromkeys(r.algo for r in runs if r.env == env):
+            curves = [{e["env_steps"]: e["return"] for e in read_evals(r.dir)}
+                      for r in runs if r.env == env and r.algo == algo]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            vals = [[c[s] for c in curves] for s in steps]
+            ax.plot(steps, [statistics.mean(v) for v in vals], label=f"{algo} ({len(curves)})")
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval return")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, int]:
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not val.isdigit():
+            raise SystemExit(f"error: {what} expects NAME=INT, got {item!r}")
+        out[key] = int(val)
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mpdp_pl.compare", description=__doc__.split("\n")[0])
+    p.add_argument("--envs", nargs="+", required=True, metavar="ENV=STEPS",
+                   help="tasks with their env-step budgets, e.g. Hopper-v4=10000")
+    p.add_argument("--algos", nargs="+", default=["mpdp", "sac"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--max-seeds", nargs="*", default=[], metavar="ALGO=N",
+                   help="run only the first N seeds of ALGO (e.g. mbpo=1)")
+    p.add_argument("--at", nargs="*", default=[], metavar="ENV=STEP",
+                   help="extra table columns; by default half the budget and the budget")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="add a column: first env step whose evaluation reached this return")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    from .algos import ALGOS
+
+    budgets = _pairs(a.envs, "--envs")
+    max_seeds = _pairs(a.max_seeds, "--max-seeds")
+    for algo in [*a.algos, *max_seeds]:
+        if algo not in ALGOS:
+            raise SystemExit(f"error: unknown algorithm {algo!r}; choose from {sorted(ALGOS)}")
+    at = {env: sorted({n // 2, n}) for env, n in budgets.items()}
+    for env, step in _pairs(a.at, "--at").items():
+        at.setdefault(env, []).append(step)
+        at[env].sort()
+    a.out.mkdir(parents=True, exist_ok=True)
+    grid_file = a.out / "grid.json"
+    if grid_file.exists() and json.loads(grid_file.read_text())["overrides"] != a.overrides:
+        raise SystemExit(f"error: {a.out} holds a grid run with overrides "
+                         f"{json.loads(grid_file.read_text())['overrides']}; use another --out")
+    grid_file.write_text(json.dumps({"overrides": a.overrides}))
+    runs = [Run(env, algo, s, steps, a.out) for env, steps in budgets.items() for algo in a.algos
+            for s in a.seeds[: max_seeds.get(algo, len(a.seeds))]]
+    todo = [r for r in runs if not finished(r)]
+    print(f"{len(runs)} runs ({len(runs) - len(todo)} already done), {a.workers} side by side, "
+          f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)
+    with ThreadPoolExecutor(max_workers=a.workers) as pool:
+        codes = list(pool.map(lambda r: launch(r, a.overrides), todo))
+    for r, rc in zip(todo, codes):
+        if rc != 0:
+            print(f"{r.env} {r.algo} seed {r.seed}: failed (exit {rc}), see {r.log}")
+    write_results(runs, a.out / "results.csv")
+    plot(runs, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}")
+    md = table(runs, at, a.threshold)
+    (a.out / "table.md").write_text(md)
+    print(md, end="")
+    print(f"wrote {a.out / 'results.csv'}, {a.out / 'curves.png'}, {a.out / 'table.md'}")
+    return 1 if any(codes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

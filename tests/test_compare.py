@@ -1,0 +1,79 @@
+"""The comparison runner on a real (tiny) grid: its CSV, table and PNG agree with the runs' own
+metrics.csv files, and a second call resumes instead of redoing finished runs."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+OVERRIDES = ["init_random_steps=200", "eval_every=200", "eval_episodes=2", "batch_size=64",
+             "hidden_sizes=[32,32]", "model_hidden=32", "model_max_epochs=2", "horizon=3"]
+
+
+def compare(out, *extra):
+    cmd = [sys.executable, "-m", "mpdp_pl.compare", "--envs", "InvertedPendulum-v4=400",
+           "--algos", "sac", "mpdp", "--seeds", "0", "1", "--max-seeds", "mpdp=1", "--workers", "2",
+           "--out", str(out), *extra]
+    return subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def evals(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [(int(r["env_steps"]), float(r["eval/return"])) for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    proc = compare(out, *OVERRIDES)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_outputs_match_the_runs(grid):
+    runs = {("sac", 0), ("sac", 1), ("mpdp", 0)}
+    assert {p.name for p in (grid / "InvertedPendulum-v4").iterdir() if p.is_dir()} == {
+        f"{a}-seed{s}" for a, s in runs}
+    with open(grid / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    for algo, seed in runs:
+        mine = [(int(r["env_steps"]), float(r["eval/return"])) for r in rows
+                if r["algo"] == algo and r["seed"] == str(seed)]
+        assert mine == evals(grid / "InvertedPendulum-v4" / f"{algo}-seed{seed}")
+        assert [s for s, _ in mine] == [200, 400]
+    # the table's SAC cell at 400 steps: mean and std over the two seeds' own last evaluations
+    final = [evals(grid / "InvertedPendulum-v4" / f"sac-seed{s}")[-1][1] for s in (0, 1)]
+    cell = f"{statistics.mean(final):.0f} ± {statistics.stdev(final):.0f} @ 400"
+    table = (grid / "table.md").read_text()
+    sac_row = next(line for line in table.splitlines() if "| sac |" in line)
+    assert cell in sac_row and "| 2 |" in sac_row
+    mpdp_row = next(line for line in table.splitlines() if "| mpdp |" in line)
+    assert "| 1 |" in mpdp_row
+    assert (grid / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_reuses_finished_runs_and_restarts_partial_ones(grid):
+    base = grid / "InvertedPendulum-v4"
+    kept = {p: p.stat().st_mtime_ns for p in (base / "sac-seed0" / "metrics.csv",
+                                              base / "mpdp-seed0" / "metrics.csv")}
+    partial = base / "sac-seed1" / "metrics.csv"
+    lines = partial.read_text().splitlines(keepends=True)
+    partial.write_text("".join(lines[:2]))  # as if killed after the first evaluation
+    proc = compare(grid, *OVERRIDES)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "(2 already done)" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert [s for s, _ in evals(base / "sac-seed1")] == [200, 400]
+    aside = [p for p in base.iterdir() if p.name.startswith("sac-seed1.incomplete-")]
+    assert len(aside) == 1 and (aside[0] / "metrics.csv").read_text() == "".join(lines[:2])
+
+
+def test_other_overrides_are_refused(grid):
+    proc = compare(grid, *OVERRIDES[:-1])
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "overrides" in proc.stderr
