@@ -183,6 +183,8 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"{k}={cfg[k]!r}: must be 'auto' or a number")
     if cfg["horizon"] < 1:
         raise ConfigError(f"horizon={cfg['horizon']}: Hmax must be >= 1")
+    if cfg["plan_length"] < 1:
+        raise ConfigError(f"plan_length={cfg['plan_length']}: k must be >= 1")
     if cfg["beta"] < 0:
         raise ConfigError(f"beta={cfg['beta']}: must be >= 0")
     if not 0 < cfg["u_T_quantile"] <= 1:

@@ -2,6 +2,7 @@
 
 from .mbpo import MBPO
 from .mpdp import MPDP
+from .mppve import MPPVE
 from .sac import SAC
 
-ALGOS = {"mbpo": MBPO, "mpdp": MPDP, "sac": SAC}
+ALGOS = {"mbpo": MBPO, "mpdp": MPDP, "mppve": MPPVE, "sac": SAC}

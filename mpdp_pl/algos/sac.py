@@ -77,11 +77,19 @@ class SAC(OffPolicyModule):
         polyak_update(self.critic_target, self.critic, self.cfg["tau"])
         self.record(critic_loss=loss, q_mean=q.mean())
 
+    def actor_states(self) -> torch.Tensor:
+        """The states the actor is improved at (SAC and MBPO: those of an update batch)."""
+        return self.sample_batch()["observation"]
+
+    def after_actor_backward(self) -> None:
+        """Runs between the actor's backward and its optimizer step (MPPVE clips there)."""
+
     def actor_step(self) -> None:
         opt_actor = self.optimizers()[1]
-        loss, log_prob = self.actor_loss(self.sample_batch()["observation"])
+        loss, log_prob = self.actor_loss(self.actor_states())
         opt_actor.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        self.after_actor_backward()
         opt_actor.step()
         self.temperature_step(log_prob)
         self.record(actor_loss=loss)

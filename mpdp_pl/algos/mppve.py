@@ -1,0 +1,88 @@
+"""MPPVE (Lin et al., seed ``004_d286448ff1efae77.txt``, Algorithm 1 in its soft form, Appendix C):
+MBPO's ensemble, rollouts and real/model mix, with the critic replaced by a k-step plan value
+Q(s, a_1..a_k) and the actor improved through plans made in the model.
+
+- Critic (Eq. 46-51): twin plan-value critics on k-step segments, ``real_ratio`` real
+  (:func:`~mpdp_pl.plan_value.real_segments`) and the rest from the model buffer, which after
+  every model training is refilled with :func:`~mpdp_pl.plan_value.model_segments` rollouts of
+  the rollout schedule's length and sized by MBPO's pool formula (shared with :class:`MBPO`).
+- Actor (Eq. 52-54): at real states only, minimize alpha log pi^k(tau|s) - min_j Q_j(s, tau)
+  with tau a reparameterized k-step plan through the model; gradient norm clipped at
+  ``actor_grad_clip``.
+- Temperature: the sum of the plan's k log-probabilities against k * ``target_entropy``.
+
+pi (one head) acts in the environment one step at a time, as in the official code.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.critic import TwinQ, make_target
+from ..plan_value import make_plan, model_segments, plan_value_target, real_segments
+from ..rollouts import rollout_length
+from .mbpo import MBPO
+
+
+class MPPVE(MBPO):
+    metric_keys = (*MBPO.metric_keys, "train/actor_grad_norm", "train/valid_frac")
+
+    def __init__(self, cfg: dict, spec):
+        super().__init__(cfg, spec)
+        self.k = cfg["plan_length"]
+        self.critic = TwinQ(spec.obs_dim, self.k * spec.action_dim, cfg["hidden_sizes"])
+        self.critic_target = make_target(self.critic)
+        self.target_entropy *= self.k  # log pi^k sums k per-step log-probabilities
+
+    # ------------------------------------------------------------------ data
+    def after_model_training(self, holdout) -> None:
+        c = self.cfg
+        length = rollout_length(self.env_steps, c["rollout_schedule"], c["epoch_length"])
+        self.resize_model_buffer(self.model_buffer_size_for(length))
+        segments = model_segments(self.replay_buffer, self.dynamics, self.actor,
+                                  c["rollout_batch_size"], length, self.k)
+        if segments.numel():
+            self.model_buffer.extend(segments.to(self._buffer_device()))
+        self.record(rollout_length=float(length), model_buffer_size=float(len(self.model_buffer)))
+
+    def sample_batch(self):
+        """k-step segments: ``real_ratio`` of the batch real, the rest from the model buffer."""
+        n = self.cfg["batch_size"]
+        if self.model_buffer is None or len(self.model_buffer) == 0:
+            return real_segments(self.replay_buffer, n, self.k).to(self.device)
+        real = real_segments(self.replay_buffer, self.real_batch, self.k)
+        model = self.model_buffer.sample(n - self.real_batch)
+        return torch.cat([real.to(self.device), model.select(*real.keys()).to(self.device)])
+
+    def actor_states(self) -> torch.Tensor:
+        """Real states only (the official code: the actor never sees model data)."""
+        return self.replay_buffer.sample(self.cfg["batch_size"])["observation"].to(self.device)
+
+    # ------------------------------------------------------------------ losses
+    def critic_loss(self, batch):
+        """Eq. (50)-(51): both critics regress on the soft k-step target; segments that cannot
+        be used (``valid`` false) are masked out."""
+        nxt = batch["next_observation"]
+        with torch.no_grad():
+            plan = make_plan(nxt, self.actor, self.dynamics, self.k)
+            next_q = self.critic_target(nxt, plan.actions)
+            target = plan_value_target(batch, next_q, plan.log_prob, self.alpha.detach(),
+                                       self.cfg["gamma"])
+        q = self.critic(batch["observation"], batch["plan"])
+        w = batch["valid"].to(q.dtype)
+        loss = ((q - target).pow(2) * w).sum(-1).sum(0) / w.sum().clamp_min(1.0)
+        self.record(valid_frac=w.mean())
+        return loss, q
+
+    def actor_loss(self, obs: torch.Tensor):
+        """Eq. (53): mean_B [alpha log pi^k(tau|s) - min_j Q_j(s, tau)], tau ~ pi^k_{phi,theta}(s)
+        reparameterized (Eq. 54); the critics' and the model's parameters are not differentiated."""
+        plan = make_plan(obs, self.actor, self.dynamics, self.k,
+                         grad_through_model=self.cfg["plan_grad_through_model"])
+        q = self.critic(obs, plan.actions, detach_params=True)
+        log_prob = plan.log_prob.sum(-1)
+        return (self.alpha.detach() * log_prob - q.min(dim=0).values).mean(), log_prob
+
+    def after_actor_backward(self) -> None:
+        norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg["actor_grad_clip"])
+        self.record(actor_grad_norm=norm)
