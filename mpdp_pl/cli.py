@@ -1,5 +1,6 @@
 """``python train.py [--env ENV_ID] [--algo NAME] [--steps N] [--seed S] [--out DIR]
-[--logger wandb|csv|none] [--print-config] [key=value ...]``"""
+[--logger wandb|csv|none] [--print-config] [key=value ...]``, or
+``python train.py --resume DIR|auto [--steps N]``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<env>/<algo>/seed<S>-<time>)")
     p.add_argument("--logger", choices=["wandb", "csv", "none"],
                    help="wandb (offline without an API key), csv or none (default: wandb)")
+    p.add_argument("--resume", metavar="DIR|auto",
+                   help="continue a run from its last checkpoint (its config is read from DIR; "
+                        "--steps N extends the budget); auto: the newest run under runs/ with "
+                        "the config given by the other arguments")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -40,23 +45,71 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     parser.error = lambda msg: _fail(msg)  # one line, exit 2, no usage dump
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value items may come between flags
     try:
         overrides = parse_overrides(args.overrides)
         for key in ("steps", "seed", "out", "logger"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
-        cfg = load_config(args.env, args.algo, overrides)
+        resume = None
+        if args.resume is not None:
+            cfg, resume = resume_target(args, overrides)
+        else:
+            cfg = load_config(args.env, args.algo, overrides)
         if args.print_config:
             print(to_yaml(cfg), end="")
             return 0
         from .run import train  # heavy imports only when training
 
-        out = train(cfg, ["train.py", *argv])
+        out = train(cfg, ["train.py", *argv], resume=resume)
     except ConfigError as e:
         return _fail(str(e))
     print(f"run written to {out}")
     return 0
+
+
+def resume_target(args, overrides: dict):
+    """(config, checkpoint path) of ``--resume DIR|auto``; every problem is a ConfigError and
+    nothing is written before the checks pass."""
+    from pathlib import Path
+
+    from . import checkpoint
+
+    if args.resume == "auto":
+        run_dir = checkpoint.find_run(load_config(args.env, args.algo, overrides))
+    else:
+        run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise ConfigError(f"--resume {run_dir}: no such run directory")
+        extra = [k for k in overrides if k != "steps"]
+        if extra:
+            raise ConfigError(f"--resume DIR takes its config from DIR; only --steps may be "
+                              f"given (got {', '.join(sorted(extra))})")
+    cfg = checkpoint.run_config(run_dir)
+    ckpt = checkpoint.latest(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"{run_dir} holds no checkpoint to resume from")
+    state = checkpoint.read(ckpt)
+    if "steps" in overrides:
+        cfg["steps"] = overrides["steps"]
+    cfg = load_config(cfg["env"], cfg["algo"], {**_flatten(cfg), "out": str(run_dir.resolve())})
+    checkpoint.check_compatible(state["config"], cfg)
+    done = state["counters"]["env_steps"]
+    if cfg["steps"] <= done:
+        raise ConfigError(f"{run_dir} is complete at {done} env steps; give --steps N > {done} "
+                          f"to extend it")
+    return cfg, ckpt
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict:
+    """Nested config -> dotted override keys (so load_config re-validates a stored config)."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _fail(message: str) -> int:

@@ -183,6 +183,10 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"{k}={cfg[k]!r}: must be 'auto' or a number")
     if cfg["horizon"] < 1:
         raise ConfigError(f"horizon={cfg['horizon']}: Hmax must be >= 1")
+    if cfg["checkpoint_every"] < 0:
+        raise ConfigError(f"checkpoint_every={cfg['checkpoint_every']}: must be >= 0")
+    if cfg["nonfinite_limit"] < 1:
+        raise ConfigError(f"nonfinite_limit={cfg['nonfinite_limit']}: must be >= 1")
     if cfg["plan_length"] < 1:
         raise ConfigError(f"plan_length={cfg['plan_length']}: k must be >= 1")
     if cfg["beta"] < 0:

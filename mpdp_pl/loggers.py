@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import netrc
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -25,6 +26,24 @@ class MetricsCSV:
         if not self.path.exists() or self.path.stat().st_size == 0:
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.columns)
+        else:  # a resumed run appends to its own file
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.last_step = int(rows[-1]["env_steps"]) if rows else None
+
+    @staticmethod
+    def truncate_after(path: Path, step: int) -> None:
+        """Drop the rows after env step ``step`` (written after the checkpoint a run resumes
+        from: the resumed run writes them again). Earlier rows stay byte for byte."""
+        path = Path(path)
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]
+        if len(keep) != len(lines):
+            tmp = path.with_suffix(".csv.tmp")
+            tmp.write_text("".join(keep))
+            tmp.replace(path)
 
     def write(self, row: dict) -> None:
         unknown = set(row) - set(self.columns)
@@ -76,6 +95,16 @@ def resolve_wandb_mode(mode: str) -> str:
     return "offline"
 
 
+def wandb_run_id(out_dir: Path) -> str:
+    """The run's W&B id, kept in ``DIR/wandb_run_id`` so that ``--resume`` reuses it."""
+    path = Path(out_dir) / "wandb_run_id"
+    if path.exists():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], as W&B's own ids
+    path.write_text(run_id)
+    return run_id
+
+
 def make_logger(cfg: dict, out_dir: Path) -> Logger | None:
     kind = cfg["logger"]
     if kind == "none":
@@ -91,6 +120,7 @@ def make_logger(cfg: dict, out_dir: Path) -> Logger | None:
         save_dir=str(out_dir), project=w["project"], entity=w["entity"], group=w["group"],
         tags=list(w["tags"]), mode=mode, config=cfg,
         name=out_dir.name, job_type=cfg["algo"],
+        id=wandb_run_id(out_dir), resume="allow",  # a resumed run continues the same W&B run
     )
     run = logger.experiment
     # env steps are the x-axis of every chart (global_step counts optimizer steps).

@@ -16,10 +16,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+import yaml
+
+from . import checkpoint
 from .algos import ALGOS
 from .config import ConfigError, to_yaml
 from .envs import env_spec, make_env
-from .loggers import make_logger
+from .loggers import MetricsCSV, make_logger
 from .progress import EnvStepProgressBar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +39,13 @@ def default_out_dir(cfg: dict) -> Path:
     return Path("runs") / cfg["env"] / cfg["algo"] / f"seed{cfg['seed']}-{stamp}"
 
 
-def prepare_out_dir(cfg: dict) -> Path:
+def prepare_out_dir(cfg: dict, resuming: bool = False) -> Path:
     """Create the run directory (refusing one that cannot be written, or that already holds a
-    run, which a second run would corrupt) and record it in cfg."""
+    run, which a second run would corrupt, unless this is that run resumed) and record it."""
     inherited = os.environ.get(RUN_DIR_ENV)  # set by rank 0 for re-launched DDP ranks
     out = Path(inherited or cfg["out"] or default_out_dir(cfg)).resolve()
-    if not inherited and ((out / "config.yaml").exists() or (out / "metrics.csv").exists()):
+    if not inherited and not resuming and (
+            (out / "config.yaml").exists() or (out / "metrics.csv").exists()):
         raise ConfigError(f"{out} already holds a run; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -74,8 +78,12 @@ def run_metadata(argv: list[str] | None) -> dict:
             "versions": versions}
 
 
-def write_config(cfg: dict, out: Path, argv: list[str] | None) -> None:
-    text = to_yaml(cfg) + "\n# Run metadata\n" + to_yaml({"run": run_metadata(argv)})
+def write_config(cfg: dict, out: Path, argv: list[str] | None, resuming: bool = False) -> None:
+    meta = {"run": run_metadata(argv)}
+    if resuming:  # keep how the run was started; add how it was resumed
+        old = yaml.safe_load((out / "config.yaml").read_text())
+        meta = {"run": old["run"], "resumed": [*old.get("resumed", []), run_metadata(argv)]}
+    text = to_yaml(cfg) + "\n# Run metadata\n" + to_yaml(meta)
     tmp = out / "config.yaml.tmp"
     tmp.write_text(text)
     tmp.replace(out / "config.yaml")
@@ -90,26 +98,33 @@ def probe_env_spec(cfg: dict):
     return spec
 
 
-def train(cfg: dict, argv: list[str] | None = None) -> Path:
-    """Train one run; returns its directory (``config.yaml``, ``metrics.csv``, logger files)."""
+def train(cfg: dict, argv: list[str] | None = None, resume: Path | None = None) -> Path:
+    """Train one run; returns its directory (``config.yaml``, ``metrics.csv``, logger files,
+    ``checkpoints/``). ``resume``: a checkpoint of this run to continue from."""
     if cfg["algo"] not in ALGOS:
         raise ConfigError(f"unknown algorithm '{cfg['algo']}' (available: {', '.join(ALGOS)})")
-    return train_module(ALGOS[cfg["algo"]], cfg, argv)
+    return train_module(ALGOS[cfg["algo"]], cfg, argv, resume)
 
 
 def train_module(module_cls: type[pl.LightningModule], cfg: dict,
-                 argv: list[str] | None = None) -> Path:
+                 argv: list[str] | None = None, resume: Path | None = None) -> Path:
     """:func:`train` with an explicit LightningModule class (tests use parts not yet exposed
-    as an ``--algo``)."""
+    as an ``--algo``, and fault injection)."""
     spec = probe_env_spec(cfg)
     module_cfg = dict(cfg)
     previous_run_dir = os.environ.get(RUN_DIR_ENV)
-    out = prepare_out_dir(module_cfg)
+    state = checkpoint.read(resume) if resume is not None else None
+    if state is not None:
+        checkpoint.check_compatible(state["config"], module_cfg)
+    out = prepare_out_dir(module_cfg, resuming=state is not None)
+    if state is not None:  # rows written after the checkpoint are written again
+        MetricsCSV.truncate_after(out / "metrics.csv", state["counters"]["env_steps"])
     if module_cfg["trainer"]["num_threads"]:
         torch.set_num_threads(module_cfg["trainer"]["num_threads"])
     pl.seed_everything(module_cfg["seed"], workers=True, verbose=False)
     module = module_cls(module_cfg, spec)
-    write_config(module_cfg, out, argv)
+    module.resume_state, module.resume_path = state, resume
+    write_config(module_cfg, out, argv, resuming=state is not None)
     logger = make_logger(module_cfg, out)
     t = module_cfg["trainer"]
     trainer = pl.Trainer(

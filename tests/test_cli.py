@@ -76,7 +76,7 @@ def test_help_lists_options_and_algorithms(tmp_path):
     proc = run_train(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for word in ("--env", "--algo", "--steps", "--seed", "--out", "--logger", "--print-config",
-                 "algorithms: mbpo, mpdp, sac"):
+                 "--resume", "algorithms: mbpo, mpdp, mppve, sac"):
         assert word in proc.stdout, word
 
 
@@ -87,6 +87,17 @@ def test_help_lists_options_and_algorithms(tmp_path):
     (["--algo", "ppo"], "unknown algorithm"),
     (["--steps", "x"], "invalid int"),
     (["--steps", "0"], "steps=0"),
+    (["horizon=0"], "horizon=0: Hmax must be >= 1"),
+    (["beta=-1"], "beta=-1.0: must be >= 0"),
+    (["ensemble_size=1"], "ensemble_size=1: must be >= 2"),
+    (["num_elites=9"], "num_elites=9"),
+    (["batch_size=0"], "batch_size=0"),
+    (["batch_size=abc"], "batch_size"),
+    (["gamma=1.5"], "gamma=1.5"),
+    (["u_T=abc"], "u_T='abc'"),
+    (["plan_length=0"], "plan_length=0"),
+    (["checkpoint_every=-1"], "checkpoint_every=-1"),
+    (["--resume", "no/such/run"], "no such run directory"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):
     proc = run_train([*args, "--out", str(tmp_path / "run"), "--logger", "none"], cwd=tmp_path)

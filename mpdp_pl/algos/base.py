@@ -14,6 +14,7 @@ record in ``metric_keys`` (columns of metrics.csv), expose ``actor``, and may ov
 from __future__ import annotations
 
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch.utils.data import DataLoader
 
+from .. import checkpoint
 from ..data import CollectorStream, make_collector, make_replay_buffer
 from ..envs import EnvSpec, make_env
 from ..evaluation import evaluate
@@ -30,6 +32,10 @@ from ..loggers import MetricsCSV
 from ..models.actor import ActorPolicy
 
 EVAL_SEED_OFFSET = 10_000  # the eval env's seed is seed + this, so it never replays training episodes
+
+
+class NumericalFault(RuntimeError):
+    """Non-finite losses or gradients in one part, ``nonfinite_limit`` updates in a row."""
 
 
 def _identity(batch):
@@ -70,6 +76,15 @@ class OffPolicyModule(pl.LightningModule):
         self.out_dir = Path(cfg["out"]) if cfg.get("out") else None
         self.replay_buffer = None
         self._stream: CollectorStream | None = None
+        self.last_checkpoint_step = 0
+        self.resume_state: dict | None = None  # set by run.train_module before fit
+        self.resume_path: Path | None = None
+        self.stop_signal: str | None = None
+        self.nonfinite_skips = 0
+        self._last_eval_step = self._last_log_step = 0
+        self._elapsed_before = 0.0  # wall seconds of the run before it was resumed
+        self._fault_streak: dict[str, int] = {}
+        self._good_weights: dict[str, dict] = {}
 
     # ----------------------------------------------------------------- algorithm interface
     actor: torch.nn.Module
@@ -92,9 +107,90 @@ class OffPolicyModule(pl.LightningModule):
     def sample_batch(self) -> TensorDictBase:
         return self.replay_buffer.sample(self.cfg["batch_size"]).to(self.device, non_blocking=True)
 
+    # ----------------------------------------------------------------- checkpoint state
+    def counters(self) -> dict:
+        """Everything a resumed run needs besides tensors (subclasses add theirs)."""
+        return {"env_steps": self.env_steps, "updates": self.updates,
+                "critic_credit": self.critic_schedule.credit,
+                "actor_credit": self.actor_schedule.credit,
+                "last_eval_step": self._last_eval_step, "last_log_step": self._last_log_step,
+                "last_checkpoint_step": self.last_checkpoint_step,
+                "nonfinite_skips": self.nonfinite_skips,
+                "elapsed": time.perf_counter() - self.start_time if hasattr(self, "start_time") else 0.0}
+
+    def load_counters(self, c: dict) -> None:
+        self.env_steps, self.updates = c["env_steps"], c["updates"]
+        self.critic_schedule.credit, self.actor_schedule.credit = c["critic_credit"], c["actor_credit"]
+        self._last_eval_step, self._last_log_step = c["last_eval_step"], c["last_log_step"]
+        self.last_checkpoint_step = c["last_checkpoint_step"]
+        self.nonfinite_skips = c["nonfinite_skips"]
+        self._elapsed_before = c["elapsed"]
+
+    def replay_buffers(self) -> dict:
+        """The buffers a checkpoint saves, by name (MBPO and MPPVE add their model buffer)."""
+        return {"replay_buffer": self.replay_buffer}
+
+    def save_checkpoint(self) -> Path | None:
+        if self.out_dir is None or not self.trainer.is_global_zero:
+            return None
+        self.last_checkpoint_step = self.env_steps
+        self.snapshot_good_weights()
+        return checkpoint.save(self, self.out_dir)
+
+    # ----------------------------------------------------------------- numerical faults
+    def fault_parts(self) -> dict[str, list[torch.nn.Module | torch.nn.Parameter]]:
+        """What a fault in each optimized part restores (subclasses declare theirs)."""
+        return {}
+
+    def snapshot_good_weights(self) -> None:
+        """Copy every part's weights as its last known good state (at checkpoints, and every
+        ``log_every`` env steps without a fault)."""
+        for part, items in self.fault_parts().items():
+            self._good_weights[part] = [
+                {k: v.detach().clone() for k, v in m.state_dict().items()}
+                if isinstance(m, torch.nn.Module) else m.detach().clone() for m in items]
+
+    @torch.no_grad()
+    def restore_good_weights(self, part: str) -> None:
+        for m, saved in zip(self.fault_parts()[part], self._good_weights.get(part, [])):
+            if isinstance(m, torch.nn.Module):
+                m.load_state_dict(saved)
+            else:
+                m.copy_(saved)
+
+    def guarded_step(self, part: str, optimizer, loss: torch.Tensor, params,
+                     clip: float | None = None) -> torch.Tensor:
+        """backward, optional gradient clipping, and the optimizer step, unless the loss or the
+        gradient norm is not finite: then the step is skipped, the part's last good weights
+        come back, ``train/nonfinite_skips`` counts it, and ``nonfinite_limit`` faults in a
+        row stop the run. One host sync per step (the finiteness test), like AMP's GradScaler.
+        Returns the gradient norm before clipping."""
+        params = list(params)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
+        if bool(torch.isfinite(loss) & torch.isfinite(norm)):
+            optimizer.step()
+            self._fault_streak[part] = 0
+            return norm
+        optimizer.zero_grad(set_to_none=True)
+        self.report_fault(part)
+        return norm
+
+    def report_fault(self, part: str) -> None:
+        self.nonfinite_skips += 1
+        self._fault_streak[part] = streak = self._fault_streak.get(part, 0) + 1
+        self.restore_good_weights(part)
+        if streak >= self.cfg["nonfinite_limit"]:
+            raise NumericalFault(
+                f"{streak} non-finite {part} updates in a row at env step {self.env_steps}; "
+                f"the run stopped (last checkpoint: {checkpoint.latest(self.out_dir) if self.out_dir else None})")
+
     # ----------------------------------------------------------------- data path
     def setup(self, stage: str) -> None:
         seed = self.cfg["seed"] + 1000 * self.global_rank
+        if self.resume_state is not None:  # fresh episodes, not a replay of the first ones
+            seed += 7919 * self.resume_state["counters"]["env_steps"]
         # A dict, not attributes: TorchRL envs are nn.Modules, and as submodules they would be
         # moved to the GPU and saved with the weights.
         self.envs = {"train": make_env(self.cfg, seed=seed),
@@ -110,11 +206,16 @@ class OffPolicyModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         # here, not in setup(): the module is on its device now, and the buffer lives there too
         self.replay_buffer = make_replay_buffer(self.cfg["buffer_size"], self._buffer_device())
+        if self.resume_state is not None:
+            checkpoint.restore(self, self.resume_state, self.resume_path)
+            self.resume_state = None
+        self.snapshot_good_weights()
 
     def _make_collector(self):
         return make_collector(
             self.envs["train"], self.policy(deterministic=False), self.cfg["frames_per_batch"],
-            self.cfg["init_random_steps"], self.device, self._buffer_device(),
+            max(0, self.cfg["init_random_steps"] - self.env_steps), self.device,
+            self._buffer_device(),
         )
 
     def remaining_steps(self) -> int:
@@ -125,8 +226,14 @@ class OffPolicyModule(pl.LightningModule):
         return DataLoader(self._stream, batch_size=None, num_workers=0, collate_fn=_identity)
 
     # ----------------------------------------------------------------- the loop
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signal.Signals(signum).name  # acted on at the next env step
+
     def on_train_start(self) -> None:
-        self.start_time = time.perf_counter()
+        # after Lightning's own handlers: SIGTERM/SIGINT checkpoint and stop cleanly
+        self._previous_handlers = {s: signal.signal(s, self._on_signal)
+                                   for s in (signal.SIGTERM, signal.SIGINT)}
+        self.start_time = time.perf_counter() - self._elapsed_before
         # (time, env steps) at the previous logger push and at the previous metrics.csv row
         self._windows = {"log": (self.start_time, self.env_steps),
                          "eval": (self.start_time, self.env_steps)}
@@ -135,10 +242,14 @@ class OffPolicyModule(pl.LightningModule):
         if self.trainer.is_global_zero and self.out_dir is not None:
             columns = ["env_steps", "eval/return", "eval/return_std", "eval/episode_length",
                        "time/elapsed", "time/env_steps_per_s", "train/updates",
+                       "train/nonfinite_skips",
                        *self.metric_keys]
             self.metrics_csv = MetricsCSV(self.out_dir / "metrics.csv", columns)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        if self.stop_signal is not None:
+            self.trainer.should_stop = True
+            return
         if self.remaining_steps() <= 0:  # Lightning prefetches one round past the budget
             return
         batch = batch[: self.remaining_steps()]
@@ -154,11 +265,21 @@ class OffPolicyModule(pl.LightningModule):
             self.log_training_metrics()
         if self.env_steps // self.cfg["eval_every"] > self._last_eval_step // self.cfg["eval_every"]:
             self.run_evaluation()
+        every = self.cfg["checkpoint_every"]
+        if every and self.env_steps // every > self.last_checkpoint_step // every:
+            self.save_checkpoint()
 
     def on_train_end(self) -> None:
-        if self.env_steps != self._last_eval_step:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        if self.stop_signal is None and self.env_steps != self._last_eval_step:
             self.run_evaluation()
         self.log_training_metrics()
+        if self.env_steps > 0:
+            path = self.save_checkpoint()
+            if self.stop_signal is not None and path is not None:
+                print(f"stopped by {self.stop_signal} at env step {self.env_steps}; checkpoint "
+                      f"{path}; continue with: python train.py --resume {self.out_dir}")
         if self._stream is not None:
             self._stream.close()
         for env in self.envs.values():
@@ -169,6 +290,7 @@ class OffPolicyModule(pl.LightningModule):
     def _scalars(self) -> dict[str, float]:
         out = {k: (v.item() if torch.is_tensor(v) else v) for k, v in self.last_metrics.items()}
         out["train/updates"] = float(self.updates)
+        out["train/nonfinite_skips"] = float(self.nonfinite_skips)
         return out
 
     def _time_metrics(self, window: str) -> dict[str, float]:
@@ -182,8 +304,10 @@ class OffPolicyModule(pl.LightningModule):
     def log_training_metrics(self) -> None:
         self._last_log_step = self.env_steps
         metrics = {**self._scalars(), **self._time_metrics("log"), "env_steps": self.env_steps}
+        if not any(self._fault_streak.values()):
+            self.snapshot_good_weights()
         if self.logger is not None:
-            self.logger.log_metrics(metrics, step=self.global_step)
+            self.logger.log_metrics(metrics, step=self.env_steps)
 
     def run_evaluation(self) -> None:
         self._last_eval_step = self.env_steps
@@ -195,6 +319,6 @@ class OffPolicyModule(pl.LightningModule):
         row = {"env_steps": self.env_steps, **result, **self._time_metrics("eval"), **self._scalars()}
         if self.logger is not None:
             self.logger.log_metrics({k: v for k, v in row.items() if k.startswith(("eval/", "env_steps"))},
-                                    step=self.global_step)
+                                    step=self.env_steps)
         if self.out_dir is not None:
             self.metrics_csv.write(row)

@@ -26,6 +26,17 @@ class MBPO(ModelBasedSAC):
         self.model_buffer_capacity = 0
         self.real_batch = max(1, round(cfg["real_ratio"] * cfg["batch_size"]))
 
+    def counters(self) -> dict:
+        return {**super().counters(), "model_buffer_capacity": self.model_buffer_capacity}
+
+    def load_counters(self, c: dict) -> None:
+        super().load_counters(c)
+        if c["model_buffer_capacity"]:
+            self.resize_model_buffer(c["model_buffer_capacity"])
+
+    def replay_buffers(self) -> dict:
+        return {**super().replay_buffers(), "model_buffer": self.model_buffer}
+
     def model_buffer_size_for(self, length: int) -> int:
         """MBPO's pool size: retain_epochs * rollouts per epoch * rollout length."""
         c = self.cfg

@@ -40,6 +40,34 @@ class ModelBasedSAC(SAC):
     def model_ready(self) -> bool:
         return self.model_trainings > 0
 
+    def counters(self) -> dict:
+        return {**super().counters(), "model_trainings": self.model_trainings,
+                "last_model_train_step": self.last_model_train_step}
+
+    def load_counters(self, c: dict) -> None:
+        super().load_counters(c)
+        self.model_trainings, self.last_model_train_step = c["model_trainings"], c["last_model_train_step"]
+
+    def fault_parts(self) -> dict:
+        return {**super().fault_parts(), "model": [self.dynamics]}
+
+    def fit_dynamics(self, data, split) -> dict:
+        nxt = data["next"]
+        return train_dynamics(
+            self.dynamics, data["observation"], data["action"], nxt["observation"],
+            nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.optimizers()[3],
+            self.model_settings, backward=self.manual_backward, split=split,
+        )
+
+    def model_is_finite(self, metrics: dict) -> bool:
+        """One host sync per model training: weights, normalizers, the optimizer's moments and
+        the holdout loss all finite."""
+        tensors = [*self.dynamics.state_dict().values(),
+                   *(v for st in self.optimizers()[3].optimizer.state.values() for v in st.values()
+                     if torch.is_tensor(v)),
+                   torch.as_tensor(metrics.get("model/holdout_nll", 0.0))]
+        return bool(torch.stack([torch.isfinite(t.float()).all() for t in tensors]).all())
+
     def configure_optimizers(self):
         c = self.cfg
         return [*super().configure_optimizers(),
@@ -61,13 +89,15 @@ class ModelBasedSAC(SAC):
         if self.model_ready:
             self.record_metrics({"model/error": self.model_error()})
         data = buffer_contents(self.replay_buffer).to(self.device)
-        nxt = data["next"]
         split = holdout_split(data.shape[0], self.model_settings, self.device)
-        metrics = train_dynamics(
-            self.dynamics, data["observation"], data["action"], nxt["observation"],
-            nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.optimizers()[3],
-            self.model_settings, backward=self.manual_backward, split=split,
-        )
+        self._good_weights["model"] = [{k: v.clone() for k, v in self.dynamics.state_dict().items()}]
+        metrics = self.fit_dynamics(data, split)
+        if not self.model_is_finite(metrics):
+            self.optimizers()[3].optimizer.state.clear()  # moments may hold the NaN
+            self.last_model_train_step = self.env_steps  # retry at the next training time
+            self.report_fault("model")  # back to the weights before this training
+            return
+        self._fault_streak["model"] = 0
         self.record_metrics(metrics)
         self.model_trainings += 1
         self.last_model_train_step = self.env_steps

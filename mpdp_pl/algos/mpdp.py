@@ -27,7 +27,7 @@ from .model_based import ModelBasedSAC
 
 IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
                     "train/J_cut_value", "train/J_tail", "train/realized_horizon", "train/u_mean",
-                    "train/actor_grad_norm", "model/u_T", "model/u_ref")
+                    "model/u_T", "model/u_ref")
 
 
 class MPDP(ModelBasedSAC):
@@ -54,6 +54,9 @@ class MPDP(ModelBasedSAC):
         beta = self.cfg["beta"]
         return beta / self.u_ref if self.cfg["beta_relative"] else beta
 
+    def actor_grad_clip(self) -> float:
+        return self.cfg["actor_grad_clip"]
+
     def actor_step(self) -> None:
         if not self.model_ready:
             return super().actor_step()  # SAC's Eq. (4) until the model exists
@@ -64,12 +67,9 @@ class MPDP(ModelBasedSAC):
             self.u_threshold, self.horizon, c["paper_literal_cut"],
             terminal_critic=c["terminal_critic"],
         )
-        opt_actor = self.optimizers()[1]
-        opt_actor.zero_grad(set_to_none=True)
-        self.manual_backward(result.loss)
         # long unrolls can explode (the paper warns of it): clip, and log the norm before clipping
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), c["actor_grad_clip"])
-        opt_actor.step()
+        grad_norm = self.guarded_step("actor", self.optimizers()[1], result.loss,
+                                      self.actor.parameters(), c["actor_grad_clip"])
         self.temperature_step(result.log_prob0)
         diag = dict(result.diagnostics)
         cut_frac = diag.pop("cut_frac")

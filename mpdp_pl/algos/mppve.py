@@ -25,7 +25,7 @@ from .mbpo import MBPO
 
 
 class MPPVE(MBPO):
-    metric_keys = (*MBPO.metric_keys, "train/actor_grad_norm", "train/valid_frac")
+    metric_keys = (*MBPO.metric_keys, "train/valid_frac")
 
     def __init__(self, cfg: dict, spec):
         super().__init__(cfg, spec)
@@ -83,6 +83,5 @@ class MPPVE(MBPO):
         log_prob = plan.log_prob.sum(-1)
         return (self.alpha.detach() * log_prob - q.min(dim=0).values).mean(), log_prob
 
-    def after_actor_backward(self) -> None:
-        norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg["actor_grad_clip"])
-        self.record(actor_grad_norm=norm)
+    def actor_grad_clip(self) -> float:
+        return self.cfg["actor_grad_clip"]

@@ -21,7 +21,7 @@ from .base import OffPolicyModule
 
 class SAC(OffPolicyModule):
     metric_keys = ("train/critic_loss", "train/q_mean", "train/actor_loss",
-                         "train/entropy", "train/alpha", "train/alpha_loss")
+                   "train/actor_grad_norm", "train/entropy", "train/alpha", "train/alpha_loss")
     def __init__(self, cfg: dict, spec, actor_heads: int = 1):
         super().__init__(cfg, spec)
         hidden = cfg["hidden_sizes"]
@@ -68,12 +68,13 @@ class SAC(OffPolicyModule):
         return losses.actor_loss(q, log_prob, self.alpha), log_prob
 
     # ------------------------------------------------------------------ optimizer steps
+    def fault_parts(self) -> dict:
+        return {"critic": [self.critic, self.critic_target], "actor": [self.actor],
+                "alpha": [self.log_alpha]}
+
     def critic_step(self) -> None:
-        opt_critic = self.optimizers()[0]
         loss, q = self.critic_loss(self.sample_batch())
-        opt_critic.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt_critic.step()
+        self.guarded_step("critic", self.optimizers()[0], loss, self.critic.parameters())
         polyak_update(self.critic_target, self.critic, self.cfg["tau"])
         self.record(critic_loss=loss, q_mean=q.mean())
 
@@ -81,26 +82,21 @@ class SAC(OffPolicyModule):
         """The states the actor is improved at (SAC and MBPO: those of an update batch)."""
         return self.sample_batch()["observation"]
 
-    def after_actor_backward(self) -> None:
-        """Runs between the actor's backward and its optimizer step (MPPVE clips there)."""
+    def actor_grad_clip(self) -> float | None:
+        """Max norm of the actor's gradient (SAC: none; MPDP and MPPVE: ``actor_grad_clip``)."""
+        return None
 
     def actor_step(self) -> None:
-        opt_actor = self.optimizers()[1]
         loss, log_prob = self.actor_loss(self.actor_states())
-        opt_actor.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self.after_actor_backward()
-        opt_actor.step()
+        norm = self.guarded_step("actor", self.optimizers()[1], loss, self.actor.parameters(),
+                                 self.actor_grad_clip())
         self.temperature_step(log_prob)
-        self.record(actor_loss=loss)
+        self.record(actor_loss=loss, actor_grad_norm=norm)
 
     def temperature_step(self, log_prob: torch.Tensor) -> None:
         """alpha from pi_0's log-probabilities at real states only."""
-        opt_alpha = self.optimizers()[2]
         loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-        opt_alpha.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt_alpha.step()
+        self.guarded_step("alpha", self.optimizers()[2], loss, [self.log_alpha])
         self.record(alpha_loss=loss, alpha=self.alpha, entropy=-log_prob.mean())
 
     def update(self, critic_updates: int, actor_updates: int) -> None:

@@ -1,0 +1,166 @@
+"""Checkpoints: everything a run needs to continue, written atomically under ``DIR/checkpoints/``.
+
+A checkpoint is a directory ``step<N>`` holding ``state.pt`` (the module's state dict: networks,
+targets, temperature, ensemble normalizers and elites, u_T; every optimizer; the counters; the
+RNG states of torch, numpy and random; the config it was written under) and one folder per
+replay buffer in TorchRL's own serialization (``ReplayBuffer.dumps``). It is written into a
+temporary directory first and renamed into place, and only then does the ``latest`` file (also
+replaced atomically) point at it, so a crash while writing leaves the previous checkpoint
+usable. The two newest checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+FORMAT_VERSION = 1
+KEEP = 2
+# Keys that may differ between a run and its resumption (the budget can be extended).
+RESUMABLE_KEYS = {"steps", "out", "logger"}
+
+
+def checkpoint_root(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(module, run_dir: Path) -> Path:
+    """Write a checkpoint of ``module`` (an OffPolicyModule) and return its directory."""
+    root = checkpoint_root(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step{module.env_steps:09d}"
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    state = {
+        "format": FORMAT_VERSION,
+        "config": module.cfg,
+        "module": module.state_dict(),
+        "optimizers": [opt.state_dict() for opt in module.trainer.optimizers],
+        "counters": module.counters(),
+        "rng": rng_state(),
+    }
+    torch.save(state, tmp / "state.pt")
+    for key, buffer in module.replay_buffers().items():
+        if buffer is not None and len(buffer) > 0:
+            buffer.dumps(tmp / key)
+    final = root / name
+    if final.exists():  # a checkpoint of the same step (e.g. the end right after a periodic one)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = root / ".latest.tmp"
+    pointer.write_text(name)
+    os.replace(pointer, root / "latest")
+    for old in sorted(p for p in root.glob("step*") if p.is_dir())[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run directory, or None."""
+    pointer = checkpoint_root(run_dir) / "latest"
+    if not pointer.exists():
+        return None
+    path = checkpoint_root(run_dir) / pointer.read_text().strip()
+    return path if (path / "state.pt").exists() else None
+
+
+def read(path: Path) -> dict:
+    """Load ``state.pt`` on the CPU, with a one-line error for anything that is not one."""
+    try:
+        state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ConfigError(f"{path} holds no readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise ConfigError(f"{path}: checkpoint format {state.get('format') if isinstance(state, dict) else '?'}"
+                          f" is not this version's ({FORMAT_VERSION})")
+    return state
+
+
+def _canonical(cfg: dict) -> dict:
+    import yaml
+
+    from .config import to_yaml
+
+    return yaml.safe_load(to_yaml(cfg))  # the form config.yaml holds
+
+
+def check_compatible(saved: dict, cfg: dict) -> None:
+    """A checkpoint continues only the run it came from: same config except the budget."""
+    saved, cfg = _canonical(saved), _canonical(cfg)
+    diff = sorted(k for k in set(saved) | set(cfg)
+                  if k not in RESUMABLE_KEYS and saved.get(k) != cfg.get(k))
+    if diff:
+        raise ConfigError(f"the checkpoint was written under another config (differs in: "
+                          f"{', '.join(diff[:5])})")
+
+
+def restore(module, state: dict, path: Path) -> None:
+    """Load a checkpoint into ``module`` once its optimizers and buffers exist."""
+    module.load_counters(state["counters"])  # may size buffers (MBPO's model buffer)
+    module.load_state_dict(state["module"])
+    for opt, opt_state in zip(module.trainer.optimizers, state["optimizers"]):
+        opt.load_state_dict(opt_state)
+    for key, buffer in module.replay_buffers().items():
+        if (Path(path) / key).exists():
+            buffer.loads(Path(path) / key)
+    set_rng_state(state["rng"])
+
+
+def run_config(run_dir: Path) -> dict:
+    """The config a run directory was started with (its ``config.yaml`` without metadata)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        raise ConfigError(f"{run_dir} is not a run directory (no readable config.yaml)") from None
+    if not isinstance(cfg, dict) or "env" not in cfg:
+        raise ConfigError(f"{path} is not a run config")
+    cfg.pop("run", None)
+    cfg.pop("resumed", None)
+    return cfg
+
+
+def find_run(cfg: dict, root: Path = Path("runs")) -> Path:
+    """``--resume auto``: the run under ``root`` with the newest checkpoint whose config equals
+    ``cfg`` (except the budget and the output directory)."""
+    want = {k: v for k, v in _canonical(cfg).items() if k not in RESUMABLE_KEYS}
+    found = []
+    for config_file in Path(root).glob("**/config.yaml"):
+        run_dir = config_file.parent
+        ckpt = latest(run_dir)
+        try:
+            have = run_config(run_dir)
+        except ConfigError:
+            continue
+        if ckpt is not None and {k: v for k, v in have.items() if k not in RESUMABLE_KEYS} == want:
+            found.append((ckpt.stat().st_mtime, run_dir))
+    if not found:
+        raise ConfigError(f"--resume auto: no run under {root}/ with this config has a checkpoint")
+    return max(found)[1]
