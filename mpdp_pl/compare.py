@@ -81,9 +81,12 @@ def launch(run: Run, overrides: list[str]) -> int:
 
 
 def value_at(evals: list[dict], step: int) -> float | None:
-    """The return of the last evaluation at or before ``step`` (None if there is none)."""
+    """The return of the last evaluation at or before ``step``; None if there is none or the
+    run has not reached ``step`` (a partial run must not stand in for a later point)."""
     before = [e for e in evals if e["env_steps"] <= step]
-    return before[-1]["return"] if before else None
+    if not before or evals[-1]["env_steps"] < step:
+        return None
+    return before[-1]["return"]
 
 
 def _fmt(values: list[float]) -> str:
@@ -184,6 +187,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra table columns; by default half the budget and the budget")
     p.add_argument("--threshold", type=float, default=None,
                    help="add a column: first env step whose evaluation reached this return")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing; write the CSV, PNG and table from the runs that exist")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run")
@@ -211,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     grid_file.write_text(json.dumps({"overrides": a.overrides}))
     runs = [Run(env, algo, s, steps, a.out) for env, steps in budgets.items() for algo in a.algos
             for s in a.seeds[: max_seeds.get(algo, len(a.seeds))]]
-    todo = [r for r in runs if not finished(r)]
-    print(f"{len(runs)} runs ({len(runs) - len(todo)} already done), {a.workers} side by side, "
+    todo = [] if a.report_only else [r for r in runs if not finished(r)]
+    print(f"{len(runs)} runs ({sum(finished(r) for r in runs)} already done), {a.workers} side by side, "
           f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)
     with ThreadPoolExecutor(max_workers=a.workers) as pool:
         codes = list(pool.map(lambda r: launch(r, a.overrides), todo))
