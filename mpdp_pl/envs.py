@@ -70,11 +70,12 @@ def check_env_id(env_id: str) -> None:
         raise ConfigError(f"unknown env id '{env_id}'{hint}")
 
 
-def make_env(cfg: dict, seed: int | None = None) -> TransformedEnv:
-    """The TorchRL env of ``cfg['env']`` with the transforms described in the module docstring."""
+def make_env(cfg: dict, seed: int | None = None, render: bool = False) -> TransformedEnv:
+    """The TorchRL env of ``cfg['env']`` with the transforms described in the module docstring;
+    ``render``: the gymnasium env renders RGB frames (``env.base_env._env.render()``)."""
     env_id = cfg["env"]
     check_env_id(env_id)
-    kwargs = {}
+    kwargs = {"render_mode": "rgb_array"} if render else {}
     if cfg.get("max_episode_steps"):
         kwargs["max_episode_steps"] = cfg["max_episode_steps"]
     base = GymEnv(env_id, **kwargs)

@@ -193,8 +193,10 @@ class OffPolicyModule(pl.LightningModule):
             seed += 7919 * self.resume_state["counters"]["env_steps"]
         # A dict, not attributes: TorchRL envs are nn.Modules, and as submodules they would be
         # moved to the GPU and saved with the weights.
+        # every evaluation re-seeds its env with this: the same initial states each time
+        self.eval_seed = self.cfg["seed"] + 1000 * self.global_rank + EVAL_SEED_OFFSET
         self.envs = {"train": make_env(self.cfg, seed=seed),
-                     "eval": make_env(self.cfg, seed=seed + EVAL_SEED_OFFSET)}
+                     "eval": make_env(self.cfg, seed=self.eval_seed)}
 
     def policy(self, deterministic: bool) -> TensorDictModule:
         return TensorDictModule(ActorPolicy(self.actor, deterministic),
@@ -314,7 +316,8 @@ class OffPolicyModule(pl.LightningModule):
         if not self.trainer.is_global_zero:
             return
         result = evaluate(self.envs["eval"], self.policy(deterministic=True),
-                          self.cfg["eval_episodes"], self.spec.max_episode_steps or 10**6)
+                          self.cfg["eval_episodes"], self.spec.max_episode_steps or 10**6,
+                          seed=self.eval_seed)
         self.last_eval = result
         row = {"env_steps": self.env_steps, **result, **self._time_metrics("eval"), **self._scalars()}
         if self.logger is not None:

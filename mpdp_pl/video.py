@@ -1,0 +1,53 @@
+"""Evaluation videos: one episode of a policy rendered headless and written as mp4.
+
+MuJoCo renders without a display through EGL (GPU or Mesa on CPU) or OSMesa; ``MUJOCO_GL`` must
+be set before MuJoCo is first imported, so entry points call :func:`headless` early.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def headless() -> None:
+    """Default to EGL rendering unless the user chose a backend."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@torch.no_grad()
+def render_episode(env, policy, max_steps: int) -> tuple[list[np.ndarray], float]:
+    """Frames of one episode of ``policy`` on ``env`` (made with ``make_env(render=True)``),
+    the reset frame included, and the episode's return."""
+    gym_env = env.base_env._env
+    td = env.reset()
+    frames = [np.asarray(gym_env.render())]
+
+    def grab(*_):
+        frames.append(np.asarray(gym_env.render()))
+
+    rollout = env.rollout(max_steps, policy, break_when_any_done=True, callback=grab,
+                          auto_reset=False, tensordict=td)
+    return frames, float(rollout["next", "reward"].sum())
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int = 30) -> Path:
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1) as w:
+        for f in frames:
+            w.append_data(f)
+    return path
+
+
+def count_frames(path: Path) -> int:
+    """Decode an mp4 and count its frames (what the tests check a video with)."""
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path) as r:
+        return sum(1 for _ in r)
