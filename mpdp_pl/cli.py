@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from .video import headless
+
+    headless()  # MUJOCO_GL=egl unless set: must precede MuJoCo's import (training videos)
     parser = build_parser()
     parser.error = lambda msg: _fail(msg)  # one line, exit 2, no usage dump
     args = parser.parse_intermixed_args(argv)  # key=value items may come between flags

@@ -183,6 +183,8 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"{k}={cfg[k]!r}: must be 'auto' or a number")
     if cfg["horizon"] < 1:
         raise ConfigError(f"horizon={cfg['horizon']}: Hmax must be >= 1")
+    if cfg["video_every"] < 0:
+        raise ConfigError(f"video_every={cfg['video_every']}: must be >= 0")
     if cfg["checkpoint_every"] < 0:
         raise ConfigError(f"checkpoint_every={cfg['checkpoint_every']}: must be >= 0")
     if cfg["nonfinite_limit"] < 1:

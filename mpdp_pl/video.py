@@ -9,19 +9,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-
 
 def headless() -> None:
     """Default to EGL rendering unless the user chose a backend."""
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-@torch.no_grad()
-def render_episode(env, policy, max_steps: int) -> tuple[list[np.ndarray], float]:
-    """Frames of one episode of ``policy`` on ``env`` (made with ``make_env(render=True)``),
-    the reset frame included, and the episode's return."""
+def render_episode(env, policy, max_steps: int, seed: int | None = None):
+    """Frames (``list[np.ndarray]``) of one episode of ``policy`` on ``env`` (made with
+    ``make_env(render=True)``), the reset frame included, and the episode's return. ``seed``
+    re-seeds the env first (training videos use the evaluation seed: the video shows the first
+    evaluation episode)."""
+    import numpy as np
+    import torch
+
+    if seed is not None:
+        env.set_seed(seed)
     gym_env = env.base_env._env
     td = env.reset()
     frames = [np.asarray(gym_env.render())]
@@ -29,12 +32,15 @@ def render_episode(env, policy, max_steps: int) -> tuple[list[np.ndarray], float
     def grab(*_):
         frames.append(np.asarray(gym_env.render()))
 
-    rollout = env.rollout(max_steps, policy, break_when_any_done=True, callback=grab,
-                          auto_reset=False, tensordict=td)
+    with torch.no_grad():
+        rollout = env.rollout(max_steps, policy, break_when_any_done=True, callback=grab,
+                              auto_reset=False, tensordict=td)
+    if len(frames) < rollout.shape[-1] + 1:  # TorchRL skips the callback on the final step
+        grab()
     return frames, float(rollout["next", "reward"].sum())
 
 
-def write_video(frames: list[np.ndarray], path: Path, fps: int = 30) -> Path:
+def write_video(frames, path: Path, fps: int = 30) -> Path:
     import imageio.v2 as imageio
 
     path = Path(path)

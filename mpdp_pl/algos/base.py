@@ -325,3 +325,21 @@ class OffPolicyModule(pl.LightningModule):
                                     step=self.env_steps)
         if self.out_dir is not None:
             self.metrics_csv.write(row)
+        every = self.cfg["video_every"]
+        if every and self.out_dir is not None and (self.env_steps // self.cfg["eval_every"]) % every == 0:
+            self.record_video()
+
+    def record_video(self) -> None:
+        """One episode of pi_0 from the evaluation seed, as ``DIR/videos/step<N>.mp4`` and, with
+        W&B, as the ``eval/video`` media of that env step."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        from ..video import render_episode, write_video
+
+        if "video" not in self.envs:  # created on first use: rendering needs a GL context
+            self.envs["video"] = make_env(self.cfg, seed=self.eval_seed, render=True)
+        frames, _ = render_episode(self.envs["video"], self.policy(deterministic=True),
+                                   self.spec.max_episode_steps or 1000, seed=self.eval_seed)
+        path = write_video(frames, self.out_dir / "videos" / f"step{self.env_steps:09d}.mp4")
+        if isinstance(self.logger, WandbLogger):
+            self.logger.log_video("eval/video", [str(path)], step=self.env_steps, format=["mp4"])

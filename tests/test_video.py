@@ -1,0 +1,27 @@
+"""Training-time evaluation videos: rendered headless on CPU, saved under the run directory,
+decoding to one frame per step of the evaluated episode plus the reset frame, and logged to the
+W&B offline run as media."""
+
+from __future__ import annotations
+
+import csv
+
+from conftest import TINY, offline_env, run_train
+from mpdp_pl.video import count_frames
+
+
+def test_videos_every_evaluation(tmp_path):
+    out = tmp_path / "run"
+    proc = run_train(["--env", "InvertedPendulum-v4", "--algo", "sac", "--out", str(out),
+                      "--logger", "wandb", *TINY, "steps=400", "eval_episodes=1",
+                      "video_every=1"], cwd=tmp_path, env=offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["env_steps"]) for r in rows] == [200, 400]
+    for r in rows:
+        video = out / "videos" / f"step{int(r['env_steps']):09d}.mp4"
+        # the video replays the (deterministic) evaluation episode from the evaluation seed
+        assert count_frames(video) == int(float(r["eval/episode_length"])) + 1
+    media = list((out / "wandb").glob("offline-run-*/files/media/videos/**/*.mp4"))
+    assert len(media) == 2
