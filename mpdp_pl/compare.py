@@ -41,25 +41,43 @@ class Run:
     seed: int
     steps: int
     out: Path
+    label: str = ""                   # the run's name in its task folder (default algo)
+    overrides: tuple[str, ...] = ()   # this run's own; the grid's (user's) overrides come after
+
+    @property
+    def name(self) -> str:
+        return f"{self.label or self.algo}-seed{self.seed}"
 
     @property
     def dir(self) -> Path:
-        return self.out / self.env / f"{self.algo}-seed{self.seed}"
+        return self.out / self.env / self.name
 
     @property
     def log(self) -> Path:
-        return self.out / self.env / f"{self.algo}-seed{self.seed}.log"
+        return self.out / self.env / f"{self.name}.log"
 
 
-def read_evals(run_dir: Path) -> list[dict]:
-    """The evaluation rows of a run's metrics.csv as (env_steps, return, elapsed) dicts."""
+def read_evals(run_dir: Path, metric: str = "eval/return") -> list[dict]:
+    """The rows of a run's metrics.csv that have ``metric``, as (env_steps, return (the
+    metric's value), elapsed) dicts."""
     path = run_dir / "metrics.csv"
     if not path.exists():
         return []
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    return [{"env_steps": int(r["env_steps"]), "return": float(r["eval/return"]),
-             "elapsed": float(r["time/elapsed"])} for r in rows if r.get("eval/return")]
+    return [{"env_steps": int(r["env_steps"]), "return": float(r[metric]),
+             "elapsed": float(r["time/elapsed"])} for r in rows if r.get(metric)]
+
+
+def run_all(runs: list[Run], overrides: list[str], workers: int) -> list[Run]:
+    """Launch the unfinished runs, ``workers`` at a time; returns the ones that failed."""
+    todo = [r for r in runs if not finished(r)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        codes = list(pool.map(lambda r: launch(r, overrides), todo))
+    failed = [r for r, rc in zip(todo, codes) if rc != 0]
+    for r in failed:
+        print(f"{r.env} {r.name}: failed, see {r.log}")
+    return failed
 
 
 def finished(run: Run) -> bool:
@@ -75,7 +93,7 @@ def launch(run: Run, overrides: list[str]) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, str(TRAIN), "--env", run.env, "--algo", run.algo, "--seed",
            str(run.seed), "--steps", str(run.steps), "--out", str(run.dir), "--logger", "none",
-           *overrides, "trainer.num_threads=1"]
+           *run.overrides, *overrides, "trainer.num_threads=1"]
     with open(run.log, "w") as log:
         return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -216,21 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     grid_file.write_text(json.dumps({"overrides": a.overrides}))
     runs = [Run(env, algo, s, steps, a.out) for env, steps in budgets.items() for algo in a.algos
             for s in a.seeds[: max_seeds.get(algo, len(a.seeds))]]
-    todo = [] if a.report_only else [r for r in runs if not finished(r)]
     print(f"{len(runs)} runs ({sum(finished(r) for r in runs)} already done), {a.workers} side by side, "
           f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)
-    with ThreadPoolExecutor(max_workers=a.workers) as pool:
-        codes = list(pool.map(lambda r: launch(r, a.overrides), todo))
-    for r, rc in zip(todo, codes):
-        if rc != 0:
-            print(f"{r.env} {r.algo} seed {r.seed}: failed (exit {rc}), see {r.log}")
+    failed = [] if a.report_only else run_all(runs, a.overrides, a.workers)
     write_results(runs, a.out / "results.csv")
     plot(runs, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}")
     md = table(runs, at, a.threshold)
     (a.out / "table.md").write_text(md)
     print(md, end="")
     print(f"wrote {a.out / 'results.csv'}, {a.out / 'curves.png'}, {a.out / 'table.md'}")
-    return 1 if any(codes) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
