@@ -64,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .run import train  # heavy imports only when training
 
-        out = train(cfg, ["train.py", *argv], resume=resume)
+        from .algos.base import NumericalFault
+
+        try:
+            out = train(cfg, ["train.py", *argv], resume=resume)
+        except NumericalFault as e:  # not bad input: the run diverged
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     except ConfigError as e:
         return _fail(str(e))
     print(f"run written to {out}")

@@ -185,6 +185,8 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"horizon={cfg['horizon']}: Hmax must be >= 1")
     if cfg["video_every"] < 0:
         raise ConfigError(f"video_every={cfg['video_every']}: must be >= 0")
+    if cfg["nonfinite_guard"] not in ("auto", "sync", "deferred"):
+        raise ConfigError(f"nonfinite_guard={cfg['nonfinite_guard']!r}: must be auto, sync or deferred")
     if cfg["checkpoint_every"] < 0:
         raise ConfigError(f"checkpoint_every={cfg['checkpoint_every']}: must be >= 0")
     if cfg["nonfinite_limit"] < 1:

@@ -6,6 +6,7 @@ Separate from the CLI so that tests and scripts can call it in-process.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -134,9 +135,12 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
         callbacks=[EnvStepProgressBar(refresh_rate=50)], default_root_dir=str(out),
         log_every_n_steps=1,
     )
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         trainer.fit(module)
     finally:
+        for sig, handler in handlers.items():  # the module's own, if fit ended by an exception
+            signal.signal(sig, handler)
         if logger is not None and module_cfg["logger"] == "wandb":
             logger.experiment.finish()
         if previous_run_dir is None:

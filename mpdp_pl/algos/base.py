@@ -84,6 +84,9 @@ class OffPolicyModule(pl.LightningModule):
         self._last_eval_step = self._last_log_step = 0
         self._elapsed_before = 0.0  # wall seconds of the run before it was resumed
         self._fault_streak: dict[str, int] = {}
+        self._device_streak: dict[str, torch.Tensor] = {}      # nonfinite_guard=deferred
+        self._device_max_streak: dict[str, torch.Tensor] = {}
+        self._device_skips: torch.Tensor | None = None
         self._good_weights: dict[str, dict] = {}
 
     # ----------------------------------------------------------------- algorithm interface
@@ -131,6 +134,7 @@ class OffPolicyModule(pl.LightningModule):
         return {"replay_buffer": self.replay_buffer}
 
     def save_checkpoint(self) -> Path | None:
+        self.check_deferred_faults()
         if self.out_dir is None or not self.trainer.is_global_zero:
             return None
         self.last_checkpoint_step = self.env_steps
@@ -161,30 +165,81 @@ class OffPolicyModule(pl.LightningModule):
     def guarded_step(self, part: str, optimizer, loss: torch.Tensor, params,
                      clip: float | None = None) -> torch.Tensor:
         """backward, optional gradient clipping, and the optimizer step, unless the loss or the
-        gradient norm is not finite: then the step is skipped, the part's last good weights
-        come back, ``train/nonfinite_skips`` counts it, and ``nonfinite_limit`` faults in a
-        row stop the run. One host sync per step (the finiteness test), like AMP's GradScaler.
-        Returns the gradient norm before clipping."""
+        gradient norm is not finite: then the step does not happen, ``train/nonfinite_skips``
+        counts it, and ``nonfinite_limit`` faults of one part in a row stop the run.
+
+        Two ways, chosen by ``nonfinite_guard`` (``auto``: sync on CPU, where a host sync costs
+        nothing, deferred on accelerators): ``sync`` tests finiteness on the host once per step
+        (like AMP's GradScaler) and, on a fault, skips the step and restores the part's last good
+        weights; ``deferred`` never syncs: it steps, then puts the weights and the optimizer's
+        state back where the step was not finite (one copy of each per step), counts faults on
+        the device and checks the limit whenever metrics are logged. Returns the gradient norm
+        before clipping."""
         params = list(params)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
-        if bool(torch.isfinite(loss) & torch.isfinite(norm)):
+        ok = torch.isfinite(loss) & torch.isfinite(norm)
+        if not self.sync_guard:
+            self._deferred_step(part, optimizer, params, ok)
+        elif bool(ok):
             optimizer.step()
             self._fault_streak[part] = 0
-            return norm
-        optimizer.zero_grad(set_to_none=True)
-        self.report_fault(part)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            self.report_fault(part)
         return norm
+
+    @property
+    def sync_guard(self) -> bool:
+        mode = self.cfg["nonfinite_guard"]
+        return mode == "sync" or (mode == "auto" and self.device.type == "cpu")
+
+    @torch.no_grad()
+    def _deferred_step(self, part: str, optimizer, params: list, ok: torch.Tensor) -> None:
+        opt = getattr(optimizer, "optimizer", optimizer)
+        for p in params:  # a NaN gradient must not reach the moments (nan * 0 is nan: use where)
+            if p.grad is not None:
+                p.grad.copy_(torch.where(ok, p.grad, torch.zeros_like(p.grad)))
+        before = [p.detach().clone() for p in params]
+        state = [{k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)}
+                 if p in opt.state else {} for p in params]
+        optimizer.step()
+        for p, old, st in zip(params, before, state):
+            p.copy_(torch.where(ok, p, old))
+            for k, v in st.items():
+                opt.state[p][k].copy_(torch.where(ok, opt.state[p][k], v))
+        bad = (~ok).long()
+        streak = self._device_streak.get(part, torch.zeros((), dtype=torch.long, device=ok.device))
+        streak = (streak + 1) * bad
+        self._device_streak[part] = streak
+        self._device_max_streak[part] = torch.maximum(
+            self._device_max_streak.get(part, torch.zeros_like(streak)), streak)
+        self._device_skips = self._device_skips + bad if self._device_skips is not None else bad
+
+    def check_deferred_faults(self) -> None:
+        """Bring the device-side fault counts to the host (one sync; at logging time)."""
+        if self._device_skips is None:
+            return
+        self.nonfinite_skips += int(self._device_skips)
+        self._device_skips = None
+        for part, worst in self._device_max_streak.items():
+            self._fault_streak[part] = int(self._device_streak[part])
+            if int(worst) >= self.cfg["nonfinite_limit"]:
+                self._raise_fault(part, int(worst))
+        self._device_max_streak = {}
 
     def report_fault(self, part: str) -> None:
         self.nonfinite_skips += 1
         self._fault_streak[part] = streak = self._fault_streak.get(part, 0) + 1
         self.restore_good_weights(part)
         if streak >= self.cfg["nonfinite_limit"]:
-            raise NumericalFault(
-                f"{streak} non-finite {part} updates in a row at env step {self.env_steps}; "
-                f"the run stopped (last checkpoint: {checkpoint.latest(self.out_dir) if self.out_dir else None})")
+            self._raise_fault(part, streak)
+
+    def _raise_fault(self, part: str, streak: int) -> None:
+        raise NumericalFault(
+            f"{streak} non-finite {part} updates in a row by env step {self.env_steps}; the run "
+            f"stopped (last checkpoint: {checkpoint.latest(self.out_dir) if self.out_dir else None})")
 
     # ----------------------------------------------------------------- data path
     def setup(self, stage: str) -> None:
@@ -305,6 +360,7 @@ class OffPolicyModule(pl.LightningModule):
 
     def log_training_metrics(self) -> None:
         self._last_log_step = self.env_steps
+        self.check_deferred_faults()
         metrics = {**self._scalars(), **self._time_metrics("log"), "env_steps": self.env_steps}
         if not any(self._fault_streak.values()):
             self.snapshot_good_weights()
@@ -313,6 +369,7 @@ class OffPolicyModule(pl.LightningModule):
 
     def run_evaluation(self) -> None:
         self._last_eval_step = self.env_steps
+        self.check_deferred_faults()
         if not self.trainer.is_global_zero:
             return
         result = evaluate(self.envs["eval"], self.policy(deterministic=True),
