@@ -6,7 +6,8 @@ RNG states of torch, numpy and random; the config it was written under) and one 
 replay buffer in TorchRL's own serialization (``ReplayBuffer.dumps``). It is written into a
 temporary directory first and renamed into place, and only then does the ``latest`` file (also
 replaced atomically) point at it, so a crash while writing leaves the previous checkpoint
-usable. The two newest checkpoints are kept.
+usable. The two newest checkpoints are kept. Under DDP, ranks other than 0 add their own buffers
+and RNG states in ``rank<r>/`` (the module's weights are the same on every rank).
 """
 
 from __future__ import annotations
@@ -47,15 +48,33 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(module, run_dir: Path) -> Path:
-    """Write a checkpoint of ``module`` (an OffPolicyModule) and return its directory."""
+def save(module, run_dir: Path) -> Path | None:
+    """Write a checkpoint of ``module`` (an OffPolicyModule) and return its directory (None on
+    ranks other than 0).
+
+    Under DDP every rank calls this: ranks other than 0 write their own replay buffers and RNG
+    states into ``rank<r>/`` of the temporary directory (the run directory must be shared by
+    all nodes), then rank 0 writes the shared state and renames the whole into place.
+    """
+    rank, barrier = module.global_rank, module.trainer.strategy.barrier
     root = checkpoint_root(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step{module.env_steps:09d}"
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = root / (f".tmp-{name}-{os.getpid()}" if module.world_size == 1 else f".tmp-{name}")
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    barrier()
+    if rank != 0:
+        own = tmp / f"rank{rank}"
+        own.mkdir()
+        _dump_buffers(module, own)
+        torch.save(rng_state(), own / "rng.pt")
+    barrier()
+    if rank != 0:
+        barrier()  # until rank 0 has put the checkpoint in place
+        return None
     state = {
         "format": FORMAT_VERSION,
         "config": module.cfg,
@@ -65,9 +84,7 @@ def save(module, run_dir: Path) -> Path:
         "rng": rng_state(),
     }
     torch.save(state, tmp / "state.pt")
-    for key, buffer in module.replay_buffers().items():
-        if buffer is not None and len(buffer) > 0:
-            buffer.dumps(tmp / key)
+    _dump_buffers(module, tmp)
     final = root / name
     if final.exists():  # a checkpoint of the same step (e.g. the end right after a periodic one)
         shutil.rmtree(final)
@@ -77,7 +94,14 @@ def save(module, run_dir: Path) -> Path:
     os.replace(pointer, root / "latest")
     for old in sorted(p for p in root.glob("step*") if p.is_dir())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
+    barrier()
     return final
+
+
+def _dump_buffers(module, where: Path) -> None:
+    for key, buffer in module.replay_buffers().items():
+        if buffer is not None and len(buffer) > 0:
+            buffer.dumps(where / key)
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -125,10 +149,14 @@ def restore(module, state: dict, path: Path) -> None:
     module.load_state_dict(state["module"])
     for opt, opt_state in zip(module.trainer.optimizers, state["optimizers"]):
         opt.load_state_dict(opt_state)
+    own = Path(path) / f"rank{module.global_rank}" if module.global_rank else Path(path)
+    if module.global_rank and not own.exists():
+        raise ConfigError(f"{path} was written by fewer ranks than this run has "
+                          f"(no rank{module.global_rank}/)")
     for key, buffer in module.replay_buffers().items():
-        if (Path(path) / key).exists():
-            buffer.loads(Path(path) / key)
-    set_rng_state(state["rng"])
+        if (own / key).exists():
+            buffer.loads(own / key)
+    set_rng_state(torch.load(own / "rng.pt", weights_only=False) if module.global_rank else state["rng"])
 
 
 def run_config(run_dir: Path) -> dict:

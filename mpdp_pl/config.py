@@ -163,7 +163,7 @@ def load_config(
 
 def validate(cfg: dict) -> None:
     """Range checks that a type check cannot express."""
-    positive = ["steps", "batch_size", "buffer_size", "frames_per_batch", "eval_every",
+    positive = ["steps", "batch_size", "buffer_size", "frames_per_batch", "num_envs", "eval_every",
                 "eval_episodes", "log_every"]
     for k in positive:
         if cfg[k] <= 0:
@@ -181,6 +181,13 @@ def validate(cfg: dict) -> None:
     for k in AUTO_OR_NUMBER:
         if isinstance(cfg[k], str) and cfg[k] != "auto":
             raise ConfigError(f"{k}={cfg[k]!r}: must be 'auto' or a number")
+    if cfg["env_batching"] not in ("serial", "parallel"):
+        raise ConfigError(f"env_batching={cfg['env_batching']!r}: must be serial or parallel")
+    if cfg["algo"] == "mppve" and cfg["num_envs"] > 1:
+        raise ConfigError("num_envs > 1 is not supported by mppve (its plan segments are read from "
+                          "one env's consecutive transitions)")
+    if cfg["compile"] not in (True, False):
+        raise ConfigError(f"compile={cfg['compile']!r}: must be true or false")
     if cfg["horizon"] < 1:
         raise ConfigError(f"horizon={cfg['horizon']}: Hmax must be >= 1")
     if cfg["video_every"] < 0:

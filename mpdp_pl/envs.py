@@ -10,12 +10,14 @@ cast to float32 and, where the task config asks for it, truncated to their first
 from __future__ import annotations
 
 import difflib
+import functools
 import warnings
 from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
-from torchrl.envs import ActionScaling, Compose, DoubleToFloat, GymEnv, Transform, TransformedEnv
+from torchrl.envs import (ActionScaling, Compose, DoubleToFloat, GymEnv, ParallelEnv, SerialEnv,
+                          Transform, TransformedEnv)
 from torchrl.data import Bounded
 
 from .config import ConfigError
@@ -70,9 +72,19 @@ def check_env_id(env_id: str) -> None:
         raise ConfigError(f"unknown env id '{env_id}'{hint}")
 
 
-def make_env(cfg: dict, seed: int | None = None, render: bool = False) -> TransformedEnv:
+def make_env(cfg: dict, seed: int | None = None, render: bool = False, num_envs: int = 1):
     """The TorchRL env of ``cfg['env']`` with the transforms described in the module docstring;
-    ``render``: the gymnasium env renders RGB frames (``env.base_env._env.render()``)."""
+    ``render``: the gymnasium env renders RGB frames (``env.base_env._env.render()``).
+
+    ``num_envs > 1``: that many copies stepped as one batched env (batch size ``[num_envs]``),
+    TorchRL's ``SerialEnv`` or, with ``env_batching=parallel``, ``ParallelEnv`` (one process
+    per env); each copy gets its own seed derived from ``seed``."""
+    if num_envs > 1:
+        batched = ParallelEnv if cfg["env_batching"] == "parallel" else SerialEnv
+        env = batched(num_envs, functools.partial(make_env, cfg, render=render))
+        if seed is not None:
+            env.set_seed(seed)
+        return env
     env_id = cfg["env"]
     check_env_id(env_id)
     kwargs = {"render_mode": "rgb_array"} if render else {}

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 import yaml
 
 from . import checkpoint
 from .algos import ALGOS
 from .config import ConfigError, to_yaml
+from .distributed import make_strategy
 from .envs import env_spec, make_env
 from .loggers import MetricsCSV, make_logger
 from .progress import EnvStepProgressBar
@@ -111,6 +113,7 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
                  argv: list[str] | None = None, resume: Path | None = None) -> Path:
     """:func:`train` with an explicit LightningModule class (tests use parts not yet exposed
     as an ``--algo``, and fault injection)."""
+    strategy = make_strategy(cfg["trainer"]["strategy"])  # a bad one fails before any file
     spec = probe_env_spec(cfg)
     module_cfg = dict(cfg)
     previous_run_dir = os.environ.get(RUN_DIR_ENV)
@@ -118,19 +121,20 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
     if state is not None:
         checkpoint.check_compatible(state["config"], module_cfg)
     out = prepare_out_dir(module_cfg, resuming=state is not None)
-    if state is not None:  # rows written after the checkpoint are written again
+    if state is not None and rank_zero_only.rank == 0:  # rows after the checkpoint are written again
         MetricsCSV.truncate_after(out / "metrics.csv", state["counters"]["env_steps"])
     if module_cfg["trainer"]["num_threads"]:
         torch.set_num_threads(module_cfg["trainer"]["num_threads"])
     pl.seed_everything(module_cfg["seed"], workers=True, verbose=False)
     module = module_cls(module_cfg, spec)
     module.resume_state, module.resume_path = state, resume
-    write_config(module_cfg, out, argv, resuming=state is not None)
+    if rank_zero_only.rank == 0:  # DDP's re-launched ranks share rank 0's run directory
+        write_config(module_cfg, out, argv, resuming=state is not None)
     logger = make_logger(module_cfg, out)
     t = module_cfg["trainer"]
     trainer = pl.Trainer(
-        accelerator=t["accelerator"], devices=t["devices"], strategy=t["strategy"],
-        precision=t["precision"], max_epochs=1, logger=logger if logger is not None else False,
+        accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
+        strategy=strategy, precision=t["precision"], max_epochs=1, logger=logger if logger is not None else False,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         callbacks=[EnvStepProgressBar(refresh_rate=50)], default_root_dir=str(out),
         log_every_n_steps=1,

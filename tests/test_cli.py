@@ -98,6 +98,8 @@ def test_help_lists_options_and_algorithms(tmp_path):
     (["plan_length=0"], "plan_length=0"),
     (["checkpoint_every=-1"], "checkpoint_every=-1"),
     (["--resume", "no/such/run"], "no such run directory"),
+    (["trainer.strategy=fsdp"], "trainer.strategy=fsdp is not supported"),
+    (["trainer.strategy=ddp_find_unused_parameters_true"], "not supported"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):
     proc = run_train([*args, "--out", str(tmp_path / "run"), "--logger", "none"], cwd=tmp_path)

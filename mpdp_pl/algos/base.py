@@ -25,6 +25,7 @@ from tensordict.nn import TensorDictModule
 from torch.utils.data import DataLoader
 
 from .. import checkpoint
+from ..distributed import average_gradients
 from ..data import CollectorStream, make_collector, make_replay_buffer
 from ..envs import EnvSpec, make_env
 from ..evaluation import evaluate
@@ -135,11 +136,11 @@ class OffPolicyModule(pl.LightningModule):
 
     def save_checkpoint(self) -> Path | None:
         self.check_deferred_faults()
-        if self.out_dir is None or not self.trainer.is_global_zero:
+        if self.out_dir is None:
             return None
         self.last_checkpoint_step = self.env_steps
         self.snapshot_good_weights()
-        return checkpoint.save(self, self.out_dir)
+        return checkpoint.save(self, self.out_dir)  # every rank takes part; rank 0 returns the path
 
     # ----------------------------------------------------------------- numerical faults
     def fault_parts(self) -> dict[str, list[torch.nn.Module | torch.nn.Parameter]]:
@@ -178,8 +179,9 @@ class OffPolicyModule(pl.LightningModule):
         params = list(params)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        loss_flag = average_gradients(params, loss)  # several ranks: every rank's loss counts
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
-        ok = torch.isfinite(loss) & torch.isfinite(norm)
+        ok = torch.isfinite(loss_flag) & torch.isfinite(norm)
         if not self.sync_guard:
             self._deferred_step(part, optimizer, params, ok)
         elif bool(ok):
@@ -242,15 +244,22 @@ class OffPolicyModule(pl.LightningModule):
             f"stopped (last checkpoint: {checkpoint.latest(self.out_dir) if self.out_dir else None})")
 
     # ----------------------------------------------------------------- data path
+    @property
+    def world_size(self) -> int:
+        """Ranks stepping environments (1 without DDP); env-step counts are summed over them."""
+        return self.trainer.world_size if self._trainer is not None else 1
+
     def setup(self, stage: str) -> None:
         seed = self.cfg["seed"] + 1000 * self.global_rank
+        if self.world_size > 1:  # own exploration noise and batches per rank (weights: rank 0's)
+            torch.manual_seed(seed)
         if self.resume_state is not None:  # fresh episodes, not a replay of the first ones
             seed += 7919 * self.resume_state["counters"]["env_steps"]
         # A dict, not attributes: TorchRL envs are nn.Modules, and as submodules they would be
         # moved to the GPU and saved with the weights.
         # every evaluation re-seeds its env with this: the same initial states each time
         self.eval_seed = self.cfg["seed"] + 1000 * self.global_rank + EVAL_SEED_OFFSET
-        self.envs = {"train": make_env(self.cfg, seed=seed),
+        self.envs = {"train": make_env(self.cfg, seed=seed, num_envs=self.cfg["num_envs"]),
                      "eval": make_env(self.cfg, seed=self.eval_seed)}
 
     def policy(self, deterministic: bool) -> TensorDictModule:
@@ -270,8 +279,9 @@ class OffPolicyModule(pl.LightningModule):
 
     def _make_collector(self):
         return make_collector(
-            self.envs["train"], self.policy(deterministic=False), self.cfg["frames_per_batch"],
-            max(0, self.cfg["init_random_steps"] - self.env_steps), self.device,
+            self.envs["train"], self.policy(deterministic=False),
+            self.cfg["frames_per_batch"] * self.cfg["num_envs"],
+            max(0, -(-(self.cfg["init_random_steps"] - self.env_steps) // self.world_size)), self.device,
             self._buffer_device(),
         )
 
@@ -304,18 +314,26 @@ class OffPolicyModule(pl.LightningModule):
             self.metrics_csv = MetricsCSV(self.out_dir / "metrics.csv", columns)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        if self.world_size > 1:  # a signal may reach the ranks at different rounds: stop together
+            stop = self.trainer.strategy.reduce_boolean_decision(self.stop_signal is not None, all=False)
+            if stop and self.stop_signal is None:
+                self.stop_signal = "SIGTERM (another rank)"
         if self.stop_signal is not None:
             self.trainer.should_stop = True
             return
         if self.remaining_steps() <= 0:  # Lightning prefetches one round past the budget
             return
-        batch = batch[: self.remaining_steps()]
+        # every rank collects the same number of steps per round: the budget (counted over all
+        # ranks) may end up to world_size - 1 steps over
+        batch = batch[: -(-self.remaining_steps() // self.world_size)]
         self.replay_buffer.extend(batch)
         n = batch.numel()
-        self.env_steps += n
+        self.env_steps += n * self.world_size
+        # update ratios count each rank's own env steps: N ranks take the same number of updates
+        # per round as one, each averaged over N batches
         critic_updates = self.critic_schedule.due(n)
         actor_updates = self.actor_schedule.due(n)
-        if self.env_steps >= self.update_after:
+        if self.env_steps >= max(self.update_after, self.cfg["batch_size"] * self.world_size):
             self.before_updates()
             self.update(critic_updates, actor_updates)
         if self.env_steps - self._last_log_step >= self.cfg["log_every"]:

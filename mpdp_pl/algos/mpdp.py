@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import gather_across_ranks
 from ..improvement import farsighted_improvement
 from .model_based import ModelBasedSAC
 
@@ -43,7 +44,8 @@ class MPDP(ModelBasedSAC):
     @torch.no_grad()
     def after_model_training(self, holdout) -> None:
         if holdout.shape[0] > 0:
-            u = self.dynamics.ovr_error(holdout["observation"], holdout["action"])
+            # under DDP, every rank's held-out u: the same threshold on every rank
+            u = gather_across_ranks(self.dynamics.ovr_error(holdout["observation"], holdout["action"]))
             self.u_ref.copy_(torch.quantile(u, self.cfg["u_T_quantile"]).clamp_min(1e-6))
             if not self.fixed_u_T:
                 self.u_threshold.copy_(self.u_ref)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import mean_across_ranks, world_size
 from .layers import BatchedMLP
 from .ovr import ovr_model_error
 
@@ -35,8 +36,16 @@ class Normalizer(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> None:
-        self.mean.copy_(x.mean(0))
-        std = x.std(0)
+        """Mean and unbiased std of ``x``; under DDP of every rank's ``x`` together (each rank
+        holds as many rows), so that every rank gets the same statistics."""
+        world = world_size()
+        if world == 1:
+            mean, std = x.mean(0), x.std(0)
+        else:
+            mean = mean_across_ranks(x.mean(0))
+            n = x.shape[0] * world
+            std = (mean_across_ranks((x - mean).pow(2).mean(0)) * n / max(n - 1, 1)).sqrt()
+        self.mean.copy_(mean)
         self.std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..distributed import average_gradients, mean_across_ranks
 from .dynamics import DynamicsModel, ensemble_nll
 
 
@@ -67,12 +68,14 @@ def holdout_split(n: int, settings: TrainSettings, device) -> tuple[torch.Tensor
 
 @torch.no_grad()
 def holdout_scores(model: DynamicsModel, x, y, done) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-member holdout MSE and Gaussian NLL (normalized units), each ``[K]``."""
+    """Per-member holdout MSE and Gaussian NLL (normalized units), each ``[K]``; under DDP
+    averaged over ranks (equal holdout sizes), so early stopping and elites agree on every rank."""
     k = model.members
     mean, log_var, _ = model.ensemble(x.expand(k, *x.shape))
     mse = (mean - y).pow(2).mean(dim=(1, 2))
     nll = ((mean - y).pow(2) * torch.exp(-log_var) + log_var).mean(dim=(1, 2))
-    return mse, nll
+    both = mean_across_ranks(torch.stack([mse, nll]))
+    return both[0], both[1]
 
 
 def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminated,
@@ -112,6 +115,7 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
             loss = _loss(model, x_tr[idx], y_tr[idx], d_tr[idx])
             optimizer.zero_grad(set_to_none=True)
             backward(loss)
+            average_gradients(params)  # DDP: the mean over ranks (nothing on one device)
             optimizer.step()
         epochs += 1
         if not n_hold:
