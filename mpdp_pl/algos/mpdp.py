@@ -38,6 +38,9 @@ class MPDP(ModelBasedSAC):
         self.fixed_u_T = cfg["u_T"] != "auto"
         self.register_buffer("u_threshold", torch.tensor(float(cfg["u_T"]) if self.fixed_u_T else 0.0))
         self.register_buffer("u_ref", torch.tensor(1.0))
+        # compile=true: one graph for the whole unroll (forward and backward), compiled on the
+        # first farsighted update; worth it on GPUs (many small fused ops), not on CPUs
+        self.improve = torch.compile(farsighted_improvement) if cfg["compile"] else farsighted_improvement
         self.metric_keys = (*ModelBasedSAC.metric_keys, *IMPROVEMENT_KEYS,
                             *(f"train/cut_frac/{t}" for t in range(self.horizon)))
 
@@ -64,7 +67,7 @@ class MPDP(ModelBasedSAC):
             return super().actor_step()  # SAC's Eq. (4) until the model exists
         c = self.cfg
         obs = self.sample_batch()["observation"]
-        result = farsighted_improvement(
+        result = self.improve(
             obs, self.actor, self.critic, self.dynamics, self.alpha, self.penalty_weight(), c["gamma"],
             self.u_threshold, self.horizon, c["paper_literal_cut"],
             terminal_critic=c["terminal_critic"],
