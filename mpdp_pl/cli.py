@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     except ConfigError as e:
         return _fail(str(e))
-    print(f"run written to {out}")
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # once, not once per DDP rank
+        print(f"run written to {out}")
     return 0
 
 

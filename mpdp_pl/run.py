@@ -46,8 +46,11 @@ def prepare_out_dir(cfg: dict, resuming: bool = False) -> Path:
     """Create the run directory (refusing one that cannot be written, or that already holds a
     run, which a second run would corrupt, unless this is that run resumed) and record it."""
     inherited = os.environ.get(RUN_DIR_ENV)  # set by rank 0 for re-launched DDP ranks
+    other_rank = rank_zero_only.rank != 0  # launched by torchrun/SLURM: rank 0 owns the checks
+    if other_rank and not inherited and not cfg["out"]:
+        raise ConfigError("a multi-process launch needs --out (every rank must write to one run directory)")
     out = Path(inherited or cfg["out"] or default_out_dir(cfg)).resolve()
-    if not inherited and not resuming and (
+    if not inherited and not other_rank and not resuming and (
             (out / "config.yaml").exists() or (out / "metrics.csv").exists()):
         raise ConfigError(f"{out} already holds a run; choose another --out")
     try:
