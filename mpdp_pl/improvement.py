@@ -88,13 +88,17 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
     cut_fracs, u_sum, u_count = [], zeros.sum(), zeros.sum()
     s = obs
     log_prob0 = None
+    # gathered once for the H steps: the elites' frozen weights, and pi_0..pi_{H-1} as views
+    # (one gradient buffer per actor layer instead of one per head and step)
+    model_params = dynamics.elite_params(detach=True)
+    heads = actor.head_params()
     for t in range(horizon):
         discount = gamma ** t
-        action, log_prob = actor.sample(s, t, noise.actor[t])
+        action, log_prob = actor.sample(s, t, noise.actor[t], params=heads)
         if t == 0:
             log_prob0 = log_prob
         step = dynamics.step(s, action, member=noise.member[t], noise=noise.model[t],
-                             detach_params=True)
+                             params=model_params)
         cut = alive & (step.u.detach() >= u_threshold)
         u_sum = u_sum + torch.where(alive, step.u.detach(), 0.0).sum()
         u_count = u_count + alive.sum()

@@ -22,7 +22,11 @@ class IdentifiableEnsemble(nn.Module):
         super().__init__()
         self.members, self.out_dim, self.termination_head = K, OBS + 1, False
 
-    def forward(self, x, detach_params=False, members=None):
+    def params(self, members=None, detach=False):  # what forward needs: the member indices
+        return members
+
+    def forward(self, x, detach_params=False, members=None, params=None):
+        members = params if params is not None else members
         members = torch.arange(K) if members is None else members
         offsets = members.to(x.dtype).view(-1, 1, 1)
         mean = x[..., : OBS + 1].expand(len(members), *x.shape[-2:-1], OBS + 1) + offsets

@@ -199,7 +199,11 @@ class ControlledEnsemble(nn.Module):
         super().__init__()
         self.members, self.out_dim, self.termination_head, self.c = K, OBS + 1, False, c
 
-    def forward(self, x, detach_params=False, members=None):
+    def params(self, members=None, detach=False):  # what forward needs: the member indices
+        return members
+
+    def forward(self, x, detach_params=False, members=None, params=None):
+        members = params if params is not None else members
         members = torch.arange(K) if members is None else members
         spread = torch.linspace(-1, 1, K)[members].view(-1, 1, 1) * self.c * x[..., :1].abs()
         base = torch.zeros(*x.shape[:-1], OBS + 1)

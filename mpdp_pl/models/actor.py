@@ -47,19 +47,27 @@ class MultiHeadActor(nn.Module):
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.net = BatchedMLP(num_heads, obs_dim, 2 * action_dim, hidden_sizes)
 
-    def distribution(self, obs: torch.Tensor, head: int = 0, detach_params: bool = False):
+    def head_params(self) -> list[list]:
+        """Every head's layers as views, for :meth:`sample` ``params=``: an unroll that uses
+        several heads then accumulates one gradient buffer per layer instead of one per head."""
+        return self.net.member_params()
+
+    def distribution(self, obs: torch.Tensor, head: int = 0, detach_params: bool = False,
+                     params: list | None = None):
         """``(mean, log_std)`` of head ``head`` at ``obs`` (``[B, obs_dim]``), each ``[B, A]``."""
-        mean, raw = self.net.member(obs, head, detach_params).chunk(2, dim=-1)
+        mean, raw = self.net.member(obs, head, detach_params,
+                                    params[head] if params is not None else None).chunk(2, dim=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
             torch.tanh(raw) + 1.0
         )
         return mean, log_std
 
     def sample(self, obs: torch.Tensor, head: int = 0, eps: torch.Tensor | None = None,
-               detach_params: bool = False):
+               detach_params: bool = False, params: list | None = None):
         """Reparameterized ``(action [B, A], log_prob [B])`` from pi_head; ``eps`` ~ N(0, I) is
-        drawn here unless given (tests pass it to share noise with a hand computation)."""
-        mean, log_std = self.distribution(obs, head, detach_params)
+        drawn here unless given (tests pass it to share noise with a hand computation);
+        ``params``: from :meth:`head_params`."""
+        mean, log_std = self.distribution(obs, head, detach_params, params)
         if eps is None:
             eps = torch.randn_like(mean)
         return tanh_gaussian_sample(mean, log_std, eps)

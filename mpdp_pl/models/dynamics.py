@@ -73,16 +73,23 @@ class GaussianEnsemble(nn.Module):
         self.max_log_var = nn.Parameter(torch.full((members, 1, out_dim), 0.5))
         self.min_log_var = nn.Parameter(torch.full((members, 1, out_dim), -10.0))
 
-    def forward(self, x: torch.Tensor, detach_params: bool = False,
-                members: torch.Tensor | None = None):
-        """``members``: evaluate only these members (the elites), in their order."""
-        out = self.net(x, detach_params, members)
-        mean, raw = out[..., : self.out_dim], out[..., self.out_dim: 2 * self.out_dim]
+    def params(self, members: torch.Tensor | None = None, detach: bool = False):
+        """Everything :meth:`forward` reads, gathered at ``members`` once: pass it as
+        ``params=`` to evaluate those members many times without gathering again."""
         hi, lo = self.max_log_var, self.min_log_var
         if members is not None:
             hi, lo = hi[members], lo[members]
-        if detach_params:
+        if detach:
             hi, lo = hi.detach(), lo.detach()
+        return self.net.params(members, detach), hi, lo
+
+    def forward(self, x: torch.Tensor, detach_params: bool = False,
+                members: torch.Tensor | None = None, params=None):
+        """``members``: evaluate only these members (the elites), in their order. ``params``
+        (from :meth:`params`) replaces ``detach_params`` and ``members``."""
+        net_params, hi, lo = params if params is not None else self.params(members, detach_params)
+        out = self.net(x, params=net_params)
+        mean, raw = out[..., : self.out_dim], out[..., self.out_dim: 2 * self.out_dim]
         log_var = hi - F.softplus(hi - raw)
         log_var = lo + F.softplus(log_var - lo)
         logit = out[..., -1] if self.termination_head else None
@@ -133,12 +140,18 @@ class DynamicsModel(nn.Module):
         return torch.cat([next_obs - obs, reward.unsqueeze(-1)], dim=-1)
 
     def forward_normalized(self, obs: torch.Tensor, action: torch.Tensor,
-                           detach_params: bool = False, members: torch.Tensor | None = None):
+                           detach_params: bool = False, members: torch.Tensor | None = None,
+                           params=None):
         """Members (all, or ``members``) on normalized inputs -> normalized
         ``(mean, log_var, logit)``. ``detach_params``: gradients reach ``obs`` and ``action``
-        but not the ensemble."""
+        but not the ensemble. ``params``: from :meth:`elite_params`."""
         x = self.input_norm(torch.cat([obs, action], dim=-1))
-        return self.ensemble(x, detach_params, members)
+        return self.ensemble(x, detach_params, members, params)
+
+    def elite_params(self, detach: bool = False):
+        """The elites' weights gathered once, for :meth:`step` ``params=`` (an H-step unroll
+        then gathers them once instead of H times)."""
+        return self.ensemble.params(self.elites, detach)
 
     def gaussians(self, obs: torch.Tensor, action: torch.Tensor):
         """Every member's Gaussian over the normalized target: ``(mean, var)``, ``[K, B, D]``."""
@@ -147,17 +160,18 @@ class DynamicsModel(nn.Module):
 
     def step(self, obs: torch.Tensor, action: torch.Tensor,
              member: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-             detach_params: bool = False) -> ModelStep:
+             detach_params: bool = False, params=None) -> ModelStep:
         """Sample ``(s', r)`` for each sample from one elite member (drawn uniformly unless
         ``member`` gives the indices, which must be elites), reparameterized:
         ``y = mu_m + sigma_m * noise``.
 
         Also returns the OvR error u(s, a) over the elites (Eq. 8) and the predicted termination
-        (the task's rule on s', or the serving member's learned logit > 0).
+        (the task's rule on s', or the serving member's learned logit > 0). ``params``: the
+        elites' weights from :meth:`elite_params` (then ``detach_params`` is theirs).
         """
         elites = self.elites
         # only the elites are evaluated: they serve every sample and define u
-        mean, log_var, logit = self.forward_normalized(obs, action, detach_params, elites)
+        mean, log_var, logit = self.forward_normalized(obs, action, detach_params, elites, params)
         batch = obs.shape[0]
         if member is None:
             pos = torch.randint(len(elites), (batch,), device=obs.device)

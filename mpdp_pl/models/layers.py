@@ -23,19 +23,35 @@ class BatchedLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor, detach_params: bool = False,
-                members: torch.Tensor | None = None) -> torch.Tensor:
-        """``members``: evaluate only these members (x is then ``[len(members), B, in]``)."""
-        w, b = (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
+    def params(self, members: torch.Tensor | None = None, detach: bool = False):
+        """``(weight, bias)``, optionally detached and gathered at ``members``."""
+        w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
         if members is not None:
             w, b = w[members], b[members]
+        return w, b
+
+    def forward(self, x: torch.Tensor, detach_params: bool = False,
+                members: torch.Tensor | None = None, params=None) -> torch.Tensor:
+        """``members``: evaluate only these members (x is then ``[len(members), B, in]``).
+        ``params``: ``(weight, bias)`` from :meth:`params`, gathered once for many calls."""
+        w, b = params if params is not None else self.params(members, detach_params)
         return torch.baddbmm(b, x, w)
 
-    def member(self, x: torch.Tensor, e: int, detach_params: bool = False) -> torch.Tensor:
-        """Member ``e`` alone on ``x``: ``[B, in]`` -> ``[B, out]``."""
-        w, b = self.weight[e], self.bias[e, 0]
-        if detach_params:
-            w, b = w.detach(), b.detach()
+    def member_params(self, detach: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every member's ``(weight [in, out], bias [out])`` as views: one ``unbind`` per tensor,
+        so that using several members costs one gradient buffer, not one per member."""
+        w, b = self.params(detach=detach)
+        return list(zip(w.unbind(0), b[:, 0].unbind(0)))
+
+    def member(self, x: torch.Tensor, e: int, detach_params: bool = False, params=None) -> torch.Tensor:
+        """Member ``e`` alone on ``x``: ``[B, in]`` -> ``[B, out]`` (``params``: member e's
+        ``(weight, bias)`` from :meth:`member_params`)."""
+        if params is None:
+            w, b = self.weight[e], self.bias[e, 0]
+            if detach_params:
+                w, b = w.detach(), b.detach()
+        else:
+            w, b = params
         return torch.addmm(b, x, w)
 
 
@@ -56,22 +72,37 @@ class BatchedMLP(nn.Module):
         )
         self.activation = activation()
 
+    def params(self, members: torch.Tensor | None = None, detach: bool = False) -> list:
+        """Every layer's ``(weight, bias)``, gathered at ``members`` once (the farsighted unroll
+        reuses the elites' weights at every step instead of gathering them per step)."""
+        return [layer.params(members, detach) for layer in self.layers]
+
+    def member_params(self, detach: bool = False) -> list[list]:
+        """``[member][layer] -> (weight, bias)`` views (see :meth:`BatchedLinear.member_params`)."""
+        per_layer = [layer.member_params(detach) for layer in self.layers]
+        return [list(p) for p in zip(*per_layer)]
+
     def forward(self, x: torch.Tensor, detach_params: bool = False,
-                members: torch.Tensor | None = None) -> torch.Tensor:
+                members: torch.Tensor | None = None, params: list | None = None) -> torch.Tensor:
         """``x``: ``[E, B, in]`` (or ``[B, in]``, shared by all members) -> ``[E, B, out]``.
-        ``members`` restricts the evaluation to a subset (e.g. the elites): E = len(members)."""
+        ``members`` restricts the evaluation to a subset (e.g. the elites): E = len(members);
+        ``params`` (from :meth:`params`) replaces ``detach_params`` and ``members``."""
         if x.dim() == 2:
-            x = x.expand(self.members if members is None else len(members), *x.shape)
+            e = params[0][0].shape[0] if params is not None else (
+                self.members if members is None else len(members))
+            x = x.expand(e, *x.shape)
         for i, layer in enumerate(self.layers):
-            x = layer(x, detach_params, members)
+            x = layer(x, detach_params, members, params[i] if params is not None else None)
             if i < len(self.layers) - 1:
                 x = self.activation(x)
         return x
 
-    def member(self, x: torch.Tensor, e: int, detach_params: bool = False) -> torch.Tensor:
-        """Member ``e`` alone: ``[B, in]`` -> ``[B, out]`` (e.g. pi_0 acting in the env)."""
+    def member(self, x: torch.Tensor, e: int, detach_params: bool = False,
+               params: list | None = None) -> torch.Tensor:
+        """Member ``e`` alone: ``[B, in]`` -> ``[B, out]`` (e.g. pi_0 acting in the env);
+        ``params``: member e's layers from :meth:`member_params`."""
         for i, layer in enumerate(self.layers):
-            x = layer.member(x, e, detach_params)
+            x = layer.member(x, e, detach_params, params[i] if params is not None else None)
             if i < len(self.layers) - 1:
                 x = self.activation(x)
         return x
