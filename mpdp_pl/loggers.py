@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 
 class MetricsCSV:
@@ -120,7 +121,9 @@ def make_logger(cfg: dict, out_dir: Path) -> Logger | None:
         save_dir=str(out_dir), project=w["project"], entity=w["entity"], group=w["group"],
         tags=list(w["tags"]), mode=mode, config=cfg,
         name=out_dir.name, job_type=cfg["algo"],
-        id=wandb_run_id(out_dir), resume="allow",  # a resumed run continues the same W&B run
+        # a resumed run continues the same W&B run; only rank 0 logs (other DDP ranks get
+        # Lightning's dummy experiment) and keeps the id file
+        id=wandb_run_id(out_dir) if rank_zero_only.rank == 0 else None, resume="allow",
     )
     run = logger.experiment
     # env steps are the x-axis of every chart (global_step counts optimizer steps).

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import ROOT
+from conftest import ROOT, offline_env
 from mpdp_pl import losses
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import load_config
@@ -28,14 +28,15 @@ SMALL = {"batch_size": 32, "hidden_sizes": [32, 32], "model_hidden": 32, "horizo
 DDP_RUN = ["steps=400", "init_random_steps=100", "model_train_freq=100", "batch_size=32",
            "hidden_sizes=[32,32]", "model_hidden=32", "model_max_epochs=3", "horizon=3",
            "eval_every=200", "eval_episodes=1", "checkpoint_every=200", "log_every=100",
-           "logger=none", "trainer.num_threads=1", "trainer.strategy=ddp", "trainer.devices=2",
+           "logger=wandb", "trainer.num_threads=1", "trainer.strategy=ddp", "trainer.devices=2",
            "trainer.accelerator=cpu"]
 
 
 def test_two_process_ddp_run_keeps_ranks_identical_and_counts_all_env_steps(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(out), *DDP_RUN],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=offline_env(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     s = {(r, t): torch.load(out / f"rank{r}-{t}.pt", weights_only=False)
          for r in (0, 1) for t in ("initial", "final")}
@@ -65,6 +66,8 @@ def test_two_process_ddp_run_keeps_ranks_identical_and_counts_all_env_steps(tmp_
     # only rank 0 evaluates and writes: one metrics.csv with one row per evaluation, global steps
     rows = (out / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["200", "400"]
+    runs = list((out / "wandb").glob("offline-run-*"))  # one W&B run (offline: no key here)
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), runs
     # checkpoints hold every rank's buffer
     ckpt = out / "checkpoints" / "step000000400"
     assert (ckpt / "state.pt").exists() and (ckpt / "replay_buffer").is_dir()
