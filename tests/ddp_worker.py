@@ -3,7 +3,8 @@
 Trains MPDP through the real ``run.train_module`` (Lightning's DDP launcher re-runs this script
 for every other rank) and has every rank write what the test compares: its module state, its
 optimizers' states, its counters and its replay buffer, after the strategy's own setup (initial)
-and at the end, as ``OUT/rank<r>-{initial,final}.pt``.
+and at the end, as ``OUT/rank<r>-{initial,final}.pt``. With ``--resume`` it continues OUT from
+its latest checkpoint (``steps=`` then sets the new budget).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpdp_pl.algos.mpdp import MPDP  # noqa: E402
+from mpdp_pl.checkpoint import latest  # noqa: E402
 from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
 from mpdp_pl.data import buffer_contents  # noqa: E402
 from mpdp_pl.run import train_module  # noqa: E402
@@ -43,7 +45,8 @@ class StateDumpingMPDP(MPDP):
 
 if __name__ == "__main__":
     out, *items = sys.argv[1:]
-    overrides = parse_overrides(items)
+    resume = "--resume" in items  # continue OUT from its latest checkpoint
+    overrides = parse_overrides([i for i in items if i != "--resume"])
     overrides["out"] = out
     cfg = load_config(overrides.pop("env", "InvertedPendulum-v4"), "mpdp", overrides)
-    train_module(StateDumpingMPDP, cfg)
+    train_module(StateDumpingMPDP, cfg, resume=latest(Path(out)) if resume else None)

@@ -73,6 +73,20 @@ def test_two_process_ddp_run_keeps_ranks_identical_and_counts_all_env_steps(tmp_
     assert (ckpt / "state.pt").exists() and (ckpt / "replay_buffer").is_dir()
     assert (ckpt / "rank1" / "replay_buffer").is_dir() and (ckpt / "rank1" / "rng.pt").exists()
 
+    # resuming restores each rank's own buffer and continues with both ranks in step
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(out), "--resume",
+                           *DDP_RUN, "steps=600"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900, env=offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for r, before in ((0, b0), (1, b1)):
+        after = torch.load(out / f"rank{r}-final.pt", weights_only=False)
+        assert after["counters"]["env_steps"] == 600
+        assert after["buffer"]["observation"].shape[0] == 300
+        assert torch.equal(after["buffer"]["observation"][:200], before["observation"])
+    r0, r1 = (torch.load(out / f"rank{r}-final.pt", weights_only=False)["module"] for r in (0, 1))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert [r.split(",")[0] for r in (out / "metrics.csv").read_text().splitlines()[1:]] == ["200", "400", "600"]
+
 
 # ------------------------------------------------------------- one update, 2 ranks vs union
 def _setup():
