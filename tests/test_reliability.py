@@ -116,19 +116,17 @@ class NaNInjection(MPDP):
         return self._maybe_nan("critic", loss), q
 
     def actor_step(self):  # the farsighted improvement, its loss made NaN when listed
-        import mpdp_pl.algos.mpdp as mpdp_module
-
-        original = mpdp_module.farsighted_improvement
+        original = self.improve
 
         def faulty(*args, **kwargs):
             result = original(*args, **kwargs)
             return result._replace(loss=self._maybe_nan("actor", result.loss))
 
-        mpdp_module.farsighted_improvement = faulty
+        self.improve = faulty
         try:
             super().actor_step()
         finally:
-            mpdp_module.farsighted_improvement = original
+            self.improve = original
 
     def fit_dynamics(self, data, split):
         metrics = super().fit_dynamics(data, split)
