@@ -7,9 +7,11 @@
 Every run is ``train.py --env E --algo A --seed S --steps N --out OUT/E/A-seedS OVERRIDES`` in a
 subprocess with one torch thread; ``--workers`` runs (default: the number of cores) go side by
 side. A run whose ``metrics.csv`` already reaches its budget is reused, so an interrupted grid
-resumes where it stopped; a partly written run directory is moved aside (never deleted) and its
-run started again. The grid's overrides are stored in ``OUT/grid.json`` and a resume with other
-overrides is refused. Outputs, all in OUT:
+resumes where it stopped. A partly done run continues from its latest checkpoint (runs write one
+every ``--checkpoint-every`` env steps) with ``train.py --resume``; this also extends a finished
+grid to a larger budget. A partly written run without a usable checkpoint is moved aside (never
+deleted) and started again. The grid's overrides are stored in ``OUT/grid.json`` and a resume
+with other overrides is refused. Outputs, all in OUT:
 
 - ``results.csv``: every evaluation of every run (algo, env, seed, env_steps, return, elapsed s);
 - ``curves.png``: one panel per task, mean and min-max over seeds against env steps;
@@ -69,11 +71,12 @@ def read_evals(run_dir: Path, metric: str = "eval/return") -> list[dict]:
              "elapsed": float(r["time/elapsed"])} for r in rows if r.get(metric)]
 
 
-def run_all(runs: list[Run], overrides: list[str], workers: int) -> list[Run]:
+def run_all(runs: list[Run], overrides: list[str], workers: int,
+            checkpoint_every: int = 1000) -> list[Run]:
     """Launch the unfinished runs, ``workers`` at a time; returns the ones that failed."""
     todo = [r for r in runs if not finished(r)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        codes = list(pool.map(lambda r: launch(r, overrides), todo))
+        codes = list(pool.map(lambda r: launch(r, overrides, checkpoint_every), todo))
     failed = [r for r, rc in zip(todo, codes) if rc != 0]
     for r in failed:
         print(f"{r.env} {r.name}: failed, see {r.log}")
@@ -85,15 +88,35 @@ def finished(run: Run) -> bool:
     return bool(evals) and evals[-1]["env_steps"] >= run.steps
 
 
-def launch(run: Run, overrides: list[str]) -> int:
-    """One training run in a subprocess with one torch thread; returns its exit code."""
-    if run.dir.exists():  # a partial run: keep it, start afresh
+def resumable(run: Run) -> bool:
+    """Whether the run's directory holds a checkpoint short of the run's budget."""
+    from . import checkpoint
+    from .config import ConfigError
+
+    ckpt = checkpoint.latest(run.dir) if run.dir.exists() else None
+    if ckpt is None:
+        return False
+    try:
+        return checkpoint.read(ckpt)["counters"]["env_steps"] < run.steps
+    except (ConfigError, KeyError):
+        return False
+
+
+def launch(run: Run, overrides: list[str], checkpoint_every: int = 1000) -> int:
+    """One training run in a subprocess with one torch thread; returns its exit code. A partial
+    run continues from its checkpoint, or, without one, is moved aside and started afresh."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if resumable(run):  # the run keeps its own config (the grid's, checked through grid.json)
+        cmd = [sys.executable, str(TRAIN), "--resume", str(run.dir), "--steps", str(run.steps)]
+        with open(run.log, "a") as log:
+            return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if run.dir.exists():  # a partial run with nothing to continue from: keep it, start afresh
         run.dir.rename(run.dir.with_name(f"{run.dir.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"))
     run.dir.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, str(TRAIN), "--env", run.env, "--algo", run.algo, "--seed",
            str(run.seed), "--steps", str(run.steps), "--out", str(run.dir), "--logger", "none",
-           *run.overrides, *overrides, "trainer.num_threads=1"]
+           f"checkpoint_every={checkpoint_every}", *run.overrides, *overrides,
+           "trainer.num_threads=1"]
     with open(run.log, "w") as log:
         return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -208,6 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true",
                    help="run nothing; write the CSV, PNG and table from the runs that exist")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
+                   help="env steps between a run's checkpoints, from which an interrupted grid "
+                        "continues (0: only at the end of a run)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     return p.parse_args(argv)
@@ -236,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in a.seeds[: max_seeds.get(algo, len(a.seeds))]]
     print(f"{len(runs)} runs ({sum(finished(r) for r in runs)} already done), {a.workers} side by side, "
           f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)
-    failed = [] if a.report_only else run_all(runs, a.overrides, a.workers)
+    failed = [] if a.report_only else run_all(runs, a.overrides, a.workers, a.checkpoint_every)
     write_results(runs, a.out / "results.csv")
     plot(runs, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}")
     md = table(runs, at, a.threshold)

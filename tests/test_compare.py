@@ -1,9 +1,11 @@
 """The comparison runner on a real (tiny) grid: its CSV, table and PNG agree with the runs' own
-metrics.csv files, and a second call resumes instead of redoing finished runs."""
+metrics.csv files, a second call resumes instead of redoing finished runs, and a larger budget
+continues the runs from their checkpoints."""
 
 from __future__ import annotations
 
 import csv
+import shutil
 import statistics
 import subprocess
 import sys
@@ -15,10 +17,13 @@ OVERRIDES = ["init_random_steps=200", "eval_every=200", "eval_episodes=2", "batc
              "hidden_sizes=[32,32]", "model_hidden=32", "model_max_epochs=2", "horizon=3"]
 
 
-def compare(out, *extra):
-    cmd = [sys.executable, "-m", "mpdp_pl.compare", "--envs", "InvertedPendulum-v4=400",
-           "--algos", "sac", "mpdp", "--seeds", "0", "1", "--max-seeds", "mpdp=1", "--workers", "2",
-           "--out", str(out), *extra]
+GRID = ["--envs", "InvertedPendulum-v4=400", "--algos", "sac", "mpdp", "--seeds", "0", "1",
+        "--max-seeds", "mpdp=1"]
+
+
+def compare(out, *extra, grid=GRID):
+    cmd = [sys.executable, "-m", "mpdp_pl.compare", *grid, "--workers", "2", "--out", str(out),
+           *extra]
     return subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
@@ -63,7 +68,8 @@ def test_resume_reuses_finished_runs_and_restarts_partial_ones(grid):
                                               base / "mpdp-seed0" / "metrics.csv")}
     partial = base / "sac-seed1" / "metrics.csv"
     lines = partial.read_text().splitlines(keepends=True)
-    partial.write_text("".join(lines[:2]))  # as if killed after the first evaluation
+    partial.write_text("".join(lines[:2]))  # as if killed after the first evaluation,
+    shutil.rmtree(base / "sac-seed1" / "checkpoints")  # before any checkpoint
     proc = compare(grid, *OVERRIDES)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "(2 already done)" in proc.stdout
@@ -77,3 +83,17 @@ def test_other_overrides_are_refused(grid):
     proc = compare(grid, *OVERRIDES[:-1])
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "overrides" in proc.stderr
+
+
+def test_a_larger_budget_continues_runs_from_their_checkpoints(grid):
+    run = grid / "InvertedPendulum-v4" / "sac-seed0"
+    before = evals(run)
+    aside_before = sorted(p.name for p in run.parent.iterdir())
+    proc = compare(grid, *OVERRIDES, grid=["--envs", "InvertedPendulum-v4=600", "--algos", "sac",
+                                           "--seeds", "0"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = evals(run)
+    assert after[: len(before)] == before  # the first 400 steps are kept, not redone
+    assert [s for s, _ in after] == [200, 400, 600]
+    assert "resumed" in (run / "config.yaml").read_text()
+    assert sorted(p.name for p in run.parent.iterdir()) == aside_before  # nothing moved aside
