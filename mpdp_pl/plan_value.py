@@ -41,7 +41,8 @@ def make_plan(obs: torch.Tensor, actor: MultiHeadActor, dynamics: DynamicsModel,
     ``grad_through_model`` every model state is a differentiable function of phi, as Eq. (18)
     differentiates f_{phi,theta}(s_t, eta); without it each state is detached and a_m reaches
     phi only through pi at s_m (the official code's choice). The model's parameters are never
-    differentiated. Each step of each sample is served by a random elite (MBPO's rule). Actions
+    differentiated. Each step of each sample is served by a random elite (MBPO's rule), which
+    alone is evaluated (:meth:`~mpdp_pl.models.dynamics.DynamicsModel.sample_step`). Actions
     and log-probabilities after a predicted terminal are zeroed, as in the official code: they
     cannot change the value, and real segments pad them the same way."""
     actions, log_probs, states, rewards, terms = [], [], [obs], [], []
@@ -50,7 +51,7 @@ def make_plan(obs: torch.Tensor, actor: MultiHeadActor, dynamics: DynamicsModel,
         state = states[-1] if grad_through_model else states[-1].detach()
         a, lp = actor.sample(state)
         alive = (~ended).to(a.dtype)
-        step = dynamics.step(state, a, detach_params=True)
+        step = dynamics.sample_step(state, a, detach_params=True)
         actions.append(a * alive.unsqueeze(-1))
         log_probs.append(lp * alive)
         rewards.append(step.reward)

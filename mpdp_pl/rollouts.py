@@ -28,7 +28,7 @@ def rollout_length(env_steps: int, schedule: list, epoch_length: int) -> int:
 def branched_rollout(dynamics: DynamicsModel, act: Callable[[torch.Tensor], torch.Tensor],
                      start_obs: torch.Tensor, length: int) -> TensorDict:
     """``length`` model steps of ``act`` from ``start_obs`` ``[N, obs_dim]``; each step of each
-    sample is served by a random elite. Samples that reach a predicted terminal stop there.
+    sample is served by a random elite, the only one evaluated (``sample_step``). Samples that reach a predicted terminal stop there.
     Returns the transitions as a flat TensorDict with the replay buffer's keys. (Dropping the
     terminated samples syncs with the host once per step: this runs once per model training,
     not in the update loop.)"""
@@ -38,7 +38,7 @@ def branched_rollout(dynamics: DynamicsModel, act: Callable[[torch.Tensor], torc
         if obs.shape[0] == 0:
             break
         action = act(obs)
-        step = dynamics.step(obs, action)
+        step = dynamics.sample_step(obs, action)
         term = step.terminated
         steps.append(TensorDict({
             "observation": obs, "action": action,

@@ -62,6 +62,43 @@ def test_explicit_member_indices_are_respected():
     assert out.reward.round().tolist() == [5.0, 0.0, 3.0, 3.0]
 
 
+def test_sample_step_serves_each_sample_by_one_uniformly_random_elite():
+    model = identifiable_model([1, 4, 6])
+    torch.manual_seed(0)
+    obs, act = torch.randn(1000, OBS), torch.randn(1000, ACT)  # 1000 = 3 groups of 334, padded
+    out = model.sample_step(obs, act)
+    served = torch.round(out.reward - act[:, 0]).long()
+    assert torch.equal(served, out.member) and out.u is None
+    # every sample gets its own input back (the permutation is undone) through one elite
+    torch.testing.assert_close(out.next_obs, 2 * obs + served[:, None].float(), atol=1e-4, rtol=0)
+    counts = torch.bincount(served, minlength=K)
+    assert set(torch.nonzero(counts).squeeze(-1).tolist()) == {1, 4, 6}
+    assert sorted(counts[[1, 4, 6]].tolist()) == [332, 334, 334]  # one group lost its padding
+    # over many calls each sample's elite is uniform (the group -> elite turn is random)
+    first = torch.stack([model.sample_step(obs[:5], act[:5]).member for _ in range(600)])
+    freq = torch.stack([(first == m).float().mean(0) for m in (1, 4, 6)])
+    assert (freq - 1 / 3).abs().max() < 0.08, freq
+
+
+def test_sample_step_equals_step_through_the_same_member():
+    torch.manual_seed(0)
+    for termination_fn in (lambda s: s[:, 0] > 0.5, None):  # the task's rule, the learned head
+        model = DynamicsModel(OBS, ACT, members=K, num_elites=5, hidden=32, layers=2,
+                              termination_fn=termination_fn)
+        model.elites.copy_(torch.tensor([6, 0, 2, 5, 3]))
+        obs = torch.randn(37, OBS, requires_grad=True)
+        act = torch.randn(37, ACT, requires_grad=True)
+        noise = torch.randn(37, OBS + 1)
+        fast = model.sample_step(obs, act, noise=noise, detach_params=True)
+        full = model.step(obs, act, member=fast.member, noise=noise)
+        torch.testing.assert_close(fast.next_obs, full.next_obs)
+        torch.testing.assert_close(fast.reward, full.reward)
+        assert torch.equal(fast.terminated, full.terminated)
+        (fast.next_obs.sum() + fast.reward.sum()).backward()  # reparameterized in (s, a) only
+        assert obs.grad.abs().sum() > 0 and act.grad.abs().sum() > 0
+        assert all(p.grad is None for p in model.parameters())
+
+
 def test_step_is_reparameterized():
     torch.manual_seed(0)
     model = DynamicsModel(OBS, ACT, members=K, num_elites=5, hidden=32, layers=2,

@@ -110,7 +110,7 @@ class ModelStep(NamedTuple):
     next_obs: torch.Tensor    # [B, obs_dim]
     reward: torch.Tensor      # [B]
     terminated: torch.Tensor  # [B] bool
-    u: torch.Tensor           # [B] OvR model error of the elites at (s, a), Eq. (8)
+    u: torch.Tensor | None    # [B] OvR model error of the elites at (s, a), Eq. (8)
     member: torch.Tensor      # [B] index of the member that served each sample
 
 
@@ -190,6 +190,37 @@ class DynamicsModel(nn.Module):
             terminated = self.termination_fn(next_obs)
         u = ovr_model_error(mean, log_var.exp())
         return ModelStep(next_obs, reward, terminated, u, member)
+
+    def sample_step(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False,
+                    noise: torch.Tensor | None = None) -> ModelStep:
+        """:meth:`step` without the OvR error, at the cost of one member per sample instead of
+        every elite (MBPO's and MPPVE's rollouts need no u). A random permutation splits the
+        batch into E groups of ceil(B/E) (the last one padded with repeated samples whose output
+        is dropped) and group g is served by elite (g + r) mod E, r uniform: every sample gets
+        a uniformly random elite, as in mbrl-lib's ``random_model`` propagation, with static
+        shapes (no host sync). ``noise``: [B, obs_dim + 1] in sample order. ``u`` is None."""
+        batch, e = obs.shape[0], len(self.elites)
+        group = -(-batch // e)
+        perm = torch.randperm(batch, device=obs.device)
+        idx = torch.cat([perm, perm[: e * group - batch]]).view(e, group)
+        turn = (torch.arange(e, device=obs.device) + torch.randint(e, (1,), device=obs.device)) % e
+        served_by = self.elites[turn]                                      # elite of each group
+        x = self.input_norm(torch.cat([obs, action], dim=-1))[idx]          # [E, G, in]
+        mean, log_var, logit = self.ensemble(x, detach_params, served_by)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(batch, device=obs.device)             # sample -> flat row
+        mu = mean.flatten(0, 1)[inverse]
+        lv = log_var.flatten(0, 1)[inverse]
+        member = served_by.repeat_interleave(group)[inverse]
+        if noise is None:
+            noise = torch.randn_like(mu)
+        y = self.target_norm.inverse(mu + (0.5 * lv).exp() * noise)
+        next_obs, reward = obs + y[:, :-1], y[:, -1]
+        if self.learned_termination:
+            terminated = logit.flatten(0, 1)[inverse] > 0
+        else:
+            terminated = self.termination_fn(next_obs)
+        return ModelStep(next_obs, reward, terminated, None, member)
 
     def ovr_error(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """u(s, a) of Eq. (8) over the elites, ``[B]``."""
