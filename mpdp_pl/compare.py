@@ -17,6 +17,9 @@ with other overrides is refused. Outputs, all in OUT:
 - ``curves.png``: one panel per task, mean and min-max over seeds against env steps;
 - ``table.md``: return at fixed env-step counts (mean +- std over seeds) and wall time per 1k env
   steps, one row per (task, algorithm).
+
+``--merge CSV`` (repeatable) adds the evaluations of earlier grids (their ``results.csv``) to all three, so
+that runs made at different times (e.g. ``docs/grid_hopper.csv``) share one table and figure.
 """
 
 from __future__ import annotations
@@ -69,6 +72,34 @@ def read_evals(run_dir: Path, metric: str = "eval/return") -> list[dict]:
         rows = list(csv.DictReader(f))
     return [{"env_steps": int(r["env_steps"]), "return": float(r[metric]),
              "elapsed": float(r["time/elapsed"])} for r in rows if r.get(metric)]
+
+
+Results = dict[tuple[str, str, int], list[dict]]  # (env, algo, seed) -> its evaluations
+
+
+def read_results(path: Path) -> Results:
+    """The evaluations in a ``results.csv`` written by this runner; a one-line error otherwise."""
+    results: Results = {}
+    try:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                results.setdefault((row["env"], row["algo"], int(row["seed"])), []).append(
+                    {"env_steps": int(row["env_steps"]), "return": float(row["eval/return"]),
+                     "elapsed": float(row["time/elapsed"])})
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise SystemExit(f"error: --merge {path}: not a results.csv of this runner "
+                         f"({type(e).__name__}: {e})") from None
+    return {k: sorted(v, key=lambda e: e["env_steps"]) for k, v in results.items()}
+
+
+def collect(runs: list[Run], earlier: Results | None = None) -> Results:
+    """Every run's evaluations, keyed (env, algo, seed), then the ``earlier`` ones (from
+    :func:`read_results`) for the keys this grid has no evaluation of."""
+    results = {(r.env, r.algo, r.seed): read_evals(r.dir) for r in runs}
+    for key, evals in (earlier or {}).items():
+        if not results.get(key):
+            results[key] = evals
+    return results
 
 
 def run_all(runs: list[Run], overrides: list[str], workers: int,
@@ -142,7 +173,7 @@ def first_reaching(evals: list[dict], threshold: float) -> int | None:
     return next((e["env_steps"] for e in evals if e["return"] >= threshold), None)
 
 
-def table(runs: list[Run], at: dict[str, list[int]], threshold: float | None = None) -> str:
+def table(results: Results, at: dict[str, list[int]], threshold: float | None = None) -> str:
     """Markdown: per (task, algorithm), return at the fixed step counts (mean ± std over seeds),
     optionally the first env step whose evaluation reached ``threshold`` (per seed, "-" if
     never), and wall seconds per 1k env steps (mean over seeds, whole loop incl. evaluation)."""
@@ -150,12 +181,11 @@ def table(runs: list[Run], at: dict[str, list[int]], threshold: float | None = N
     head = ["task", "algo", "seeds", *[f"return ({chr(97 + i)})" for i in range(width)],
             *([f"first ≥ {threshold:g}"] if threshold is not None else []), "wall s / 1k steps"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for env in dict.fromkeys(r.env for r in runs):
-        for algo in dict.fromkeys(r.algo for r in runs if r.env == env):
-            evals = [read_evals(r.dir) for r in runs if r.env == env and r.algo == algo]
-            evals = [e for e in evals if e]
+    for env in dict.fromkeys(env for env, _, _ in results):
+        for algo in dict.fromkeys(a for e, a, _ in results if e == env):
+            evals = [v for (e, a, _), v in results.items() if e == env and a == algo and v]
             cells = []
-            for step in at[env]:
+            for step in at.get(env, []):
                 vals = [v for v in (value_at(e, step) for e in evals) if v is not None]
                 cells.append(f"{_fmt(vals)} @ {step:,}")
             cells += ["-"] * (width - len(cells))
@@ -167,28 +197,28 @@ def table(runs: list[Run], at: dict[str, list[int]], threshold: float | None = N
     return "\n".join(lines) + "\n"
 
 
-def write_results(runs: list[Run], path: Path) -> None:
+def write_results(results: Results, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["algo", "env", "seed", "env_steps", "eval/return", "time/elapsed"])
-        for r in runs:
-            for e in read_evals(r.dir):
-                w.writerow([r.algo, r.env, r.seed, e["env_steps"], e["return"], e["elapsed"]])
+        for (env, algo, seed), evals in results.items():
+            for e in evals:
+                w.writerow([algo, env, seed, e["env_steps"], e["return"], e["elapsed"]])
 
 
-def plot(runs: list[Run], path: Path, title: str) -> None:
+def plot(results: Results, path: Path, title: str) -> None:
     """Fig. 1 style: one panel per task, mean return over seeds with the min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    envs = list(dict.fromkeys(r.env for r in runs))
+    envs = list(dict.fromkeys(env for env, _, _ in results))
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
     for ax, env in zip(axes[0], envs):
-        for algo in dict.fromkeys(r.algo for r in runs if r.env == env):
-            curves = [{e["env_steps"]: e["return"] for e in read_evals(r.dir)}
-                      for r in runs if r.env == env and r.algo == algo]
+        for algo in dict.fromkeys(a for e, a, _ in results if e == env):
+            curves = [{e["env_steps"]: e["return"] for e in v}
+                      for (e_, a, _), v in results.items() if e_ == env and a == algo]
             curves = [c for c in curves if c]
             if not curves:
                 continue
@@ -228,6 +258,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra table columns; by default half the budget and the budget")
     p.add_argument("--threshold", type=float, default=None,
                    help="add a column: first env step whose evaluation reached this return")
+    p.add_argument("--merge", action="append", type=Path, default=[], metavar="CSV",
+                   help="an earlier grid's results.csv to add to the outputs (repeatable; runs "
+                        "of this grid take precedence)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing; write the CSV, PNG and table from the runs that exist")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -252,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     for item in a.at:  # several points per task allowed, so not through a dict
         env, step = next(iter(_pairs([item], "--at").items()))
         at[env] = sorted({*at.get(env, []), step})
+    earlier: Results = {}
+    for path in a.merge:  # read before any run starts: a bad file must not cost a grid
+        earlier.update(read_results(path))
     a.out.mkdir(parents=True, exist_ok=True)
     grid_file = a.out / "grid.json"
     if grid_file.exists() and json.loads(grid_file.read_text())["overrides"] != a.overrides:
@@ -263,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(runs)} runs ({sum(finished(r) for r in runs)} already done), {a.workers} side by side, "
           f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)
     failed = [] if a.report_only else run_all(runs, a.overrides, a.workers, a.checkpoint_every)
-    write_results(runs, a.out / "results.csv")
-    plot(runs, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}")
-    md = table(runs, at, a.threshold)
+    results = collect(runs, earlier)
+    write_results(results, a.out / "results.csv")
+    plot(results, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}")
+    md = table(results, at, a.threshold)
     (a.out / "table.md").write_text(md)
     print(md, end="")
     print(f"wrote {a.out / 'results.csv'}, {a.out / 'curves.png'}, {a.out / 'table.md'}")

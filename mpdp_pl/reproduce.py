@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compare import Run, read_evals, run_all, write_results
+from .compare import Run, collect, read_evals, run_all, write_results
 from .compare import plot as plot_curves
 
 PAPER_TASKS = {"InvertedPendulum-v4": 15_000, "Hopper-v4": 100_000, "Walker2d-v4": 200_000,
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, mean, std in plot_final(runs, out / "fig4.png", title):
             print(f"{label}: final return {mean:.1f} ± {std:.1f}")
     elif a.fig == "fig1":
-        write_results(runs, out / "fig1_results.csv")
+        write_results(collect(runs), out / "fig1_results.csv")
         plot_curves(runs, out / "fig1.png", title)
     else:
         plot_metric(runs, metric, out / f"{a.fig}.png", title)

@@ -85,6 +85,18 @@ def test_other_overrides_are_refused(grid):
     assert proc.stderr.strip().count("\n") == 0 and "overrides" in proc.stderr
 
 
+def test_merge_rebuilds_the_table_from_an_earlier_results_csv(grid, tmp_path):
+    proc = compare(tmp_path, "--report-only", "--merge", str(grid / "results.csv"), *OVERRIDES)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "table.md").read_text() == (grid / "table.md").read_text()
+    rows = {tuple(r.values()) for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert rows == {tuple(r.values()) for r in csv.DictReader(open(grid / "results.csv"))}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    proc = compare(tmp_path / "other", "--report-only", "--merge", str(bad), *OVERRIDES)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "bad.csv" in proc.stderr
+    assert not (tmp_path / "other").exists()  # refused before anything was written
+
 def test_a_larger_budget_continues_runs_from_their_checkpoints(grid):
     run = grid / "InvertedPendulum-v4" / "sac-seed0"
     before = evals(run)
