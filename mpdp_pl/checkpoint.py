@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .data import load_buffer, save_buffer
 
 FORMAT_VERSION = 1
 KEEP = 2
@@ -101,7 +102,7 @@ def save(module, run_dir: Path) -> Path | None:
 def _dump_buffers(module, where: Path) -> None:
     for key, buffer in module.replay_buffers().items():
         if buffer is not None and len(buffer) > 0:
-            buffer.dumps(where / key)
+            save_buffer(buffer, where / key)
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -155,7 +156,7 @@ def restore(module, state: dict, path: Path) -> None:
                           f"(no rank{module.global_rank}/)")
     for key, buffer in module.replay_buffers().items():
         if (own / key).exists():
-            buffer.loads(own / key)
+            load_buffer(buffer, own / key)
     set_rng_state(torch.load(own / "rng.pt", weights_only=False) if module.global_rank else state["rng"])
 
 

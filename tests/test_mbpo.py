@@ -1,4 +1,5 @@
-"""MBPO on the shared parts: rollout schedule, model buffer retention, real/model mix, smoke."""
+"""MBPO on the shared parts: rollout schedule, model buffer retention, real/model mix, smoke run
+and resume."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from conftest import TINY
+from conftest import TINY, run_train
+from mpdp_pl import checkpoint
 from mpdp_pl.algos.mbpo import MBPO
 from mpdp_pl.config import load_config, parse_overrides
+from mpdp_pl.data import load_buffer, make_replay_buffer
 from mpdp_pl.envs import EnvSpec
 from mpdp_pl.rollouts import branched_rollout, rollout_length
 from mpdp_pl.run import train
@@ -89,7 +92,7 @@ def test_branched_rollout_stops_terminated_samples(mbpo):
     assert out["next", "done"].equal(out["next", "terminated"])
 
 
-def test_mbpo_smoke_run(tmp_path):
+def test_mbpo_smoke_run_and_resume(tmp_path):
     cfg = load_config("Hopper-v4", "mbpo", {
         **parse_overrides(TINY), "steps": 400, "init_random_steps": 250, "eval_every": 400,
         "eval_episodes": 1, "model_train_freq": 50, "model_hidden": 16, "model_max_epochs": 2,
@@ -103,3 +106,12 @@ def test_mbpo_smoke_run(tmp_path):
     assert float(last["train/rollout_length"]) == 3
     assert 0 < float(last["train/model_buffer_size"]) <= 3 * 200 * 1
     assert float(last["train/updates"]) == 2 * 151  # updates from env step 250 to 400
+    # the final checkpoint holds the model buffer; --resume restores it and continues
+    ckpt = checkpoint.latest(out)
+    model_buffer = make_replay_buffer(checkpoint.read(ckpt)["counters"]["model_buffer_capacity"], "cpu")
+    load_buffer(model_buffer, ckpt / "model_buffer")
+    assert len(model_buffer) == float(last["train/model_buffer_size"])
+    proc = run_train(["--resume", str(out), "--steps", "500"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "metrics.csv") as f:
+        assert [int(r["env_steps"]) for r in csv.DictReader(f)][-2:] == [400, 500]

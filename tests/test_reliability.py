@@ -44,10 +44,10 @@ def wait_for(cond, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def buffer_size(ckpt: Path) -> int:
-    from mpdp_pl.data import make_replay_buffer
+    from mpdp_pl.data import load_buffer, make_replay_buffer
 
     rb = make_replay_buffer(10**6, "cpu")
-    rb.loads(ckpt / "replay_buffer")
+    load_buffer(rb, ckpt / "replay_buffer")
     return len(rb)
 
 
