@@ -11,7 +11,7 @@ resumes where it stopped. A partly done run continues from its latest checkpoint
 every ``--checkpoint-every`` env steps) with ``train.py --resume``; this also extends a finished
 grid to a larger budget. A partly written run without a usable checkpoint is moved aside (never
 deleted) and started again. The grid's overrides are stored in ``OUT/grid.json`` and a resume
-with other overrides is refused. Outputs, all in OUT:
+with other overrides is refused, as is a second runner on a grid in use. Outputs, all in OUT:
 
 - ``results.csv``: every evaluation of every run (algo, env, seed, env_steps, return, elapsed s);
 - ``curves.png``: one panel per task, mean and min-max over seeds against env steps;
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
 import os
 import statistics
@@ -289,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in a.merge:  # read before any run starts: a bad file must not cost a grid
         earlier.update(read_results(path))
     a.out.mkdir(parents=True, exist_ok=True)
+    if not a.report_only:  # two runners on one grid would run the same runs into the same dirs
+        lock = open(a.out / ".grid.lock", "w")  # noqa: SIM115 - held until the process exits
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"error: another runner is working on {a.out}; wait for it to "
+                             f"finish or use another --out") from None
     grid_file = a.out / "grid.json"
     if grid_file.exists() and json.loads(grid_file.read_text())["overrides"] != a.overrides:
         raise SystemExit(f"error: {a.out} holds a grid run with overrides "

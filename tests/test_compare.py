@@ -5,6 +5,7 @@ continues the runs from their checkpoints."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import shutil
 import statistics
 import subprocess
@@ -84,6 +85,15 @@ def test_other_overrides_are_refused(grid):
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "overrides" in proc.stderr
 
+
+def test_a_second_runner_on_a_grid_in_use_is_refused(grid):
+    before = (grid / "results.csv").read_text()
+    with open(grid / ".grid.lock", "w") as held:  # as a runner working on this grid holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = compare(grid, *OVERRIDES)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "another runner" in proc.stderr
+    assert (grid / "results.csv").read_text() == before
 
 def test_merge_rebuilds_the_table_from_an_earlier_results_csv(grid, tmp_path):
     proc = compare(tmp_path, "--report-only", "--merge", str(grid / "results.csv"), *OVERRIDES)
