@@ -18,8 +18,9 @@ with other overrides is refused, as is a second runner on a grid in use. Outputs
 - ``table.md``: return at fixed env-step counts (mean +- std over seeds) and wall time per 1k env
   steps, one row per (task, algorithm).
 
-``--merge CSV`` (repeatable) adds the evaluations of earlier grids (their ``results.csv``) to all three, so
-that runs made at different times (e.g. ``docs/grid_hopper.csv``) share one table and figure.
+``--merge CSV`` (repeatable) adds the evaluations of earlier grids (their ``results.csv``) to
+all three, so that runs made at different times (e.g. ``docs/grid_hopper.csv``) share one table
+and figure.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: final return {mean:.1f} ± {std:.1f}")
     elif a.fig == "fig1":
         write_results(collect(runs), out / "fig1_results.csv")
-        plot_curves(runs, out / "fig1.png", title)
+        plot_curves(collect(runs), out / "fig1.png", title)
     else:
         plot_metric(runs, metric, out / f"{a.fig}.png", title)
         for label in dict.fromkeys(r.label for r in runs):

@@ -74,6 +74,11 @@ def test_sample_step_serves_each_sample_by_one_uniformly_random_elite():
     counts = torch.bincount(served, minlength=K)
     assert set(torch.nonzero(counts).squeeze(-1).tolist()) == {1, 4, 6}
     assert sorted(counts[[1, 4, 6]].tolist()) == [332, 334, 334]  # one group lost its padding
+    for n in (0, 1, 2, 4):  # fewer samples than elites: groups padded by repetition
+        small = model.sample_step(obs[:n], act[:n])
+        assert small.next_obs.shape == (n, OBS)
+        torch.testing.assert_close(small.next_obs, 2 * obs[:n] + small.member[:, None].float(),
+                                   atol=1e-4, rtol=0)
     # over many calls each sample's elite is uniform (the group -> elite turn is random)
     first = torch.stack([model.sample_step(obs[:5], act[:5]).member for _ in range(600)])
     freq = torch.stack([(first == m).float().mean(0) for m in (1, 4, 6)])

@@ -195,14 +195,14 @@ class DynamicsModel(nn.Module):
                     noise: torch.Tensor | None = None) -> ModelStep:
         """:meth:`step` without the OvR error, at the cost of one member per sample instead of
         every elite (MBPO's and MPPVE's rollouts need no u). A random permutation splits the
-        batch into E groups of ceil(B/E) (the last one padded with repeated samples whose output
-        is dropped) and group g is served by elite (g + r) mod E, r uniform: every sample gets
+        batch into E groups of ceil(B/E) (padded with repeated samples whose outputs are
+        dropped) and group g is served by elite (g + r) mod E, r uniform: every sample gets
         a uniformly random elite, as in mbrl-lib's ``random_model`` propagation, with static
         shapes (no host sync). ``noise``: [B, obs_dim + 1] in sample order. ``u`` is None."""
         batch, e = obs.shape[0], len(self.elites)
         group = -(-batch // e)
         perm = torch.randperm(batch, device=obs.device)
-        idx = torch.cat([perm, perm[: e * group - batch]]).view(e, group)
+        idx = perm.repeat(-(-e * group // max(batch, 1)))[: e * group].view(e, group)
         turn = (torch.arange(e, device=obs.device) + torch.randint(e, (1,), device=obs.device)) % e
         served_by = self.elites[turn]                                      # elite of each group
         x = self.input_norm(torch.cat([obs, action], dim=-1))[idx]          # [E, G, in]
