@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mpdp_pl.config import ConfigError, load_config
-from mpdp_pl.data import make_replay_buffer
+from mpdp_pl.data import load_buffer, make_replay_buffer
 from mpdp_pl.envs import make_env
 from mpdp_pl.run import train
 
@@ -35,7 +35,7 @@ def test_sac_with_three_envs_counts_every_env_step_and_stores_whole_trajectories
     # one critic update per env step from the round that reaches 150 steps (3 steps a round)
     assert int(float(last["train/updates"])) == 600 - 150 + 3
     rb = make_replay_buffer(10**6, "cpu")
-    rb.loads(out / "checkpoints" / "step000000600" / "replay_buffer")
+    load_buffer(rb, out / "checkpoints" / "step000000600" / "replay_buffer")
     data = rb[:]
     assert data.shape[0] == 600
     # each round appends one transition of env 0, 1, 2: data[i::3] is env i's trajectory, so
