@@ -186,6 +186,11 @@ def validate(cfg: dict) -> None:
     if cfg["algo"] == "mppve" and cfg["num_envs"] > 1:
         raise ConfigError("num_envs > 1 is not supported by mppve (its plan segments are read from "
                           "one env's consecutive transitions)")
+    if cfg["unroll_form"] not in ("auto", "static", "live"):
+        raise ConfigError(f"unroll_form={cfg['unroll_form']!r}: must be auto, static or live")
+    if cfg["compile"] and cfg["unroll_form"] == "live":
+        raise ConfigError("unroll_form=live cannot be compiled (its shapes change every step); "
+                          "use unroll_form=static or auto with compile=true")
     if cfg["compile"] not in (True, False):
         raise ConfigError(f"compile={cfg['compile']!r}: must be true or false")
     if cfg["horizon"] < 1:

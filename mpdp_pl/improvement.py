@@ -25,6 +25,16 @@ mask let the policy drift towards terminals).
 ``paper_literal_cut=True`` implements Algorithm 1 lines 6-7 as printed instead: at a cut or a
 predicted terminal, J += gamma^{t+1} V_old(s_{t+1}) and stop, and no tail value after the loop
 (DESIGN.md explains why this is not the default).
+
+Two forms compute the same loss and gradients (``form``):
+
+- ``static``: every step runs over the whole batch with masks (``torch.where``), all H steps.
+  Fixed shapes and no host sync: what CUDA graphs and ``torch.compile`` need.
+- ``live``: step t runs the actor, the ensemble and the OvR error on the samples still alive
+  only (their rows are gathered, their terms scattered back with ``index_add``), the critic on
+  the samples that end at t with a critic value only, and the unroll stops when none is alive.
+  Its work is proportional to the realized horizon instead of to Hmax; selecting rows needs the
+  number of alive samples on the host (one sync per step), so it suits CPUs.
 """
 
 from __future__ import annotations
@@ -49,7 +59,11 @@ class RolloutNoise(NamedTuple):
 class Improvement(NamedTuple):
     loss: torch.Tensor            # -mean J
     log_prob0: torch.Tensor       # [B] log pi_0(a_0|s_0) at the real states (for alpha's update)
-    diagnostics: dict             # detached tensors: J and its parts, horizon, cut fractions, u
+    diagnostics: dict             # detached tensors: J and its parts, horizon, cut fractions, u,
+                                  # and live_rows: sample-steps through the ensemble / (B * Hmax)
+
+
+FORMS = ("static", "live")
 
 
 def v_old(actor: MultiHeadActor, critic: TwinQ, obs: torch.Tensor, alpha: torch.Tensor,
@@ -75,11 +89,17 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
                            gamma: float, u_threshold: float | torch.Tensor, horizon: int,
                            paper_literal_cut: bool = False,
                            noise: RolloutNoise | None = None,
-                           terminal_critic: bool = False) -> Improvement:
-    """Algorithm 1 over a batch ``obs`` ``[B, obs_dim]`` of real states (module docstring)."""
+                           terminal_critic: bool = False, form: str = "static") -> Improvement:
+    """Algorithm 1 over a batch ``obs`` ``[B, obs_dim]`` of real states (module docstring);
+    ``form``: ``static`` or ``live`` (same loss and gradients)."""
     batch = obs.shape[0]
     if noise is None:
         noise = sample_noise(dynamics, horizon, batch, actor.action_dim, obs.device)
+    if form == "live":
+        return _live_unroll(obs, actor, critic, dynamics, alpha.detach(), beta, gamma,
+                            u_threshold, horizon, paper_literal_cut, noise, terminal_critic)
+    if form != "static":
+        raise ValueError(f"form={form!r}: must be one of {FORMS}")
     alpha = alpha.detach()
     zeros = obs.new_zeros(batch)
     ret, r_part, ent_part, pen_part, cut_part = zeros, zeros, zeros, zeros, zeros
@@ -148,5 +168,94 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
         "realized_horizon": realized.mean(),
         "u_mean": u_sum / u_count.clamp_min(1),
         "cut_frac": torch.stack(cut_fracs),
+        "live_rows": zeros.new_tensor(1.0),
+    }
+    return Improvement(-ret.mean(), log_prob0, diagnostics)
+
+
+def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_threshold, horizon,
+                 paper_literal_cut, noise, terminal_critic) -> Improvement:
+    """The ``live`` form: the static loop's Eq. (9)-(10) on the alive rows only.
+
+    ``rows`` holds the batch index of every alive sample and ``s`` their states; each step's
+    terms are computed for those rows and added into J at ``rows``. A sample leaves ``rows``
+    where the static form's mask turns off it (a cut, a predicted terminal), so nothing it would
+    compute later is computed at all.
+    """
+    batch, device = obs.shape[0], obs.device
+    ret = obs.new_zeros(batch)
+    zero = obs.new_zeros(())
+    r_sum, ent_sum, pen_sum, cut_sum, u_sum = zero, zero, zero, zero, zero
+    realized, u_count, rows_done = zero, zero, 0
+    cut_counts = []
+    rows = torch.arange(batch, device=device)
+    s = obs
+    log_prob0 = None
+    model_params = dynamics.elite_params(detach=True)
+    heads = actor.head_params()
+    for t in range(horizon):
+        n = rows.numel()
+        if n == 0:  # nobody left: the remaining steps contribute nothing
+            cut_counts.extend([zero] * (horizon - t))
+            break
+        rows_done += n
+        discount = gamma ** t
+        full = n == batch and t == 0
+        pick = (lambda x: x) if full else (lambda x: x[rows])  # noqa: E731 - t = 0: every row
+        action, log_prob = actor.sample(s, t, pick(noise.actor[t]), params=heads)
+        if t == 0:
+            log_prob0 = log_prob
+        step = dynamics.step(s, action, member=pick(noise.member[t]), noise=pick(noise.model[t]),
+                             params=model_params)
+        u = step.u.detach()
+        cut = u >= u_threshold
+        u_sum, u_count = u_sum + u.sum(), u_count + n
+        cut_counts.append(cut.sum())
+        reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)
+        if paper_literal_cut:
+            ended = cut | step.terminated
+            counted = ~ended
+            end = ended.nonzero().squeeze(-1)
+            end_value = gamma ** (t + 1) * v_old(actor, critic, step.next_obs[end], alpha,
+                                                 noise.actor[horizon][rows[end]])
+            term = torch.where(counted, discount * reward_term, 0.0).index_add(0, end, end_value)
+            cut_sum = cut_sum + end_value.detach().sum()
+            ent_sum = ent_sum + torch.where(counted, -discount * alpha * log_prob, 0.0).detach().sum()
+            alive_next = counted
+        else:
+            counted = ~cut
+            alive_next = counted & ~step.terminated
+            valued = cut | (counted & step.terminated) if terminal_critic else cut
+            if terminal_critic:
+                counted = alive_next
+            end = valued.nonzero().squeeze(-1)
+            q = critic(s[end], action[end], detach_params=True).min(0).values
+            one_step = q - alpha * log_prob[end]                          # SAC's objective at s_t
+            term = (discount * torch.where(counted, reward_term, 0.0)).index_add(
+                0, end, discount * one_step)
+            cut_sum = cut_sum + discount * q.detach().sum()
+            ent_sum = ent_sum - discount * alpha * log_prob.detach().sum()
+        ret = ret.index_add(0, rows, term)
+        r_sum = r_sum + torch.where(counted, discount * step.reward, 0.0).detach().sum()
+        pen_sum = pen_sum + torch.where(counted, -discount * beta * step.u, 0.0).detach().sum()
+        realized = realized + counted.sum()
+        keep = alive_next.nonzero().squeeze(-1)
+        rows, s = rows[keep], step.next_obs[keep]
+    tail_sum = zero
+    if not paper_literal_cut and rows.numel():
+        tail = gamma ** horizon * v_old(actor, critic, s, alpha, noise.actor[horizon][rows])
+        ret = ret.index_add(0, rows, tail)
+        tail_sum = tail.detach().sum()
+    diagnostics = {
+        "J": ret.mean().detach(),
+        "J_reward": r_sum / batch,
+        "J_entropy": ent_sum / batch,
+        "J_penalty": pen_sum / batch,
+        "J_cut_value": cut_sum / batch,
+        "J_tail": tail_sum / batch,
+        "realized_horizon": realized / batch,
+        "u_mean": u_sum / u_count.clamp_min(1),
+        "cut_frac": torch.stack(cut_counts) / batch,
+        "live_rows": zero.new_tensor(rows_done / (batch * horizon)),
     }
     return Improvement(-ret.mean(), log_prob0, diagnostics)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mpdp_pl.improvement import farsighted_improvement, sample_noise
+from mpdp_pl.improvement import FORMS, farsighted_improvement, sample_noise
 from mpdp_pl.models.actor import MultiHeadActor
 from mpdp_pl.models.critic import TwinQ
 from mpdp_pl.models.dynamics import DynamicsModel
@@ -121,9 +121,10 @@ def loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal,
     return -(total / obs.shape[0]).squeeze()
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("literal,terminal_critic", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("quantile", [0.3, 0.6, 0.9])
-def test_batched_equals_per_sample_loop(literal, terminal_critic, quantile):
+def test_batched_equals_per_sample_loop(literal, terminal_critic, quantile, form):
     heads, beta = 4, 0.5
     actor, critic, model, obs = parts(heads, seed=3)
     obs = obs * 1.5  # some samples reach the terminal rule s[0] > 0.8
@@ -132,7 +133,7 @@ def test_batched_equals_per_sample_loop(literal, terminal_critic, quantile):
     torch.manual_seed(1)
     noise = sample_noise(model, heads, obs.shape[0], ACT, "cpu")
     out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_t, heads,
-                                 literal, noise, terminal_critic)
+                                 literal, noise, terminal_critic, form=form)
     grads = torch.autograd.grad(out.loss, list(actor.parameters()))
     ref = loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal,
                          terminal_critic)
@@ -253,3 +254,63 @@ def test_predicted_terminal_ends_the_sum_without_bootstrap():
     torch.testing.assert_close(out.loss, expected)
     assert out.diagnostics["realized_horizon"].item() == 1.0
     assert out.diagnostics["J_tail"].item() == 0.0
+
+
+# ------------------------------------------------------------------ the two forms
+@pytest.mark.parametrize("literal,terminal_critic", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("u_t", [-math.inf, "q0.2", "q0.7", math.inf])
+def test_live_form_equals_static_form(literal, terminal_critic, u_t):
+    """Loss, every actor gradient and every diagnostic agree, on a batch with early cuts, late
+    cuts, predicted terminals and survivors (and with everything cut, or nothing)."""
+    heads, batch = 6, 64
+    actor, critic, model, _ = parts(heads, seed=5)
+    torch.manual_seed(7)
+    obs = torch.randn(batch, OBS) * 1.2
+    if isinstance(u_t, str):
+        with torch.no_grad():
+            u_t = torch.quantile(model.ovr_error(obs, torch.zeros(batch, ACT)), float(u_t[1:])).item()
+    noise = sample_noise(model, heads, batch, ACT, "cpu")
+    results = {}
+    for form in FORMS:
+        out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_t, heads,
+                                     literal, noise, terminal_critic, form=form)
+        grads = torch.autograd.grad(out.loss, list(actor.parameters()), allow_unused=True)
+        results[form] = out, [torch.zeros_like(p) if g is None else g
+                              for g, p in zip(grads, actor.parameters())]
+    (static, g_static), (live, g_live) = results["static"], results["live"]
+    torch.testing.assert_close(live.loss, static.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(live.log_prob0, static.log_prob0)
+    for a, b in zip(g_live, g_static):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for key, value in static.diagnostics.items():
+        if key != "live_rows":
+            torch.testing.assert_close(live.diagnostics[key].float(), value.float(),
+                                       rtol=1e-5, atol=1e-6, msg=key)
+    live_rows = live.diagnostics["live_rows"].item()
+    if u_t == -math.inf:
+        assert live_rows == pytest.approx(1 / heads)  # everything ends at t = 0
+    else:
+        assert 1 / heads < live_rows <= 1
+
+
+def test_live_form_counts_its_rows():
+    """live_rows = (sample-steps run) / (B * Hmax), against the controlled ensemble whose cut
+    times are known in closed form."""
+    heads = 6
+    actor, critic, model, _ = parts(heads)
+    model.ensemble = ControlledEnsemble()
+    model.termination_fn = lambda s: s[..., 0] > 100
+    model.input_norm.std.fill_(1.0), model.input_norm.mean.zero_()
+    model.target_norm.std.fill_(1.0), model.target_norm.mean.zero_()
+    obs = torch.zeros(B, OBS)
+    obs[:, 0] = torch.arange(B, dtype=torch.float32) * 0.5 + 0.25
+    with torch.no_grad():
+        u_t = model.ovr_error(torch.tensor([[3.0, 0, 0, 0.]]), torch.zeros(1, ACT)).item()
+    noise = sample_noise(model, heads, B, ACT, "cpu")
+    noise = noise._replace(member=torch.full_like(noise.member, 2))
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_t, heads,
+                                 False, noise, form="live")
+    first_cut = [next((t for t in range(heads) if x + t >= 3.0), heads) for x in obs[:, 0].tolist()]
+    steps_run = sum(min(c + 1, heads) for c in first_cut)  # a sample cut at t ran t + 1 steps
+    assert out.diagnostics["live_rows"].item() == pytest.approx(steps_run / (B * heads))
+    assert out.diagnostics["realized_horizon"].item() == pytest.approx(sum(first_cut) / B)

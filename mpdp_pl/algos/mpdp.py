@@ -28,6 +28,7 @@ from .model_based import ModelBasedSAC
 
 IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
                     "train/J_cut_value", "train/J_tail", "train/realized_horizon", "train/u_mean",
+                    "train/live_rows",
                     "model/u_T", "model/u_ref")
 
 
@@ -41,6 +42,7 @@ class MPDP(ModelBasedSAC):
         # compile=true: one graph for the whole unroll (forward and backward), compiled on the
         # first farsighted update; worth it on GPUs (many small fused ops), not on CPUs
         self.improve = torch.compile(farsighted_improvement) if cfg["compile"] else farsighted_improvement
+        self.unroll_form = cfg["unroll_form"]
         self.metric_keys = (*ModelBasedSAC.metric_keys, *IMPROVEMENT_KEYS,
                             *(f"train/cut_frac/{t}" for t in range(self.horizon)))
 
@@ -59,6 +61,14 @@ class MPDP(ModelBasedSAC):
         beta = self.cfg["beta"]
         return beta / self.u_ref if self.cfg["beta_relative"] else beta
 
+    def form(self) -> str:
+        """The unroll's form (:mod:`mpdp_pl.improvement`): ``auto`` is ``live`` on a CPU
+        without ``compile`` (work in proportion to the alive samples) and ``static`` otherwise
+        (fixed shapes, no host sync: CUDA graphs and torch.compile)."""
+        if self.unroll_form != "auto":
+            return self.unroll_form
+        return "live" if self.device.type == "cpu" and not self.cfg["compile"] else "static"
+
     def actor_grad_clip(self) -> float:
         return self.cfg["actor_grad_clip"]
 
@@ -70,7 +80,7 @@ class MPDP(ModelBasedSAC):
         result = self.improve(
             obs, self.actor, self.critic, self.dynamics, self.alpha, self.penalty_weight(), c["gamma"],
             self.u_threshold, self.horizon, c["paper_literal_cut"],
-            terminal_critic=c["terminal_critic"],
+            terminal_critic=c["terminal_critic"], form=self.form(),
         )
         # long unrolls can explode (the paper warns of it): clip, and log the norm before clipping
         grad_norm = self.guarded_step("actor", self.optimizers()[1], result.loss,
