@@ -231,6 +231,15 @@ def validate(cfg: dict) -> None:
               "model_max_holdout", "model_patience", "model_max_epochs", "model_error_window"]:
         if cfg[k] <= 0:
             raise ConfigError(f"{k}={cfg[k]}: must be > 0")
+    if cfg["model_holdout"] not in ("fixed", "redrawn"):
+        raise ConfigError(f"model_holdout={cfg['model_holdout']!r}: must be fixed or redrawn")
+    if cfg["model_max_steps"] is not None and (
+        not isinstance(cfg["model_max_steps"], int) or isinstance(cfg["model_max_steps"], bool)
+        or cfg["model_max_steps"] <= 0
+    ):
+        raise ConfigError(f"model_max_steps={cfg['model_max_steps']!r}: must be a positive int or null")
+    if cfg["model_eval_every"] <= 0:
+        raise ConfigError(f"model_eval_every={cfg['model_eval_every']}: must be > 0")
     if not 0 < cfg["model_holdout_ratio"] < 1:
         raise ConfigError(f"model_holdout_ratio={cfg['model_holdout_ratio']}: must be in (0, 1)")
     if len(cfg["model_weight_decay"]) != cfg["model_layers"] + 1:

@@ -86,6 +86,14 @@ def buffer_contents(buffer: TensorDictReplayBuffer) -> TensorDictBase:
     return buffer[:]
 
 
+def chronological_order(buffer: TensorDictReplayBuffer) -> torch.Tensor:
+    """Storage indices of every stored transition, oldest first (the storage is circular)."""
+    size = len(buffer)
+    if size < buffer.storage.max_size:
+        return torch.arange(size)
+    return (buffer.writer._cursor + torch.arange(size)) % size
+
+
 def newest_transitions(buffer: TensorDictReplayBuffer, n: int) -> TensorDictBase:
     """The ``n`` most recently written transitions (fewer if the buffer holds fewer)."""
     size = len(buffer)

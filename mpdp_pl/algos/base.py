@@ -108,6 +108,10 @@ class OffPolicyModule(pl.LightningModule):
         for k, v in metrics.items():
             self.last_metrics[k] = v.detach() if torch.is_tensor(v) else v
 
+    def store(self, batch: TensorDictBase) -> None:
+        """Add a collected round to the replay buffer (before ``env_steps`` counts it)."""
+        self.replay_buffer.extend(batch)
+
     def sample_batch(self) -> TensorDictBase:
         return self.replay_buffer.sample(self.cfg["batch_size"]).to(self.device, non_blocking=True)
 
@@ -326,7 +330,7 @@ class OffPolicyModule(pl.LightningModule):
         # every rank collects the same number of steps per round: the budget (counted over all
         # ranks) may end up to world_size - 1 steps over
         batch = batch[: -(-self.remaining_steps() // self.world_size)]
-        self.replay_buffer.extend(batch)
+        self.store(batch)
         n = batch.numel()
         self.env_steps += n * self.world_size
         # update ratios count each rank's own env steps: N ranks take the same number of updates

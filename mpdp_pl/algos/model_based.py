@@ -1,7 +1,17 @@
 """SAC plus the dynamics ensemble (Algorithm 2, line 4): the shared base of MPDP, MBPO and MPPVE.
 
 Every ``model_train_freq`` env steps, once updates have started, the ensemble is trained on the
-whole real buffer by its own (fourth) optimizer, inside Lightning's manual step. Before each
+real buffer by its own (fourth) optimizer, inside Lightning's manual step
+(:mod:`mpdp_pl.models.dynamics_training`; ``model_max_steps`` bounds its cost).
+
+``model_holdout=fixed`` (the default): every real transition is assigned to the holdout or not
+once, when it is stored (a ``holdout`` flag in the replay buffer, so checkpoints keep it on every
+rank), and the ensemble is never fitted on the newest ``model_max_holdout`` flagged ones: early
+stopping, the elites and MPDP's u_T are then measured on transitions the ensemble has never
+seen. ``model_holdout=redrawn`` draws a fresh random split at every training, as MBPO does;
+since training continues from the previous weights, most of that "holdout" was fitted before.
+
+Before each
 training, ``model/error`` measures the current model on the newest ``model_error_window`` real
 transitions, which it has not been trained on: the mean L2 norm of the one-step next-state error
 of the elites' mean prediction, in the env's own units (the quantity of the paper's Fig. 3).
@@ -11,14 +21,15 @@ from __future__ import annotations
 
 import torch
 
-from ..data import buffer_contents, newest_transitions
+from ..data import buffer_contents, chronological_order, newest_transitions
 from ..models.dynamics import DynamicsModel
-from ..models.dynamics_training import TrainSettings, holdout_split, param_groups, train_dynamics
+from ..models.dynamics_training import (TrainSettings, fixed_split, holdout_flags, holdout_split,
+                                        param_groups, train_dynamics)
 from ..termination import TERMINATION_FNS
 from .sac import SAC
 
 MODEL_METRIC_KEYS = ("model/holdout_nll", "model/holdout_mse", "model/elites", "model/epochs",
-                     "model/train_seconds", "model/error")
+                     "model/steps", "model/train_seconds", "model/error", "model/holdout_size")
 
 
 class ModelBasedSAC(SAC):
@@ -47,6 +58,21 @@ class ModelBasedSAC(SAC):
     def load_counters(self, c: dict) -> None:
         super().load_counters(c)
         self.model_trainings, self.last_model_train_step = c["model_trainings"], c["last_model_train_step"]
+
+    def store(self, batch) -> None:
+        """Flag the round's holdout transitions (fixed split) before they enter the buffer."""
+        if self.cfg["model_holdout"] == "fixed":
+            first = self.env_steps // self.world_size  # this rank's transitions stored so far
+            batch.set("holdout", holdout_flags(first, batch.numel(), self.cfg["model_holdout_ratio"])
+                      .to(batch.device).reshape(batch.shape))
+        super().store(batch)
+
+    def model_split(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, holdout) rows of ``data`` (the buffer's contents, storage order)."""
+        if self.cfg["model_holdout"] == "redrawn":
+            return holdout_split(data.shape[0], self.model_settings, self.device)
+        order = chronological_order(self.replay_buffer).to(self.device)
+        return fixed_split(data["holdout"], order, self.model_settings)
 
     def fault_parts(self) -> dict:
         return {**super().fault_parts(), "model": [self.dynamics]}
@@ -89,7 +115,7 @@ class ModelBasedSAC(SAC):
         if self.model_ready:
             self.record_metrics({"model/error": self.model_error()})
         data = buffer_contents(self.replay_buffer).to(self.device)
-        split = holdout_split(data.shape[0], self.model_settings, self.device)
+        split = self.model_split(data)
         self._good_weights["model"] = [{k: v.clone() for k, v in self.dynamics.state_dict().items()}]
         metrics = self.fit_dynamics(data, split)
         if not self.model_is_finite(metrics):
@@ -98,7 +124,7 @@ class ModelBasedSAC(SAC):
             self.report_fault("model")  # back to the weights before this training
             return
         self._fault_streak["model"] = 0
-        self.record_metrics(metrics)
+        self.record_metrics({**metrics, "model/holdout_size": float(split[1].numel())})
         self.model_trainings += 1
         self.last_model_train_step = self.env_steps
         self.after_model_training(data[split[1]])

@@ -1,11 +1,19 @@
 """Training the dynamics ensemble on the real buffer (Algorithm 2 line 4; MBPO's procedure).
 
-Each call: refit the normalizers on all real data, split off a fresh holdout (``holdout_ratio``,
-at most ``max_holdout``), train every member on its own bootstrap of the rest with one optimizer
-(warm-started from the previous weights), evaluate holdout MSE after each epoch, keep each
-member's best weights, stop after ``patience`` epochs in which no member improved by more than
-1% (or at ``max_epochs``), restore the best weights and pick the ``num_elites`` members with the
-lowest holdout MSE as elites.
+Each call refits the normalizers on all real data and trains every member on its own bootstrap
+of the training rows with one optimizer (warm-started from the previous weights), evaluating
+holdout MSE after each round, keeping each member's best weights, stopping after ``patience``
+rounds in which no member improved by more than 1%, restoring the best weights and picking the
+``num_elites`` members with the lowest holdout MSE as elites. Two budgets:
+
+- ``max_steps=None`` (MBPO's rule): a round is one epoch over the whole bootstrap, at most
+  ``max_epochs`` rounds; the cost of a training grows with the buffer.
+- ``max_steps=N``: a round is ``eval_every`` minibatch steps, each member's rows drawn uniformly
+  from its bootstrap, at most N steps per training: the cost is bounded whatever the data.
+
+The holdout rows are the caller's (``split``): the model-based algorithms pass a fixed split
+whose holdout rows are never trained on (:func:`fixed_split`); without ``split`` a fresh random
+split is drawn, as MBPO does (its "holdout" then holds rows earlier trainings were fitted on).
 """
 
 from __future__ import annotations
@@ -29,11 +37,14 @@ class TrainSettings:
     patience: int = 5
     max_epochs: int = 50
     improvement: float = 0.01  # relative holdout improvement that counts (MBPO: 1%)
+    max_steps: int | None = None  # None: whole-bootstrap epochs; N: at most N minibatch steps
+    eval_every: int = 250         # minibatch steps per round (holdout evaluation) when max_steps
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainSettings":
         return cls(cfg["model_batch_size"], cfg["model_holdout_ratio"], cfg["model_max_holdout"],
-                   cfg["model_patience"], cfg["model_max_epochs"])
+                   cfg["model_patience"], cfg["model_max_epochs"],
+                   max_steps=cfg["model_max_steps"], eval_every=cfg["model_eval_every"])
 
 
 def param_groups(model: DynamicsModel, lr: float, weight_decay: list[float]) -> list[dict]:
@@ -66,6 +77,27 @@ def holdout_split(n: int, settings: TrainSettings, device) -> tuple[torch.Tensor
     return perm[n_hold:], perm[:n_hold]
 
 
+def holdout_flags(first: int, n: int, ratio: float) -> torch.Tensor:
+    """Which of the transitions numbered ``first .. first + n - 1`` (in the order a rank stored
+    them) belong to the fixed holdout: transition i does when floor((i + 1) r) > floor(i r),
+    exactly one in every 1/r (every 5th at r = 0.2). Deterministic, so every DDP rank holds as
+    many holdout rows as the others, and a flag never changes once drawn."""
+    i = torch.arange(first, first + n, dtype=torch.float64)
+    return torch.floor((i + 1) * ratio) > torch.floor(i * ratio)
+
+
+def fixed_split(flags: torch.Tensor, order: torch.Tensor, settings: TrainSettings):
+    """(train, holdout) indices from the stored holdout ``flags`` (storage order): the holdout is
+    the newest ``max_holdout`` flagged rows (``order``: storage indices oldest first); flagged
+    rows older than those are released into the training rows and never return to the holdout,
+    so no holdout row was ever fitted on."""
+    flagged = order[flags[order]]
+    hold = flagged[max(0, flagged.numel() - settings.max_holdout):]
+    train = torch.ones_like(flags)
+    train[hold] = False
+    return train.nonzero().squeeze(-1), hold
+
+
 @torch.no_grad()
 def holdout_scores(model: DynamicsModel, x, y, done) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-member holdout MSE and Gaussian NLL (normalized units), each ``[K]``; under DDP
@@ -86,8 +118,8 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
 
     ``backward`` lets a LightningModule pass ``self.manual_backward``; ``split`` fixes the
     (train, holdout) indices instead of a fresh random split. Returns the metrics
-    ``model/holdout_mse``, ``model/holdout_nll`` (elite means), ``model/epochs``,
-    ``model/train_seconds`` and ``model/elites`` (as a string of member indices).
+    ``model/holdout_mse``, ``model/holdout_nll`` (elite means), ``model/epochs`` (rounds),
+    ``model/steps`` (minibatch steps), ``model/train_seconds`` and ``model/elites`` (as a string of member indices).
     """
     t0 = time.perf_counter()
     device = model.elites.device
@@ -107,17 +139,27 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
     params = [p for p in model.ensemble.parameters()]
     best = [p.detach().clone() for p in params]
     best_mse, _ = holdout_scores(model, x_hold, y_hold, d_hold) if n_hold else (None, None)
-    since_update, epochs = 0, 0
-    while epochs < settings.max_epochs:
-        boot = torch.randint(n_tr, (k, n_tr), device=device)  # one bootstrap per member
-        for i in range(0, n_tr, settings.batch_size):
-            idx = boot[:, i: i + settings.batch_size]
+    since_update, rounds, steps = 0, 0, 0
+    boot = torch.randint(n_tr, (k, n_tr), device=device)  # one bootstrap per member
+    while True:
+        if settings.max_steps is None:  # one epoch over a fresh bootstrap
+            if rounds >= settings.max_epochs:
+                break
+            boot = boot if rounds == 0 else torch.randint(n_tr, (k, n_tr), device=device)
+            batches = [boot[:, i: i + settings.batch_size] for i in range(0, n_tr, settings.batch_size)]
+        else:  # eval_every minibatches drawn from each member's bootstrap
+            if steps >= settings.max_steps:
+                break
+            n = min(settings.eval_every, settings.max_steps - steps)
+            draw = torch.randint(n_tr, (n, k, settings.batch_size), device=device)
+            batches = torch.gather(boot.expand(n, k, n_tr), 2, draw).unbind(0)
+        for idx in batches:
             loss = _loss(model, x_tr[idx], y_tr[idx], d_tr[idx])
             optimizer.zero_grad(set_to_none=True)
             backward(loss)
             average_gradients(params)  # DDP: the mean over ranks (nothing on one device)
             optimizer.step()
-        epochs += 1
+        rounds, steps = rounds + 1, steps + len(batches)
         if not n_hold:
             continue
         mse, _ = holdout_scores(model, x_hold, y_hold, d_hold)
@@ -135,7 +177,8 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
     with torch.no_grad():
         for b, p in zip(best, params):
             p.copy_(b)
-    metrics = {"model/epochs": float(epochs), "model/train_seconds": 0.0}
+    metrics = {"model/epochs": float(rounds), "model/steps": float(steps),
+               "model/train_seconds": 0.0}
     if n_hold:
         mse, nll = holdout_scores(model, x_hold, y_hold, d_hold)
         elites = torch.argsort(mse)[: len(model.elites)]
