@@ -60,7 +60,8 @@ class Improvement(NamedTuple):
     loss: torch.Tensor            # -mean J
     log_prob0: torch.Tensor       # [B] log pi_0(a_0|s_0) at the real states (for alpha's update)
     diagnostics: dict             # detached tensors: J and its parts, horizon, cut fractions, u,
-                                  # and live_rows: sample-steps through the ensemble / (B * Hmax)
+                                  # and live_rows: alive sample-steps / (B * Hmax), the share of
+                                  # the static form's work spent on live samples
 
 
 FORMS = ("static", "live")
@@ -105,7 +106,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
     ret, r_part, ent_part, pen_part, cut_part = zeros, zeros, zeros, zeros, zeros
     alive = torch.ones(batch, dtype=torch.bool, device=obs.device)
     realized = zeros
-    cut_fracs, u_sum, u_count = [], zeros.sum(), zeros.sum()
+    cut_fracs, u_sum, u_count, alive_steps = [], zeros.sum(), zeros.sum(), zeros.sum()
     s = obs
     log_prob0 = None
     # gathered once for the H steps: the elites' frozen weights, and pi_0..pi_{H-1} as views
@@ -122,6 +123,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
         cut = alive & (step.u.detach() >= u_threshold)
         u_sum = u_sum + torch.where(alive, step.u.detach(), 0.0).sum()
         u_count = u_count + alive.sum()
+        alive_steps = alive_steps + alive.sum()
         cut_fracs.append(cut.float().mean())
         reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)
         if paper_literal_cut:  # Alg. 1 l.6-8: end with gamma^{t+1} V(s_{t+1}), no r_t
@@ -168,7 +170,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
         "realized_horizon": realized.mean(),
         "u_mean": u_sum / u_count.clamp_min(1),
         "cut_frac": torch.stack(cut_fracs),
-        "live_rows": zeros.new_tensor(1.0),
+        "live_rows": alive_steps / (batch * horizon),
     }
     return Improvement(-ret.mean(), log_prob0, diagnostics)
 

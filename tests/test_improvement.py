@@ -282,10 +282,9 @@ def test_live_form_equals_static_form(literal, terminal_critic, u_t):
     torch.testing.assert_close(live.log_prob0, static.log_prob0)
     for a, b in zip(g_live, g_static):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    for key, value in static.diagnostics.items():
-        if key != "live_rows":
-            torch.testing.assert_close(live.diagnostics[key].float(), value.float(),
-                                       rtol=1e-5, atol=1e-6, msg=key)
+    for key, value in static.diagnostics.items():  # live_rows too: the same alive count
+        torch.testing.assert_close(live.diagnostics[key].float(), value.float(),
+                                   rtol=1e-5, atol=1e-6, msg=key)
     live_rows = live.diagnostics["live_rows"].item()
     if u_t == -math.inf:
         assert live_rows == pytest.approx(1 / heads)  # everything ends at t = 0
@@ -293,7 +292,8 @@ def test_live_form_equals_static_form(literal, terminal_critic, u_t):
         assert 1 / heads < live_rows <= 1
 
 
-def test_live_form_counts_its_rows():
+@pytest.mark.parametrize("form", FORMS)
+def test_live_rows_counts_the_alive_sample_steps(form):
     """live_rows = (sample-steps run) / (B * Hmax), against the controlled ensemble whose cut
     times are known in closed form."""
     heads = 6
@@ -309,7 +309,7 @@ def test_live_form_counts_its_rows():
     noise = sample_noise(model, heads, B, ACT, "cpu")
     noise = noise._replace(member=torch.full_like(noise.member, 2))
     out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_t, heads,
-                                 False, noise, form="live")
+                                 False, noise, form=form)
     first_cut = [next((t for t in range(heads) if x + t >= 3.0), heads) for x in obs[:, 0].tolist()]
     steps_run = sum(min(c + 1, heads) for c in first_cut)  # a sample cut at t ran t + 1 steps
     assert out.diagnostics["live_rows"].item() == pytest.approx(steps_run / (B * heads))
