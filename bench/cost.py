@@ -1,0 +1,169 @@
+"""Benchmark (issue 15): where each algorithm's time goes, per 1k env steps, as the data grows.
+
+For every algorithm and every buffer size n (``--at``), a real run (Lightning Trainer, TorchRL
+collector and buffer, MuJoCo) starts with its replay buffer holding the first n transitions of
+a recorded run (``RUN_DIR``, for example a SAC run on Hopper-v4 to 31k env steps: real collected
+data), trains its model once (not timed: it starts from scratch), and then runs ``--window`` env
+steps at the algorithm's default config, in which every part is timed:
+
+- env and collector: the rest of the window's wall time (collection, buffer writes, Lightning);
+- critic updates (MPPVE's include its target plans through the model);
+- actor updates (MPDP: the farsighted improvement; with the temperature step);
+- model training (``fit_dynamics``: normalizers, the trainings of the window);
+- model rollouts (what runs after each training: MBPO's and MPPVE's rollouts, MPDP's u_T);
+- evaluation: timed once per window, and quoted for the setting "10 episodes of the
+  deterministic pi_0 every 1000 env steps" at the worst case of full 1000-step episodes
+  (the measured seconds per eval env step x 10,000), since a young policy's short episodes
+  would understate it.
+
+Seconds per 1k env steps = the window's seconds x 1000 / window, plus evaluation. A window of
+250 env steps holds exactly one model training at ``model_train_freq`` = 250. For MPDP the
+share of the farsighted unroll's sample-steps that were alive (``train/live_rows``: the share
+of the static form's work spent on live samples) and the realized horizon are printed too.
+
+    python bench/cost.py RUN_DIR [--algos mpdp sac mbpo mppve] [--at 1000 10000 30000]
+                         [--window 250] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
+from mpdp_pl.run import ALGOS, train_module  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_training import load_transitions  # noqa: E402
+
+PARTS = {"critic_step": "critic", "actor_step": "actor", "fit_dynamics": "model training",
+         "after_model_training": "model rollouts", "run_evaluation": "evaluation"}
+EVAL_STEPS_PER_1K = 10 * 1000  # 10 episodes of at most 1000 steps, every 1000 env steps
+
+
+def timed(cls, data, n: int, log: dict):
+    """``cls`` starting from the first n recorded transitions, with every part timed."""
+
+    class Timed(cls):
+        def on_fit_start(self):
+            super().on_fit_start()
+            self.store(data[:n].to(self._buffer_device()))
+            self.env_steps = n
+            self.last_checkpoint_step = n
+
+        def training_step(self, batch, batch_idx):
+            out = super().training_step(batch, batch_idx)
+            log["ticks"].append((self.env_steps, time.perf_counter()))
+            return out
+
+        def run_evaluation(self):
+            t0 = time.perf_counter()
+            super().run_evaluation()
+            log["calls"].append(("evaluation", self.env_steps, time.perf_counter() - t0))
+            if self.last_eval:  # mean episode length x episodes: the eval env steps it took
+                log["eval_steps"] = self.last_eval["eval/episode_length"] * self.cfg["eval_episodes"]
+
+    for method, part in PARTS.items():
+        if method == "run_evaluation":
+            continue
+
+        def wrap(self, *args, _m=method, _p=part, **kwargs):
+            t0 = time.perf_counter()
+            out = getattr(super(Timed, self), _m)(*args, **kwargs)
+            log["calls"].append((_p, self.env_steps, time.perf_counter() - t0))
+            if _m == "actor_step" and "train/live_rows" in self.last_metrics:
+                log["live"].append((self.last_metrics["train/live_rows"].item(),
+                                    self.last_metrics["train/realized_horizon"].item()))
+            return out
+
+        if hasattr(cls, method):
+            setattr(Timed, method, wrap)
+    return Timed
+
+
+def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) -> dict:
+    log = {"ticks": [], "calls": [], "live": [], "eval_steps": 0}
+    warmup = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(env_id, algo, {
+            "init_random_steps": 0, "steps": n + warmup + window, "eval_every": 10**9,
+            "eval_episodes": 2, "checkpoint_every": 0, "logger": "none", "out": f"{tmp}/run",
+            "trainer.num_threads": 1, **overrides})
+        train_module(timed(ALGOS[algo], data, n, log), cfg)
+    start = n + warmup
+    t_start = next(t for s, t in log["ticks"] if s >= start)
+    t_end = log["ticks"][-1][1]
+    steps = log["ticks"][-1][0] - start
+    parts = defaultdict(float)
+    for part, step, secs in log["calls"]:
+        if part != "evaluation" and step > start:
+            parts[part] += secs
+    wall = t_end - t_start
+    per_1k = {p: parts[p] * 1000 / steps for p in PARTS.values() if p != "evaluation"}
+    per_1k["env and collector"] = (wall - sum(parts.values())) * 1000 / steps
+    eval_calls = [secs for part, _, secs in log["calls"] if part == "evaluation"]
+    per_1k["evaluation"] = (eval_calls[-1] / max(log["eval_steps"], 1) * EVAL_STEPS_PER_1K
+                            if eval_calls else 0.0)
+    live = log["live"]
+    return {"algo": algo, "n": n, "steps": steps, "total": sum(per_1k.values()), **per_1k,
+            "live_rows": sum(x for x, _ in live) / len(live) if live else float("nan"),
+            "realized_horizon": sum(h for _, h in live) / len(live) if live else float("nan"),
+            "critic_per_step": cfg["critic_updates_per_step"],
+            "actor_per_step": cfg["actor_updates_per_step"]}
+
+
+COLUMNS = ["env and collector", "critic", "actor", "model training", "model rollouts", "evaluation"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--algos", nargs="+", default=["mpdp", "sac", "mbpo", "mppve"])
+    p.add_argument("--at", type=int, nargs="+", default=[1000, 10000, 30000])
+    p.add_argument("--window", type=int, default=250)
+    p.add_argument("--csv", type=Path, default=None, help="also write the table here")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args()
+    run_cfg, data = load_transitions(a.run_dir)
+    if data.shape[0] < max(a.at):
+        raise SystemExit(f"error: {a.run_dir} holds {data.shape[0]} transitions, fewer than {max(a.at)}")
+    overrides = parse_overrides(a.overrides)
+    env_id = run_cfg["env"]
+    print(f"{env_id}: buffers prefilled from {a.run_dir} ({run_cfg['algo']} seed {run_cfg['seed']}); "
+          f"a {a.window}-step window per point after one untimed model training; default config "
+          f"of each algorithm{' with ' + ' '.join(a.overrides) if a.overrides else ''}; 1 torch "
+          f"thread; evaluation quoted for 10 episodes x 1000 steps every 1k env steps", flush=True)
+    rows = []
+    for algo in a.algos:
+        for n in a.at:
+            r = measure(algo, data, n, a.window, overrides, env_id)
+            rows.append(r)
+            print(f"  {algo:>6} n={n:6d}: {r['total']:7.1f} s per 1k env steps = "
+                  + ", ".join(f"{c} {r[c]:.1f}" for c in COLUMNS)
+                  + (f"; live rows {r['live_rows']:.3f}, realized horizon {r['realized_horizon']:.2f}"
+                     if algo == "mpdp" else ""), flush=True)
+    print("\n| algo | updates/step (critic, actor) | buffered | total s per 1k | "
+          + " | ".join(COLUMNS) + " | live rows | realized H |")
+    print("|---|---|---|---|" + "---|" * (len(COLUMNS) + 2))
+    for r in rows:
+        print(f"| {r['algo']} | {r['critic_per_step']:g}, {r['actor_per_step']:g} | {r['n']} | "
+              f"{r['total']:.0f} | " + " | ".join(f"{r[c]:.1f}" for c in COLUMNS)
+              + f" | {r['live_rows']:.3f} | {r['realized_horizon']:.2f} |")
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
