@@ -9,7 +9,8 @@ steps at the algorithm's default config, in which every part is timed:
 - env and collector: the rest of the window's wall time (collection, buffer writes, Lightning);
 - critic updates (MPPVE's include its target plans through the model);
 - actor updates (MPDP: the farsighted improvement; with the temperature step);
-- model training (``fit_dynamics``: normalizers, the trainings of the window);
+- model training (``train_model`` without what runs after it: the buffer copy, the split,
+  ``model/error``, normalizers and the trainings of the window);
 - model rollouts (what runs after each training: MBPO's and MPPVE's rollouts, MPDP's u_T);
 - evaluation: timed once per window, and quoted for the setting "10 episodes of the
   deterministic pi_0 every 1000 env steps" at the worst case of full 1000-step episodes
@@ -45,7 +46,7 @@ from mpdp_pl.run import ALGOS, train_module  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_training import load_transitions  # noqa: E402
 
-PARTS = {"critic_step": "critic", "actor_step": "actor", "fit_dynamics": "model training",
+PARTS = {"critic_step": "critic", "actor_step": "actor", "train_model": "model training",
          "after_model_training": "model rollouts", "run_evaluation": "evaluation"}
 EVAL_STEPS_PER_1K = 10 * 1000  # 10 episodes of at most 1000 steps, every 1000 env steps
 
@@ -61,8 +62,10 @@ def timed(cls, data, n: int, log: dict):
             self.last_checkpoint_step = n
 
         def training_step(self, batch, batch_idx):
+            before = self.env_steps
             out = super().training_step(batch, batch_idx)
-            log["ticks"].append((self.env_steps, time.perf_counter()))
+            if self.env_steps != before:  # not Lightning's prefetched round past the budget
+                log["ticks"].append((self.env_steps, time.perf_counter()))
             return out
 
         def run_evaluation(self):
@@ -81,7 +84,7 @@ def timed(cls, data, n: int, log: dict):
             out = getattr(super(Timed, self), _m)(*args, **kwargs)
             log["calls"].append((_p, self.env_steps, time.perf_counter() - t0))
             if _m == "actor_step" and "train/live_rows" in self.last_metrics:
-                log["live"].append((self.last_metrics["train/live_rows"].item(),
+                log["live"].append((self.env_steps, self.last_metrics["train/live_rows"].item(),
                                     self.last_metrics["train/realized_horizon"].item()))
             return out
 
@@ -99,21 +102,21 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
             "eval_episodes": 2, "checkpoint_every": 0, "logger": "none", "out": f"{tmp}/run",
             "trainer.num_threads": 1, **overrides})
         train_module(timed(ALGOS[algo], data, n, log), cfg)
-    start = n + warmup
-    t_start = next(t for s, t in log["ticks"] if s >= start)
+    start, t_start = log["ticks"][0]  # after the first round (and its untimed model training)
     t_end = log["ticks"][-1][1]
     steps = log["ticks"][-1][0] - start
     parts = defaultdict(float)
     for part, step, secs in log["calls"]:
         if part != "evaluation" and step > start:
             parts[part] += secs
+    parts["model training"] -= parts["model rollouts"]  # after_model_training runs inside it
     wall = t_end - t_start
     per_1k = {p: parts[p] * 1000 / steps for p in PARTS.values() if p != "evaluation"}
     per_1k["env and collector"] = (wall - sum(parts.values())) * 1000 / steps
     eval_calls = [secs for part, _, secs in log["calls"] if part == "evaluation"]
     per_1k["evaluation"] = (eval_calls[-1] / max(log["eval_steps"], 1) * EVAL_STEPS_PER_1K
                             if eval_calls else 0.0)
-    live = log["live"]
+    live = [(lr, h) for step, lr, h in log["live"] if step > start]
     return {"algo": algo, "n": n, "steps": steps, "total": sum(per_1k.values()), **per_1k,
             "live_rows": sum(x for x, _ in live) / len(live) if live else float("nan"),
             "realized_horizon": sum(h for _, h in live) / len(live) if live else float("nan"),

@@ -8,8 +8,10 @@ real buffer by its own (fourth) optimizer, inside Lightning's manual step
 once, when it is stored (a ``holdout`` flag in the replay buffer, so checkpoints keep it on every
 rank), and the ensemble is never fitted on the newest ``model_max_holdout`` flagged ones: early
 stopping, the elites and MPDP's u_T are then measured on transitions the ensemble has never
-seen. ``model_holdout=redrawn`` draws a fresh random split at every training, as MBPO does;
-since training continues from the previous weights, most of that "holdout" was fitted before.
+seen (the input and target normalizers are still fitted on every stored transition).
+``model_holdout=redrawn`` draws a fresh random split at every training, as MBPO does; since
+training continues from the previous weights, most of that "holdout" was fitted before. MPDP,
+MBPO and MPPVE all use the same rule (the shared ensemble), by default the fixed split.
 
 Before each
 training, ``model/error`` measures the current model on the newest ``model_error_window`` real
