@@ -135,7 +135,7 @@ def main() -> None:
     p.add_argument("--window", type=int, default=250)
     p.add_argument("--csv", type=Path, default=None, help="also write the table here")
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     run_cfg, data = load_transitions(a.run_dir)
     if data.shape[0] < max(a.at):
         raise SystemExit(f"error: {a.run_dir} holds {data.shape[0]} transitions, fewer than {max(a.at)}")

@@ -117,7 +117,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--horizons", type=float, nargs="*", default=[3.0, 5.0])
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     torch.set_num_threads(1)
     ckpt, state, m, buf = load(a.path)
     c = m.cfg

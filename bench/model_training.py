@@ -133,7 +133,7 @@ def main() -> None:
     p.add_argument("--rules", nargs="+", default=["old", "steps500", "steps1000", "steps2000"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     torch.set_num_threads(1)
     run_cfg, data = load_transitions(a.run_dir)
     need = max(a.at) + a.test
