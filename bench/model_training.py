@@ -23,8 +23,10 @@ Rules (``--rules``):
     python bench/model_training.py RUN_DIR [--every 1000] [--at 5000 15000 30000]
                                    [--rules old steps500 steps1000 steps2000] [key=value ...]
 
-The run's trainings happen every ``model_train_freq`` (250) env steps: seconds per 1k env steps
-are 1000 / model_train_freq times the seconds per training printed here.
+The table's last cost column is seconds per 1k transitions of this sequence (a training every
+``--every``). A rule ``steps<N>`` at ``--every`` E spends N * 1000 / E model steps per 1k env
+steps: ``steps2000`` at the default E = 1000 is the default ``model_max_steps=500`` at
+``model_train_freq`` = 250. What a training costs inside the loop: ``bench/cost.py``.
 """
 
 from __future__ import annotations
@@ -150,12 +152,12 @@ def main() -> None:
           f"(max {cfg['model_max_holdout']}), patience {cfg['model_patience']}, max_epochs "
           f"{cfg['model_max_epochs']}, eval_every {cfg['model_eval_every']}; 1 torch thread", flush=True)
     table = {rule: run_rule(rule, cfg, data, a.every, a.at, a.test, a.seed) for rule in a.rules}
-    print(f"\n| rule | n | s/training | s per 1k env steps (train every {cfg['model_train_freq']}) "
+    print(f"\n| rule | n | s/training | s per 1k transitions (a training every {a.every}) "
           f"| test 1-step nMSE | test {OPEN_LOOP}-step error |")
     print("|---|---|---|---|---|---|")
     for rule, res in table.items():
         for n, r in res.items():
-            print(f"| {rule} | {n} | {r['seconds']:.1f} | {r['seconds'] * 1000 / cfg['model_train_freq']:.0f} "
+            print(f"| {rule} | {n} | {r['seconds']:.1f} | {r['seconds'] * 1000 / a.every:.0f} "
                   f"| {r['one_step']:.4f} | {r['open_loop']:.4f} |")
 
 

@@ -14,7 +14,8 @@ from mpdp_pl.config import ConfigError, load_config, parse_overrides
 def test_every_flag_has_a_default():
     cfg = load_config()
     assert cfg["env"] == "InvertedPendulum-v4" and cfg["algo"] == "mpdp" and cfg["seed"] == 0
-    assert cfg["steps"] == 15000  # the task file's budget
+    assert cfg["steps"] == 6000  # MPDP's first-run budget on this task (conf/algo/mpdp.yaml)
+    assert load_config(algo="sac")["steps"] == 15000  # the task file's budget (the paper's)
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v4", "Hopper-v5"])
