@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["steps=600", "init_random_steps=200", "eval_every=200", "eval_episodes=2",
-        "batch_size=64", "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1"]
+        "batch_size=64", "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1",
+        "model_max_steps=20"]
 
 
 def offline_env(tmp_home: Path) -> dict:

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 
 OVERRIDES = ["init_random_steps=200", "eval_every=200", "eval_episodes=2", "batch_size=64",
-             "hidden_sizes=[32,32]", "model_hidden=32", "model_max_epochs=2", "horizon=3"]
+             "hidden_sizes=[32,32]", "model_hidden=32", "model_max_steps=20", "horizon=3"]
 
 
 GRID = ["--envs", "InvertedPendulum-v4=400", "--algos", "sac", "mpdp", "--seeds", "0", "1",

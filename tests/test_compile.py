@@ -44,7 +44,7 @@ def test_a_compiled_mpdp_run_trains_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = run_train(["--env", "InvertedPendulum-v4", "--steps", "300", "--out", str(out),
                       "--logger", "none", "compile=true", "init_random_steps=100",
-                      "model_train_freq=100", "model_max_epochs=2", "eval_every=300",
+                      "model_train_freq=100", "model_max_steps=20", "eval_every=300",
                       "eval_episodes=1", "log_every=100", "trainer.num_threads=1",
                       *(f"{k}={v}".replace(" ", "") for k, v in SMALL.items())], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -26,7 +26,7 @@ from mpdp_pl.models.dynamics_training import _loss, holdout_scores, param_groups
 
 SMALL = {"batch_size": 32, "hidden_sizes": [32, 32], "model_hidden": 32, "horizon": 3}
 DDP_RUN = ["steps=400", "init_random_steps=100", "model_train_freq=100", "batch_size=32",
-           "hidden_sizes=[32,32]", "model_hidden=32", "model_max_epochs=3", "horizon=3",
+           "hidden_sizes=[32,32]", "model_hidden=32", "model_max_steps=30", "horizon=3",
            "eval_every=200", "eval_episodes=1", "checkpoint_every=200", "log_every=100",
            "logger=wandb", "trainer.num_threads=1", "trainer.strategy=ddp", "trainer.devices=2",
            "trainer.accelerator=cpu"]

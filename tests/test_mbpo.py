@@ -95,7 +95,7 @@ def test_branched_rollout_stops_terminated_samples(mbpo):
 def test_mbpo_smoke_run_and_resume(tmp_path):
     cfg = load_config("Hopper-v4", "mbpo", {
         **parse_overrides(TINY), "steps": 400, "init_random_steps": 250, "eval_every": 400,
-        "eval_episodes": 1, "model_train_freq": 50, "model_hidden": 16, "model_max_epochs": 2,
+        "eval_episodes": 1, "model_train_freq": 50, "model_hidden": 16, "model_max_steps": 20,
         "rollout_batch_size": 200, "rollout_schedule": [0, 1, 1, 3], "epoch_length": 50,
         "critic_updates_per_step": 2.0, "actor_updates_per_step": 2.0, "logger": "none",
         "out": str(tmp_path / "run")})

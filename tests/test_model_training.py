@@ -53,7 +53,7 @@ def test_chronological_order_of_a_wrapped_buffer():
 def _cfg(tmp_path, **extra):
     return load_config("Hopper-v4", "mpdp", {
         **parse_overrides(TINY), "steps": 700, "init_random_steps": 200, "eval_every": 700,
-        "eval_episodes": 1, "model_train_freq": 100, "model_hidden": 16, "model_max_epochs": 2,
+        "eval_episodes": 1, "model_train_freq": 100, "model_hidden": 16, "model_max_steps": 20,
         "model_max_holdout": 60, "checkpoint_every": 400, "horizon": 3, "logger": "none",
         "out": str(tmp_path / "run"), **extra})
 

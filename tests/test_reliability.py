@@ -93,7 +93,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 def test_same_seed_same_metrics(tmp_path):
     runs = []
     for name in ("a", "b"):
-        proc = run_train([*RUN, "--algo", "mpdp", "model_hidden=32", "model_max_epochs=2",
+        proc = run_train([*RUN, "--algo", "mpdp", "model_hidden=32", "model_max_steps=20",
                           "horizon=3", "--out", str(tmp_path / name)], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(rows(tmp_path / name))
@@ -142,7 +142,7 @@ class NaNInjection(MPDP):
 
 def fault_cfg(tmp_path, **extra):
     return load_config("InvertedPendulum-v4", "mpdp", {
-        **parse_overrides(TINY), "steps": 400, "model_hidden": 16, "model_max_epochs": 2,
+        **parse_overrides(TINY), "steps": 400, "model_hidden": 16, "model_max_steps": 20,
         "model_train_freq": 50, "horizon": 2, "logger": "none", "out": str(tmp_path / "run"),
         **extra})
 
