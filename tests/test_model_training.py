@@ -163,7 +163,8 @@ def test_early_stopping_counts_rounds_of_eval_every_steps():
 
 @pytest.mark.parametrize("item,message", [
     ("model_max_steps=0", "model_max_steps=0: must be a positive int or null"),
-    ("model_max_steps=abc", "model_max_steps='abc': must be a positive int or null"),
+    ("model_max_steps=abc", "model_max_steps='abc': expected int"),
+    ("model_max_steps=true", "model_max_steps=True: expected int"),
     ("model_eval_every=0", "model_eval_every=0: must be > 0"),
     ("model_holdout=sometimes", "model_holdout='sometimes': must be fixed or redrawn"),
     ("unroll_form=fast", "unroll_form='fast': must be auto, static or live"),
@@ -171,3 +172,7 @@ def test_early_stopping_counts_rounds_of_eval_every_steps():
 def test_bad_values_are_one_line_errors(item, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config("Hopper-v4", "mpdp", parse_overrides([item]))
+
+
+def test_null_budget_is_the_epoch_rule():
+    assert load_config("Hopper-v4", "mpdp", parse_overrides(["model_max_steps=null"]))["model_max_steps"] is None
