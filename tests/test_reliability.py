@@ -143,7 +143,8 @@ class NaNInjection(MPDP):
 def fault_cfg(tmp_path, **extra):
     return load_config("InvertedPendulum-v4", "mpdp", {
         **parse_overrides(TINY), "steps": 400, "model_hidden": 16, "model_max_steps": 20,
-        "model_train_freq": 50, "horizon": 2, "logger": "none", "out": str(tmp_path / "run"),
+        "model_train_freq": 50, "horizon": 2, "critic_updates_per_step": 1.0, "logger": "none",
+        "out": str(tmp_path / "run"),
         **extra})
 
 
