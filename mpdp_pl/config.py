@@ -209,6 +209,16 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"beta={cfg['beta']}: must be >= 0")
     if not 0 < cfg["u_T_quantile"] <= 1:
         raise ConfigError(f"u_T_quantile={cfg['u_T_quantile']}: must be in (0, 1]")
+    if cfg["u_T_rule"] not in ("holdout", "first_step"):
+        raise ConfigError(f"u_T_rule={cfg['u_T_rule']!r}: must be holdout or first_step")
+    if cfg["u_T_scale"] <= 0:
+        raise ConfigError(f"u_T_scale={cfg['u_T_scale']}: must be > 0")
+    if cfg["critic_target"] not in ("td", "mve"):
+        raise ConfigError(f"critic_target={cfg['critic_target']!r}: must be td or mve")
+    if cfg["critic_target"] == "mve" and cfg["algo"] != "mpdp":
+        raise ConfigError(f"critic_target=mve is MPDP's (algo={cfg['algo']} has no value expansion)")
+    if cfg["mve_horizon"] < 0:
+        raise ConfigError(f"mve_horizon={cfg['mve_horizon']}: must be >= 0")
     if cfg["actor_grad_clip"] <= 0:
         raise ConfigError(f"actor_grad_clip={cfg['actor_grad_clip']}: must be > 0")
     if not cfg["hidden_sizes"] or any(

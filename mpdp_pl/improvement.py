@@ -62,6 +62,7 @@ class Improvement(NamedTuple):
     diagnostics: dict             # detached tensors: J and its parts, horizon, cut fractions, u,
                                   # and live_rows: alive sample-steps / (B * Hmax), the share of
                                   # the static form's work spent on live samples
+    u_first: torch.Tensor         # [B] detached u(s_0, a_0) at the real states (u_T_rule=first_step)
 
 
 FORMS = ("static", "live")
@@ -116,10 +117,10 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
     for t in range(horizon):
         discount = gamma ** t
         action, log_prob = actor.sample(s, t, noise.actor[t], params=heads)
-        if t == 0:
-            log_prob0 = log_prob
         step = dynamics.step(s, action, member=noise.member[t], noise=noise.model[t],
                              params=model_params)
+        if t == 0:
+            log_prob0, u_first = log_prob, step.u.detach()
         cut = alive & (step.u.detach() >= u_threshold)
         u_sum = u_sum + torch.where(alive, step.u.detach(), 0.0).sum()
         u_count = u_count + alive.sum()
@@ -172,7 +173,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
         "cut_frac": torch.stack(cut_fracs),
         "live_rows": alive_steps / (batch * horizon),
     }
-    return Improvement(-ret.mean(), log_prob0, diagnostics)
+    return Improvement(-ret.mean(), log_prob0, diagnostics, u_first)
 
 
 def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_threshold, horizon,
@@ -205,11 +206,11 @@ def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_threshold, 
         full = n == batch and t == 0
         pick = (lambda x: x) if full else (lambda x: x[rows])  # noqa: E731 - t = 0: every row
         action, log_prob = actor.sample(s, t, pick(noise.actor[t]), params=heads)
-        if t == 0:
-            log_prob0 = log_prob
         step = dynamics.step(s, action, member=pick(noise.member[t]), noise=pick(noise.model[t]),
                              params=model_params)
         u = step.u.detach()
+        if t == 0:
+            log_prob0, u_first = log_prob, u
         cut = u >= u_threshold
         u_sum, u_count = u_sum + u.sum(), u_count + n
         cut_counts.append(cut.sum())
@@ -260,4 +261,4 @@ def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_threshold, 
         "cut_frac": torch.stack(cut_counts) / batch,
         "live_rows": zero.new_tensor(rows_done / (batch * horizon)),
     }
-    return Improvement(-ret.mean(), log_prob0, diagnostics)
+    return Improvement(-ret.mean(), log_prob0, diagnostics, u_first)

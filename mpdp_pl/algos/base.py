@@ -73,6 +73,7 @@ class OffPolicyModule(pl.LightningModule):
         self.actor_schedule = UpdateSchedule(cfg["actor_updates_per_step"])
         self.update_after = max(cfg["init_random_steps"], cfg["batch_size"])
         self.last_metrics: dict[str, torch.Tensor | float] = {}
+        self._interval_sums: dict[str, tuple] = {}  # record_mean: (sum, count) per metric
         self.last_eval: dict[str, float] = {}
         self.out_dir = Path(cfg["out"]) if cfg.get("out") else None
         self.replay_buffer = None
@@ -102,6 +103,21 @@ class OffPolicyModule(pl.LightningModule):
     def record(self, **metrics: torch.Tensor | float) -> None:
         """Keep the latest value of ``train/<name>`` metrics (detached; read only when logged)."""
         self.record_metrics({f"train/{k}": v for k, v in metrics.items()})
+
+    def record_mean(self, metrics: dict) -> None:
+        """Accumulate fully named metrics whose logged value is their mean over the logging
+        interval (``log_every`` env steps) rather than the latest batch's; sums stay on the
+        device until the interval ends."""
+        for k, v in metrics.items():
+            total, count = self._interval_sums.get(k, (0.0, 0))
+            self._interval_sums[k] = (total + (v.detach() if torch.is_tensor(v) else v), count + 1)
+
+    def close_interval(self) -> None:
+        """The interval's means become the metrics' values (metrics.csv rows written before the
+        next push show the last complete interval)."""
+        for k, (total, count) in self._interval_sums.items():
+            self.last_metrics[k] = total / count
+        self._interval_sums = {}
 
     def record_metrics(self, metrics: dict) -> None:
         """Keep the latest value of fully named metrics (tensors detached, numbers, strings)."""
@@ -383,6 +399,7 @@ class OffPolicyModule(pl.LightningModule):
     def log_training_metrics(self) -> None:
         self._last_log_step = self.env_steps
         self.check_deferred_faults()
+        self.close_interval()
         metrics = {**self._scalars(), **self._time_metrics("log"), "env_steps": self.env_steps}
         if not any(self._fault_streak.values()):
             self.snapshot_good_weights()

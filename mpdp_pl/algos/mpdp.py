@@ -24,12 +24,22 @@ import torch
 
 from ..distributed import gather_across_ranks
 from ..improvement import farsighted_improvement
+from ..value_expansion import expansion_loss, expansion_targets
 from .model_based import ModelBasedSAC
+
+FIRST_STEP_RATE = 0.01  # u_T_rule=first_step: rate of the running mean (about 100 actor updates)
 
 IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
                     "train/J_cut_value", "train/J_tail", "train/realized_horizon", "train/u_mean",
-                    "train/live_rows",
-                    "model/u_T", "model/u_ref")
+                    "train/live_rows", "train/u_first",
+                    "model/u_T", "model/u_ref", "train/imagined_frac")
+# logged as means over the logging interval, not the last batch's value
+INTERVAL_MEAN_KEYS = ("train/realized_horizon", "train/live_rows", "train/u_mean")
+
+
+def _before_first_step_rule(module, state_dict, prefix, *args) -> None:
+    """Checkpoints written before u_T_rule existed hold no ``u_first_ref``: it starts unset."""
+    state_dict.setdefault(prefix + "u_first_ref", torch.zeros(()))
 
 
 class MPDP(ModelBasedSAC):
@@ -39,6 +49,9 @@ class MPDP(ModelBasedSAC):
         self.fixed_u_T = cfg["u_T"] != "auto"
         self.register_buffer("u_threshold", torch.tensor(float(cfg["u_T"]) if self.fixed_u_T else 0.0))
         self.register_buffer("u_ref", torch.tensor(1.0))
+        # u_T_rule=first_step: running mean of the quantile of u(s_0, a_0); 0 until the first unroll
+        self.register_buffer("u_first_ref", torch.tensor(0.0))
+        self.register_load_state_dict_pre_hook(_before_first_step_rule)
         # compile=true: one graph for the whole unroll (forward and backward), compiled on the
         # first farsighted update; worth it on GPUs (many small fused ops), not on CPUs
         self.improve = torch.compile(farsighted_improvement) if cfg["compile"] else farsighted_improvement
@@ -52,8 +65,9 @@ class MPDP(ModelBasedSAC):
             # under DDP, every rank's held-out u: the same threshold on every rank
             u = gather_across_ranks(self.dynamics.ovr_error(holdout["observation"], holdout["action"]))
             self.u_ref.copy_(torch.quantile(u, self.cfg["u_T_quantile"]).clamp_min(1e-6))
-            if not self.fixed_u_T:
-                self.u_threshold.copy_(self.u_ref)
+            if not self.fixed_u_T and (self.cfg["u_T_rule"] == "holdout" or self.u_first_ref == 0):
+                # first_step: the holdout's value only until the first unroll has measured u_0
+                self.u_threshold.copy_(self.cfg["u_T_scale"] * self.u_ref)
         self.record_metrics({"model/u_T": self.u_threshold, "model/u_ref": self.u_ref})
 
     def penalty_weight(self) -> torch.Tensor | float:
@@ -68,6 +82,29 @@ class MPDP(ModelBasedSAC):
         if self.unroll_form != "auto":
             return self.unroll_form
         return "live" if self.device.type == "cpu" and not self.cfg["compile"] else "static"
+
+    @torch.no_grad()
+    def follow_first_step(self, u_first: torch.Tensor) -> None:
+        """u_T_rule=first_step: u_T = u_T_scale * running mean of quantile(u(s_0, a_0)), updated
+        on the device (no host sync); the first unroll sets the mean."""
+        ref = torch.quantile(u_first, self.cfg["u_T_quantile"])
+        rate = torch.where(self.u_first_ref > 0, FIRST_STEP_RATE, 1.0)
+        self.u_first_ref.lerp_(ref, rate)
+        if not self.fixed_u_T:
+            self.u_threshold.copy_(self.cfg["u_T_scale"] * self.u_first_ref)
+        self.record_metrics({"model/u_T": self.u_threshold})
+
+    def critic_loss(self, batch):
+        """critic_target=mve, once the model exists: value-expansion targets over
+        ``mve_horizon`` model steps of pi_0 (:mod:`mpdp_pl.value_expansion`); SAC's otherwise."""
+        if self.cfg["critic_target"] != "mve" or not self.model_ready:
+            return super().critic_loss(batch)
+        targets = expansion_targets(batch, self.actor, self.critic_target, self.dynamics,
+                                    self.alpha, self.cfg["gamma"], self.cfg["mve_horizon"],
+                                    self.u_threshold)
+        loss, q = expansion_loss(self.critic, targets)
+        self.record(target_max=targets.target.max(), imagined_frac=targets.imagined_frac)
+        return loss, q[:, : batch.shape[0]]
 
     def actor_grad_clip(self) -> float:
         return self.cfg["actor_grad_clip"]
@@ -86,7 +123,12 @@ class MPDP(ModelBasedSAC):
         grad_norm = self.guarded_step("actor", self.optimizers()[1], result.loss,
                                       self.actor.parameters(), c["actor_grad_clip"])
         self.temperature_step(result.log_prob0)
-        diag = dict(result.diagnostics)
-        cut_frac = diag.pop("cut_frac")
-        self.record(actor_loss=result.loss, actor_grad_norm=grad_norm, **diag)
-        self.record_metrics({f"train/cut_frac/{t}": cut_frac[t] for t in range(self.horizon)})
+        if self.cfg["u_T_rule"] == "first_step":
+            self.follow_first_step(result.u_first)
+        diag = {f"train/{k}": v for k, v in result.diagnostics.items()}
+        cut_frac = diag.pop("train/cut_frac")
+        diag["train/u_first"] = result.u_first.mean()
+        means = {k: diag.pop(k) for k in INTERVAL_MEAN_KEYS}
+        self.record(actor_loss=result.loss, actor_grad_norm=grad_norm)
+        self.record_metrics(diag)
+        self.record_mean({**means, **{f"train/cut_frac/{t}": cut_frac[t] for t in range(self.horizon)}})

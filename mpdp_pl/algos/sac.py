@@ -20,7 +20,7 @@ from .base import OffPolicyModule
 
 
 class SAC(OffPolicyModule):
-    metric_keys = ("train/critic_loss", "train/q_mean", "train/actor_loss",
+    metric_keys = ("train/critic_loss", "train/q_mean", "train/target_max", "train/actor_loss",
                    "train/actor_grad_norm", "train/entropy", "train/alpha", "train/alpha_loss")
     def __init__(self, cfg: dict, spec, actor_heads: int = 1):
         super().__init__(cfg, spec)
@@ -58,6 +58,7 @@ class SAC(OffPolicyModule):
                 next_log_prob, self.alpha.detach(), self.cfg["gamma"],
             )
         q = self.critic(obs, action)
+        self.record(target_max=target.max())
         return losses.critic_loss(q, target), q
 
     def actor_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
