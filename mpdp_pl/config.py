@@ -217,6 +217,8 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"critic_target={cfg['critic_target']!r}: must be td or mve")
     if cfg["critic_target"] == "mve" and cfg["algo"] != "mpdp":
         raise ConfigError(f"critic_target=mve is MPDP's (algo={cfg['algo']} has no value expansion)")
+    if cfg["mve_target_bound"] and cfg["gamma"] >= 1:
+        raise ConfigError("mve_target_bound needs gamma < 1 (its bound is r / (1 - gamma))")
     if cfg["mve_horizon"] < 0:
         raise ConfigError(f"mve_horizon={cfg['mve_horizon']}: must be >= 0")
     if cfg["actor_grad_clip"] <= 0:

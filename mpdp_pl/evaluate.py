@@ -58,8 +58,9 @@ def evaluate_agent(cfg: dict, module, episodes: int, seed: int, deterministic: b
 
     env = make_env(cfg, seed=seed)
     try:
-        returns, lengths = run_episodes(env, module.policy(deterministic), episodes,
-                                        module.spec.max_episode_steps or 10**6)
+        episodes_run = run_episodes(env, module.policy(deterministic), episodes,
+                                    module.spec.max_episode_steps or 10**6)
+        returns, lengths = episodes_run.returns, episodes_run.lengths
     finally:
         env.close()
     return {

@@ -10,6 +10,9 @@ For real states s_0 and heads pi_0..pi_{H-1} (H = Hmax), with alive mask m_0 = 1
         m_{t+1} = m_t & ~cut_t & ~terminal(s_{t+1})
     J += gamma^H V_old(s_H) where m_H,  V_old(s) = min_j Q_j(s, a') - alpha log pi_0(a'|s), a' ~ pi_0(s)
 
+An actor with fewer heads than Hmax uses its last head for the remaining steps: with one head
+(``single_policy=true``) pi_0 acts at every step, as in SVG and DHMBPO.
+
 A cut sample ends with SAC's one-step objective at s_t (so a fully untrusted model degenerates to
 SAC); a predicted terminal ends the sum with no bootstrap. V_old uses pi_0 with detached
 parameters (a' is still a function of s_H), the online critics with detached parameters, and a
@@ -116,7 +119,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
     heads = actor.head_params()
     for t in range(horizon):
         discount = gamma ** t
-        action, log_prob = actor.sample(s, t, noise.actor[t], params=heads)
+        action, log_prob = actor.sample(s, min(t, actor.num_heads - 1), noise.actor[t], params=heads)
         step = dynamics.step(s, action, member=noise.member[t], noise=noise.model[t],
                              params=model_params)
         if t == 0:
@@ -205,7 +208,8 @@ def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_threshold, 
         discount = gamma ** t
         full = n == batch and t == 0
         pick = (lambda x: x) if full else (lambda x: x[rows])  # noqa: E731 - t = 0: every row
-        action, log_prob = actor.sample(s, t, pick(noise.actor[t]), params=heads)
+        action, log_prob = actor.sample(s, min(t, actor.num_heads - 1), pick(noise.actor[t]),
+                                        params=heads)
         step = dynamics.step(s, action, member=pick(noise.member[t]), noise=pick(noise.model[t]),
                              params=model_params)
         u = step.u.detach()

@@ -24,8 +24,10 @@ So K = 0 is SAC's Eq. (2)-(3) exactly. The target evaluates pi_0 at every step (
 acts, and the one V_old of Algorithm 1 uses), not the heads pi_1..pi_{H-1} of the farsighted
 unroll: Q stays Q^{pi_0}. The model-error penalty beta * u does not enter the critic's reward:
 Q estimates the real return (``eval/q_bias`` checks that), and the penalty shapes the actor's
-objective only. ``target_bound`` (optional) clips every target to [lo, hi] (bounded targets,
-as DHMBPO), against value explosion through imagined rewards.
+objective only. ``bounded=True`` clips every target to [min(0, m), max(0, M)] / (1 - gamma),
+where m and M are the smallest and largest per-step soft reward (rho_k - alpha log pi_0, and the
+real r) in the batch: the range of any discounted sum of them, terminals included (bounded
+targets, as DHMBPO's), a guard against values that explode through imagined rewards.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def soft_value(actor: MultiHeadActor, critic_target: TwinQ, x: torch.Tensor, eps
 def expansion_targets(batch, actor: MultiHeadActor, critic_target: TwinQ,
                       dynamics: DynamicsModel, alpha: torch.Tensor, gamma: float, horizon: int,
                       u_threshold: float | torch.Tensor = float("inf"),
-                      target_bound: tuple[float, float] | None = None,
+                      bounded: bool = False,
                       noise: RolloutNoise | None = None) -> ExpansionTargets:
     """The MVE targets of the module docstring for a real ``batch`` (replay-buffer keys)."""
     obs, action = batch["observation"], batch["action"]
@@ -90,9 +92,13 @@ def expansion_targets(batch, actor: MultiHeadActor, critic_target: TwinQ,
     imagined_targets.reverse()
     y_real = reward + gamma * (~done).to(g.dtype) * g
     target = torch.cat([y_real, *imagined_targets])
-    if target_bound is not None:
-        target = target.clamp(*target_bound)
     weight = torch.cat([torch.ones_like(y_real), *(v.to(y_real.dtype) for v in valids)])
+    if bounded:
+        soft = torch.cat([reward, *(r + e for r, e in zip(rhos, ents))])
+        counted = weight > 0
+        low = torch.where(counted, soft, torch.inf).min().clamp(max=0.0) / (1 - gamma)
+        high = torch.where(counted, soft, -torch.inf).max().clamp(min=0.0) / (1 - gamma)
+        target = torch.minimum(torch.maximum(target, low), high)
     imagined = torch.stack(valids).float().mean() if horizon else obs.new_zeros(())
     return ExpansionTargets(torch.cat([obs, *xs]), torch.cat([action, *bs]), target, weight,
                             imagined)

@@ -187,3 +187,30 @@ def test_learned_termination_head():
     recall = (pred & truth).sum() / truth.sum()
     specificity = (~pred & ~truth).sum() / (~truth).sum()
     assert recall > 0.8 and specificity > 0.95, (recall, specificity)
+
+
+def test_layer_norm_mlp_equals_torch_modules():
+    """BatchedMLP(layer_norm=True), member by member, against nn.Linear / ReLU / nn.LayerNorm
+    (no affine) with the same weights."""
+    import torch
+    from torch import nn
+
+    from mpdp_pl.models.layers import BatchedMLP
+
+    torch.manual_seed(0)
+    mlp = BatchedMLP(3, 5, 2, [8, 8], layer_norm=True)
+    x = torch.randn(7, 5)
+    out = mlp(x)
+    for e in range(3):
+        seq = []
+        for i, layer in enumerate(mlp.layers):
+            lin = nn.Linear(*layer.weight.shape[1:])
+            with torch.no_grad():
+                lin.weight.copy_(layer.weight[e].T)
+                lin.bias.copy_(layer.bias[e, 0])
+            seq.append(lin)
+            if i < len(mlp.layers) - 1:
+                seq += [nn.ReLU(), nn.LayerNorm(layer.weight.shape[2], elementwise_affine=False)]
+        ref = nn.Sequential(*seq)(x)
+        torch.testing.assert_close(out[e], ref)
+        torch.testing.assert_close(mlp.member(x, e), ref)

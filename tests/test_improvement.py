@@ -314,3 +314,25 @@ def test_live_rows_counts_the_alive_sample_steps(form):
     steps_run = sum(min(c + 1, heads) for c in first_cut)  # a sample cut at t ran t + 1 steps
     assert out.diagnostics["live_rows"].item() == pytest.approx(steps_run / (B * heads))
     assert out.diagnostics["realized_horizon"].item() == pytest.approx(sum(first_cut) / B)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_single_policy_uses_pi0_at_every_step(form):
+    """One head and Hmax = 4: the per-sample loop with pi_0 at every step (SVG, DHMBPO)."""
+    horizon, beta = 4, 0.5
+    actor, critic, model, obs = parts(1, seed=3)
+    obs = obs * 1.5
+    with torch.no_grad():
+        u_t = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), 0.8).item()
+    torch.manual_seed(1)
+    noise = sample_noise(model, horizon, B, ACT, "cpu")
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_t, horizon,
+                                 False, noise, form=form)
+
+    class OneHead:  # the reference loop asks for head t: answer with pi_0
+        def sample(self, s, t, eps, **kw):
+            return actor.sample(s, 0, eps, **kw)
+
+    ref = loop_reference(OneHead(), critic, model, obs, noise, horizon, beta, u_t, False)
+    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
+    assert out.diagnostics["realized_horizon"].item() > 1

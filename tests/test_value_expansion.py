@@ -150,3 +150,28 @@ def test_invalid_rows_do_not_count():
     assert out.weight[N:].sum() == 0 and out.imagined_frac == 0
     poisoned = out._replace(target=torch.cat([out.target[:N], torch.full((3 * N,), 1e6)]))
     torch.testing.assert_close(expansion_loss(critic, poisoned)[0], expansion_loss(critic, out)[0])
+
+
+def test_bounded_targets_clip_to_the_soft_reward_range():
+    actor, critic, target, model, batch = parts(seed=4)
+    with torch.no_grad():  # a target critic far out of range: the bound must bite
+        target.net.layers[-1].bias.add_(500.0)
+    torch.manual_seed(7)
+    noise = sample_noise(model, 3, N, ACT, "cpu")
+    free = expansion_targets(batch, actor, target, model, ALPHA, GAMMA, 3, noise=noise)
+    clipped = expansion_targets(batch, actor, target, model, ALPHA, GAMMA, 3, noise=noise,
+                                bounded=True)
+    # the range by hand: the real rewards and rho_k - alpha log pi_0 of every counted step
+    soft = [batch["next", "reward"].squeeze(-1)]
+    x, alive = batch["next", "observation"], ~batch["next", "terminated"].squeeze(-1)
+    for k in range(3):
+        b, lp = actor.sample(x, 0, noise.actor[k])
+        step = model.step(x, b, member=noise.member[k], noise=noise.model[k])
+        soft.append(torch.where(alive, step.reward - ALPHA * lp, torch.nan))
+        x, alive = step.next_obs, alive & ~step.terminated
+    soft = torch.cat(soft)
+    low = min(0.0, soft.nanquantile(0.0).item()) / (1 - GAMMA)
+    high = max(0.0, soft.nanquantile(1.0).item()) / (1 - GAMMA)
+    assert free.target.max().item() > high  # the test exercises the clip
+    expected = free.target.clamp(low, high)
+    torch.testing.assert_close(clipped.target, expected)

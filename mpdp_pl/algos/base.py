@@ -97,6 +97,11 @@ class OffPolicyModule(pl.LightningModule):
     def update(self, critic_updates: int, actor_updates: int) -> None:
         raise NotImplementedError
 
+    def q_value(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The critic's Q(s, pi_0(s)) with the deterministic pi_0 at ``obs`` (for
+        ``eval/q_bias``); None where there is no such critic."""
+        return None
+
     def before_updates(self) -> None:
         """Runs in every round once updates have started, before :meth:`update`."""
 
@@ -328,6 +333,7 @@ class OffPolicyModule(pl.LightningModule):
         self._last_log_step = self.env_steps
         if self.trainer.is_global_zero and self.out_dir is not None:
             columns = ["env_steps", "eval/return", "eval/return_std", "eval/episode_length",
+                       "eval/q_bias",
                        "time/elapsed", "time/env_steps_per_s", "train/updates",
                        "train/nonfinite_skips",
                        *self.metric_keys]
@@ -413,7 +419,7 @@ class OffPolicyModule(pl.LightningModule):
             return
         result = evaluate(self.envs["eval"], self.policy(deterministic=True),
                           self.cfg["eval_episodes"], self.spec.max_episode_steps or 10**6,
-                          seed=self.eval_seed)
+                          seed=self.eval_seed, gamma=self.cfg["gamma"], q_value=self.q_value)
         self.last_eval = result
         row = {"env_steps": self.env_steps, **result, **self._time_metrics("eval"), **self._scalars()}
         if self.logger is not None:

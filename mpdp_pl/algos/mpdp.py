@@ -44,7 +44,9 @@ def _before_first_step_rule(module, state_dict, prefix, *args) -> None:
 
 class MPDP(ModelBasedSAC):
     def __init__(self, cfg: dict, spec):
-        super().__init__(cfg, spec, actor_heads=cfg["horizon"])
+        # single_policy: one policy for every step of the unroll (SVG, DHMBPO) instead of the
+        # paper's heads pi_0..pi_{Hmax-1}
+        super().__init__(cfg, spec, actor_heads=1 if cfg["single_policy"] else cfg["horizon"])
         self.horizon = cfg["horizon"]
         self.fixed_u_T = cfg["u_T"] != "auto"
         self.register_buffer("u_threshold", torch.tensor(float(cfg["u_T"]) if self.fixed_u_T else 0.0))
@@ -101,7 +103,7 @@ class MPDP(ModelBasedSAC):
             return super().critic_loss(batch)
         targets = expansion_targets(batch, self.actor, self.critic_target, self.dynamics,
                                     self.alpha, self.cfg["gamma"], self.cfg["mve_horizon"],
-                                    self.u_threshold)
+                                    self.u_threshold, bounded=self.cfg["mve_target_bound"])
         loss, q = expansion_loss(self.critic, targets)
         self.record(target_max=targets.target.max(), imagined_frac=targets.imagined_frac)
         return loss, q[:, : batch.shape[0]]

@@ -30,7 +30,8 @@ class MPPVE(MBPO):
     def __init__(self, cfg: dict, spec):
         super().__init__(cfg, spec)
         self.k = cfg["plan_length"]
-        self.critic = TwinQ(spec.obs_dim, self.k * spec.action_dim, cfg["hidden_sizes"])
+        self.critic = TwinQ(spec.obs_dim, self.k * spec.action_dim, cfg["hidden_sizes"],
+                            layer_norm=cfg["critic_layernorm"])
         self.critic_target = make_target(self.critic)
         self.target_entropy *= self.k  # log pi^k sums k per-step log-probabilities
 
@@ -82,6 +83,10 @@ class MPPVE(MBPO):
         q = self.critic(obs, plan.actions, detach_params=True)
         log_prob = plan.log_prob.sum(-1)
         return (self.alpha.detach() * log_prob - q.min(dim=0).values).mean(), log_prob
+
+    def q_value(self, obs):
+        """No eval/q_bias: MPPVE's critic values k-step plans, not actions."""
+        return None
 
     def actor_grad_clip(self) -> float:
         return self.cfg["actor_grad_clip"]

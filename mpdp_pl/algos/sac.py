@@ -27,7 +27,8 @@ class SAC(OffPolicyModule):
         hidden = cfg["hidden_sizes"]
         self.actor = MultiHeadActor(spec.obs_dim, spec.action_dim, hidden, actor_heads,
                                     cfg["log_std_min"], cfg["log_std_max"])
-        self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden)
+        self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden,
+                            layer_norm=cfg["critic_layernorm"])
         self.critic_target = make_target(self.critic)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg["init_alpha"])))
         te = cfg["target_entropy"]
@@ -67,6 +68,11 @@ class SAC(OffPolicyModule):
         action, log_prob = self.actor.sample(obs)
         q = self.critic(obs, action, detach_params=True)
         return losses.actor_loss(q, log_prob, self.alpha), log_prob
+
+    @torch.no_grad()
+    def q_value(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = obs.to(self.device, torch.float32)
+        return self.critic(obs, self.actor.deterministic(obs)).min(0).values
 
     # ------------------------------------------------------------------ optimizer steps
     def fault_parts(self) -> dict:

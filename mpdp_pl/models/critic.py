@@ -1,5 +1,7 @@
 """Twin soft Q-functions Q_1, Q_2 with Polyak-averaged targets (SAC, Haarnoja et al. 2018;
-the clipped double-Q of Fujimoto et al. 2018). Both critics are one :class:`BatchedMLP` (E = 2).
+the clipped double-Q of Fujimoto et al. 2018). Both critics are one :class:`BatchedMLP` (E = 2);
+``critic_layernorm`` adds LayerNorm to their hidden layers (a stabilizer for critics trained on
+model data, as in DHMBPO).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from .layers import BatchedMLP
 class TwinQ(nn.Module):
     """``Q(s, a) -> [2, B]``: both critics at once."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int], num_critics: int = 2):
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int], num_critics: int = 2,
+                 layer_norm: bool = False):
         super().__init__()
-        self.net = BatchedMLP(num_critics, obs_dim + action_dim, 1, hidden_sizes)
+        self.net = BatchedMLP(num_critics, obs_dim + action_dim, 1, hidden_sizes,
+                              layer_norm=layer_norm)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor,
                 detach_params: bool = False) -> torch.Tensor:

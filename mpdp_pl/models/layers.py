@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -60,11 +61,15 @@ class BatchedMLP(nn.Module):
 
     ``detach_params=True`` evaluates with detached weights: gradients still flow to the input but
     never reach these parameters (how the actor loss reads the critics without touching them).
+    ``layer_norm=True`` normalizes every hidden layer's activations (LayerNorm without affine
+    parameters, before each linear layer but the first, as DHMBPO's critics).
     """
 
     def __init__(self, members: int, in_features: int, out_features: int,
-                 hidden_sizes: list[int], activation: type[nn.Module] = nn.ReLU):
+                 hidden_sizes: list[int], activation: type[nn.Module] = nn.ReLU,
+                 layer_norm: bool = False):
         super().__init__()
+        self.layer_norm = layer_norm
         sizes = [in_features, *hidden_sizes, out_features]
         self.members = members
         self.layers = nn.ModuleList(
@@ -94,8 +99,12 @@ class BatchedMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, detach_params, members, params[i] if params is not None else None)
             if i < len(self.layers) - 1:
-                x = self.activation(x)
+                x = self._hidden(x)
         return x
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activation(x)
+        return F.layer_norm(x, x.shape[-1:]) if self.layer_norm else x
 
     def member(self, x: torch.Tensor, e: int, detach_params: bool = False,
                params: list | None = None) -> torch.Tensor:
@@ -104,5 +113,5 @@ class BatchedMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer.member(x, e, detach_params, params[i] if params is not None else None)
             if i < len(self.layers) - 1:
-                x = self.activation(x)
+                x = self._hidden(x)
         return x
