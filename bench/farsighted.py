@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mpdp_pl import checkpoint  # noqa: E402
 from mpdp_pl.algos import ALGOS  # noqa: E402
 from mpdp_pl.cli import _flatten  # noqa: E402
-from mpdp_pl.config import load_config  # noqa: E402
+from mpdp_pl.config import MPDP_ALGOS, load_config  # noqa: E402
 from mpdp_pl.data import load_buffer, make_replay_buffer  # noqa: E402
 from mpdp_pl.improvement import FORMS, farsighted_improvement, sample_noise  # noqa: E402
 from mpdp_pl.run import probe_env_spec  # noqa: E402
@@ -44,7 +44,7 @@ def load(path: Path):
     state = checkpoint.read(ckpt)
     # keys added since the checkpoint was written take their defaults
     cfg = load_config(state["config"]["env"], state["config"]["algo"], _flatten(state["config"]))
-    if cfg["algo"] != "mpdp":
+    if cfg["algo"] not in MPDP_ALGOS:
         raise SystemExit(f"error: {ckpt} is a {cfg['algo']} checkpoint, not mpdp")
     module = ALGOS["mpdp"](cfg, probe_env_spec(cfg))
     module.load_state_dict(state["module"])

@@ -2,7 +2,9 @@
 <- the algorithm file's ``tasks: {<Task>: {...}}`` entry <- command-line ``key=value`` overrides.
 
 Values that depend on both the task and the algorithm (MPDP's Hmax, MBPO's rollout schedule)
-live in the algorithm file's ``tasks`` table: one visible place per algorithm and task.
+live in the algorithm file's ``tasks`` table: one visible place per algorithm and task. A preset
+(``--algo mpdp_paper``) is an algorithm file with ``preset_of: <algorithm>``: that algorithm's
+file and tasks table apply first, then the preset's own values.
 
 The config is a plain nested dict. Keys form one flat namespace in which nested keys are written
 with dots (``wandb.project=foo``). An override must name a key that the base config defines and
@@ -22,6 +24,9 @@ import yaml
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
+
+# MPDP and its presets (conf/algo/*.yaml with ``preset_of: mpdp``)
+MPDP_ALGOS = ("mpdp", "mpdp_paper")
 
 # Keys whose default is the string "auto" and that also take a number (inf and -inf included).
 AUTO_OR_NUMBER = {"target_entropy", "u_T"}
@@ -149,6 +154,13 @@ def load_config(
         )
     algo_layer = _read_yaml(algo_file)
     per_task = algo_layer.pop("tasks", None) or {}
+    parent = algo_layer.pop("preset_of", None)  # a preset: its algorithm's file, then its own values
+    if parent is not None:
+        parent_layer = _read_yaml(CONF_DIR / "algo" / f"{parent}.yaml")
+        parent_tasks = parent_layer.pop("tasks", None) or {}
+        _merge(cfg, parent_layer, known, f"conf/algo/{parent}.yaml")
+        per_task = {t: {**parent_tasks.get(t, {}), **per_task.get(t, {})}
+                    for t in {*parent_tasks, *per_task}}
     _merge(cfg, algo_layer, known, f"conf/algo/{algo}.yaml")
     env_file = CONF_DIR / "env" / f"{task_name(env)}.yaml"
     if env_file.exists():
@@ -215,8 +227,16 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"u_T_scale={cfg['u_T_scale']}: must be > 0")
     if cfg["critic_target"] not in ("td", "mve"):
         raise ConfigError(f"critic_target={cfg['critic_target']!r}: must be td or mve")
-    if cfg["critic_target"] == "mve" and cfg["algo"] != "mpdp":
+    if cfg["critic_target"] == "mve" and cfg["algo"] not in MPDP_ALGOS:
         raise ConfigError(f"critic_target=mve is MPDP's (algo={cfg['algo']} has no value expansion)")
+    if cfg["start_states"] not in ("real", "model"):
+        raise ConfigError(f"start_states={cfg['start_states']!r}: must be real or model")
+    for k in ("start_rollout_length", "start_rollout_every"):
+        if cfg[k] < 1:
+            raise ConfigError(f"{k}={cfg[k]}: must be >= 1")
+    if cfg["start_buffer_size"] < cfg["batch_size"]:
+        raise ConfigError(f"start_buffer_size={cfg['start_buffer_size']}: must be >= batch_size "
+                          f"({cfg['batch_size']})")
     if cfg["mve_target_bound"] and cfg["gamma"] >= 1:
         raise ConfigError("mve_target_bound needs gamma < 1 (its bound is r / (1 - gamma))")
     if cfg["mve_horizon"] < 0:

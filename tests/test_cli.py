@@ -77,7 +77,7 @@ def test_help_lists_options_and_algorithms(tmp_path):
     proc = run_train(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for word in ("--env", "--algo", "--steps", "--seed", "--out", "--logger", "--print-config",
-                 "--resume", "algorithms: mbpo, mpdp, mppve, sac"):
+                 "--resume", "algorithms: mbpo, mpdp, mpdp_paper, mppve, sac"):
         assert word in proc.stdout, word
 
 
@@ -121,3 +121,35 @@ def test_existing_run_dir_is_refused_and_left_untouched(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: {run} already holds a run; choose another --out"]
     assert (run / "metrics.csv").read_text() == "env_steps,eval/return\n100,5.0\n"
     assert sorted(p.name for p in run.iterdir()) == ["metrics.csv"]
+
+
+def test_paper_preset_is_mpdp_with_algorithm_2_as_printed():
+    paper, mpdp = load_config("Hopper-v4", "mpdp_paper"), load_config("Hopper-v4", "mpdp")
+    # the task table of mpdp applies (Hmax 15 on Hopper), then the preset's own values
+    assert paper["horizon"] == mpdp["horizon"] == 15
+    assert paper["critic_target"] == "td" and paper["u_T_rule"] == "holdout"
+    assert paper["paper_literal_cut"] and not paper["terminal_critic"]
+    assert not paper["beta_relative"] and paper["start_states"] == "real"
+    # an override still wins over the preset
+    assert load_config("Hopper-v4", "mpdp_paper", {"horizon": 4})["horizon"] == 4
+    from mpdp_pl.algos import ALGOS
+    assert ALGOS["mpdp_paper"] is ALGOS["mpdp"]
+
+
+@pytest.mark.parametrize("items,match", [
+    (["critic_target=mc"], "critic_target='mc'"),
+    (["u_T_rule=median"], "u_T_rule='median'"),
+    (["u_T_scale=0"], "u_T_scale=0"),
+    (["mve_horizon=-1"], "mve_horizon=-1"),
+    (["start_states=fifo"], "start_states='fifo'"),
+    (["start_buffer_size=10"], "start_buffer_size=10"),
+    (["mve_target_bound=true", "gamma=1"], "needs gamma < 1"),
+])
+def test_bad_mpdp_switches_raise(items, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("Hopper-v4", "mpdp", parse_overrides(items))
+
+
+def test_mve_is_refused_outside_mpdp():
+    with pytest.raises(ConfigError, match="critic_target=mve is MPDP's"):
+        load_config("Hopper-v4", "sac", {"critic_target": "mve"})

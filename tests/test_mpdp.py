@@ -93,3 +93,61 @@ def test_u_t_calibrated_on_held_out_real_transitions_or_fixed(u_t):
     torch.testing.assert_close(module.penalty_weight(), cfg["beta"] / torch.quantile(u, 0.8))
     assert module.last_metrics["model/u_T"] is module.u_threshold or torch.equal(
         module.last_metrics["model/u_T"], module.u_threshold)
+
+
+def test_first_step_rule_follows_a_running_mean_of_u_at_the_real_first_step():
+    from mpdp_pl.algos.mpdp import FIRST_STEP_RATE
+
+    cfg = load_config("Hopper-v4", "mpdp", {"u_T_rule": "first_step", "u_T_scale": 2.0,
+                                            "u_T_quantile": 0.9})
+    env = make_env(cfg, seed=1)
+    module = MPDP(cfg, env_spec(env))
+    held_out = env.rollout(100, break_when_any_done=False)
+    env.close()
+    module.after_model_training(held_out)  # no unroll yet: the holdout's quantile, scaled
+    u = module.dynamics.ovr_error(held_out["observation"], held_out["action"]).detach()
+    torch.testing.assert_close(module.u_threshold, 2.0 * torch.quantile(u, 0.9))
+    first, second = torch.arange(1.0, 11.0), torch.arange(11.0, 21.0)
+    module.follow_first_step(first)   # the first unroll sets the mean
+    q1 = torch.quantile(first, 0.9)
+    torch.testing.assert_close(module.u_threshold, 2.0 * q1)
+    module.follow_first_step(second)
+    expected = q1 + FIRST_STEP_RATE * (torch.quantile(second, 0.9) - q1)
+    torch.testing.assert_close(module.u_threshold, 2.0 * expected)
+    module.after_model_training(held_out)  # a later model training leaves the running mean alone
+    torch.testing.assert_close(module.u_threshold, 2.0 * expected)
+
+
+def test_hopper_run_with_every_new_switch(tmp_path):
+    """A real run through value-expansion critics, model start states, one policy, LayerNorm
+    critics, bounded targets and the first-step u_T rule."""
+    out = tmp_path / "run"
+    proc = run_train(["--env", "Hopper-v4", "--steps", "400", "--out", str(out), "--logger", "csv",
+                      "init_random_steps=200", "model_train_freq=100", "model_max_steps=20",
+                      "batch_size=32", "eval_every=200", "eval_episodes=2", "horizon=4",
+                      "critic_target=mve", "mve_horizon=3", "start_states=model",
+                      "start_rollout_length=5", "single_policy=true", "critic_layernorm=true",
+                      "mve_target_bound=true", "u_T_rule=first_step", "u_T_scale=3",
+                      "u_T_quantile=0.9", "trainer.num_threads=1"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert 0 < float(last["train/imagined_frac"]) <= 1
+    assert 0 < float(last["train/realized_horizon"]) <= 4
+    assert abs(float(last["eval/q_bias"])) < 1e4
+    # the largest target is one of a bounded soft return: finite and below max|r| / (1 - gamma)
+    assert 0 < float(last["train/target_max"]) < 100 * 10
+
+
+def test_horizon_and_cut_fractions_are_means_over_the_logging_interval():
+    cfg = load_config("Hopper-v4", "mpdp", {"horizon": 2})
+    env = make_env(cfg, seed=0)
+    module = MPDP(cfg, env_spec(env))
+    env.close()
+    for h in (1.0, 2.0, 6.0):
+        module.record_mean({"train/realized_horizon": torch.tensor(h)})
+    assert module._scalars()["train/realized_horizon"] == pytest.approx(3.0)  # open interval
+    module.close_interval()  # a push to the logger
+    assert module._scalars()["train/realized_horizon"] == pytest.approx(3.0)
+    module.record_mean({"train/realized_horizon": torch.tensor(10.0)})
+    assert module._scalars()["train/realized_horizon"] == pytest.approx(10.0)  # a new interval

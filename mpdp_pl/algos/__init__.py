@@ -5,4 +5,5 @@ from .mpdp import MPDP
 from .mppve import MPPVE
 from .sac import SAC
 
-ALGOS = {"mbpo": MBPO, "mpdp": MPDP, "mppve": MPPVE, "sac": SAC}
+# mpdp_paper: MPDP's Algorithm 2 as printed (conf/algo/mpdp_paper.yaml, a preset of mpdp)
+ALGOS = {"mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP, "mppve": MPPVE, "sac": SAC}

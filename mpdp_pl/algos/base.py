@@ -118,8 +118,8 @@ class OffPolicyModule(pl.LightningModule):
             self._interval_sums[k] = (total + (v.detach() if torch.is_tensor(v) else v), count + 1)
 
     def close_interval(self) -> None:
-        """The interval's means become the metrics' values (metrics.csv rows written before the
-        next push show the last complete interval)."""
+        """The interval's means become the metrics' values (a metrics.csv row shows the mean
+        since the last push, or the last complete interval's right after a push)."""
         for k, (total, count) in self._interval_sums.items():
             self.last_metrics[k] = total / count
         self._interval_sums = {}
@@ -389,7 +389,9 @@ class OffPolicyModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- metrics
     def _scalars(self) -> dict[str, float]:
-        out = {k: (v.item() if torch.is_tensor(v) else v) for k, v in self.last_metrics.items()}
+        # interval means: the open interval's so far, else the last complete one's
+        current = {**self.last_metrics, **{k: t / n for k, (t, n) in self._interval_sums.items()}}
+        out = {k: (v.item() if torch.is_tensor(v) else v) for k, v in current.items()}
         out["train/updates"] = float(self.updates)
         out["train/nonfinite_skips"] = float(self.nonfinite_skips)
         return out

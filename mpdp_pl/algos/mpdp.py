@@ -24,6 +24,7 @@ import torch
 
 from ..distributed import gather_across_ranks
 from ..improvement import farsighted_improvement
+from ..start_states import StartStateFIFO, distribution_rollout
 from ..value_expansion import expansion_loss, expansion_targets
 from .model_based import ModelBasedSAC
 
@@ -58,6 +59,8 @@ class MPDP(ModelBasedSAC):
         # first farsighted update; worth it on GPUs (many small fused ops), not on CPUs
         self.improve = torch.compile(farsighted_improvement) if cfg["compile"] else farsighted_improvement
         self.unroll_form = cfg["unroll_form"]
+        self.start_fifo: StartStateFIFO | None = None  # start_states=model (mpdp_pl/start_states.py)
+        self._start_rollout_in = 0                     # actor updates until the next rollout
         self.metric_keys = (*ModelBasedSAC.metric_keys, *IMPROVEMENT_KEYS,
                             *(f"train/cut_frac/{t}" for t in range(self.horizon)))
 
@@ -108,6 +111,22 @@ class MPDP(ModelBasedSAC):
         self.record(target_max=targets.target.max(), imagined_frac=targets.imagined_frac)
         return loss, q[:, : batch.shape[0]]
 
+    def actor_start_states(self) -> torch.Tensor:
+        """s_0 of the unroll: a real batch, or with ``start_states=model`` a batch of the FIFO of
+        pi_0's model-rollout states, refilled every ``start_rollout_every`` updates."""
+        c = self.cfg
+        if c["start_states"] == "real":
+            return self.sample_batch()["observation"]
+        if self.start_fifo is None:
+            self.start_fifo = StartStateFIFO(c["start_buffer_size"], self.spec.obs_dim, self.device)
+        if self._start_rollout_in == 0:
+            self.start_fifo.add(distribution_rollout(
+                self.dynamics, self.actor, self.sample_batch()["observation"],
+                c["start_rollout_length"]))
+            self._start_rollout_in = c["start_rollout_every"]
+        self._start_rollout_in -= 1
+        return self.start_fifo.sample(c["batch_size"])
+
     def actor_grad_clip(self) -> float:
         return self.cfg["actor_grad_clip"]
 
@@ -115,7 +134,7 @@ class MPDP(ModelBasedSAC):
         if not self.model_ready:
             return super().actor_step()  # SAC's Eq. (4) until the model exists
         c = self.cfg
-        obs = self.sample_batch()["observation"]
+        obs = self.actor_start_states()
         result = self.improve(
             obs, self.actor, self.critic, self.dynamics, self.alpha, self.penalty_weight(), c["gamma"],
             self.u_threshold, self.horizon, c["paper_literal_cut"],
