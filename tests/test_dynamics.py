@@ -192,9 +192,6 @@ def test_learned_termination_head():
 def test_layer_norm_mlp_equals_torch_modules():
     """BatchedMLP(layer_norm=True), member by member, against nn.Linear / ReLU / nn.LayerNorm
     (no affine) with the same weights."""
-    import torch
-    from torch import nn
-
     from mpdp_pl.models.layers import BatchedMLP
 
     torch.manual_seed(0)
@@ -214,3 +211,35 @@ def test_layer_norm_mlp_equals_torch_modules():
         ref = nn.Sequential(*seq)(x)
         torch.testing.assert_close(out[e], ref)
         torch.testing.assert_close(mlp.member(x, e), ref)
+
+
+def test_open_loop_error_equals_a_per_window_loop():
+    """open_loop_error against a loop over windows, with an episode break and an interleaved
+    row: only windows of k consecutive linked transitions count."""
+    import math
+
+    import pytest
+
+    from mpdp_pl.models.dynamics import open_loop_error
+
+    torch.manual_seed(0)
+    model = DynamicsModel(3, 2, members=4, num_elites=2, hidden=8, layers=2)
+    obs = torch.randn(12, 3)
+    nxt = torch.randn(12, 3)
+    for i in range(11):
+        if i not in (4, 8):  # rows 5 and 9 start afresh (an episode end, another env's row)
+            obs[i + 1] = nxt[i]
+    action = torch.rand(12, 2)
+    for k in (1, 2, 3):
+        errors = []
+        for i in range(12 - k + 1):
+            if any(not torch.equal(obs[j + 1], nxt[j]) for j in range(i, i + k - 1)):
+                continue
+            s = obs[i: i + 1]
+            for j in range(k):
+                s, _ = model.mean_prediction(s, action[i + j: i + j + 1])
+            errors.append((s - nxt[i + k - 1]).norm().item())
+        got = open_loop_error(model, obs, action, nxt, k).item()
+        assert got == pytest.approx(sum(errors) / len(errors), rel=1e-5)
+        assert len(errors) == {1: 12, 2: 9, 3: 6}[k]
+    assert math.isnan(open_loop_error(model, obs[:2], action[:2], nxt[:2], 3).item())

@@ -135,6 +135,9 @@ def test_hopper_run_with_every_new_switch(tmp_path):
     assert 0 < float(last["train/imagined_frac"]) <= 1
     assert 0 < float(last["train/realized_horizon"]) <= 4
     assert abs(float(last["eval/q_bias"])) < 1e4
+    # measured open loop at the realized horizon (rounded), on unseen real transitions
+    assert float(last["model/open_loop_k"]) in (1.0, 2.0, 3.0, 4.0)  # Hmax = 4 here
+    assert 0 < float(last["model/open_loop_error"]) < 100
     # the largest target is one of a bounded soft return: finite and below max|r| / (1 - gamma)
     assert 0 < float(last["train/target_max"]) < 100 * 10
 

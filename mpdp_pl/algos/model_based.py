@@ -24,14 +24,15 @@ from __future__ import annotations
 import torch
 
 from ..data import buffer_contents, chronological_order, newest_transitions
-from ..models.dynamics import DynamicsModel
+from ..models.dynamics import DynamicsModel, open_loop_error
 from ..models.dynamics_training import (TrainSettings, fixed_split, holdout_flags, holdout_split,
                                         param_groups, train_dynamics)
 from ..termination import TERMINATION_FNS
 from .sac import SAC
 
 MODEL_METRIC_KEYS = ("model/holdout_nll", "model/holdout_mse", "model/elites", "model/epochs",
-                     "model/steps", "model/train_seconds", "model/error", "model/holdout_size")
+                     "model/steps", "model/train_seconds", "model/error", "model/holdout_size",
+                     "model/open_loop_error", "model/open_loop_k")
 
 
 class ModelBasedSAC(SAC):
@@ -113,9 +114,20 @@ class ModelBasedSAC(SAC):
         pred, _ = self.dynamics.mean_prediction(batch["observation"], batch["action"])
         return (pred - batch["next", "observation"]).norm(dim=-1).mean()
 
+    def open_loop_horizon(self) -> int | None:
+        """k of ``model/open_loop_error`` (MPDP: its realized horizon); None: not measured."""
+        return None
+
     def train_model(self) -> None:
         if self.model_ready:
             self.record_metrics({"model/error": self.model_error()})
+            k = self.open_loop_horizon()
+            if k is not None:
+                batch = newest_transitions(self.replay_buffer, self.cfg["model_error_window"])
+                batch = batch.to(self.device)
+                self.record_metrics({"model/open_loop_k": float(k), "model/open_loop_error": open_loop_error(
+                    self.dynamics, batch["observation"], batch["action"],
+                    batch["next", "observation"], k)})
         data = buffer_contents(self.replay_buffer).to(self.device)
         split = self.model_split(data)
         self._good_weights["model"] = [{k: v.clone() for k, v in self.dynamics.state_dict().items()}]

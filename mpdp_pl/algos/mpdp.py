@@ -75,6 +75,13 @@ class MPDP(ModelBasedSAC):
                 self.u_threshold.copy_(self.cfg["u_T_scale"] * self.u_ref)
         self.record_metrics({"model/u_T": self.u_threshold, "model/u_ref": self.u_ref})
 
+    def open_loop_horizon(self) -> int:
+        """The realized horizon of the updates since the last push (else the last interval's),
+        rounded, at least 1 (one host read per model training)."""
+        total, count = self._interval_sums.get("train/realized_horizon", (None, 0))
+        value = total / count if count else self.last_metrics.get("train/realized_horizon", 1.0)
+        return max(1, round(float(value)))
+
     def penalty_weight(self) -> torch.Tensor | float:
         """beta in Eq. (10): beta / u_ref with ``beta_relative``, else beta."""
         beta = self.cfg["beta"]

@@ -233,3 +233,25 @@ class DynamicsModel(nn.Module):
         mean, _, _ = self.forward_normalized(obs, action, members=self.elites)
         y = self.target_norm.inverse(mean.mean(0))
         return obs + y[:, :-1], y[:, -1]
+
+
+@torch.no_grad()
+def open_loop_error(dynamics: DynamicsModel, obs: torch.Tensor, action: torch.Tensor,
+                    next_obs: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean ||s_hat_k - s_{i+k}||_2 of the elites' mean prediction run open loop for ``k`` steps
+    on the real actions, from every row i of consecutive real transitions (``[N, ...]``, in the
+    order they were collected) whose next k - 1 rows continue it (row j + 1 starts where row j
+    ended, so episode ends and interleaved envs break a window). NaN if no window fits."""
+    n = obs.shape[0] - k + 1
+    if n <= 0:
+        return obs.new_tensor(float("nan"))
+    linked = (obs[1:] == next_obs[:-1]).all(-1)
+    ok = torch.ones(n, dtype=torch.bool, device=obs.device)
+    for j in range(k - 1):
+        ok = ok & linked[j: j + n]
+    s = obs[:n]
+    for j in range(k):
+        s, _ = dynamics.mean_prediction(s, action[j: j + n])
+    err = (s - next_obs[k - 1: k - 1 + n]).norm(dim=-1)
+    count = ok.sum()
+    return torch.where(count > 0, (err * ok).sum() / count.clamp_min(1), torch.nan)
