@@ -175,10 +175,15 @@ def first_reaching(evals: list[dict], threshold: float) -> int | None:
     return next((e["env_steps"] for e in evals if e["return"] >= threshold), None)
 
 
-def table(results: Results, at: dict[str, list[int]], threshold: float | None = None) -> str:
+def table(results: Results, at: dict[str, list[int]], threshold: float | None = None,
+          anchors: dict[tuple[str, str], list[tuple]] | None = None) -> str:
     """Markdown: per (task, algorithm), return at the fixed step counts (mean ± std over seeds),
     optionally the first env step whose evaluation reached ``threshold`` (per seed, "-" if
-    never), and wall seconds per 1k env steps (mean over seeds, whole loop incl. evaluation)."""
+    never), and wall seconds per 1k env steps (mean over seeds, whole loop incl. evaluation).
+    Published ``anchors`` follow each task's rows, "(published)", at the same step counts
+    (mean ± std as published, "-" where they report no such step; seeds: theirs)."""
+    from .config import task_name
+
     width = max(len(v) for v in at.values())
     head = ["task", "algo", "seeds", *[f"return ({chr(97 + i)})" for i in range(width)],
             *([f"first ≥ {threshold:g}"] if threshold is not None else []), "wall s / 1k steps"]
@@ -196,6 +201,14 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
             wall = [e[-1]["elapsed"] / (e[-1]["env_steps"] / 1000) for e in evals]
             lines.append("| " + " | ".join([env, algo, str(len(evals)), *cells,
                                              f"{statistics.mean(wall):.0f}" if wall else "-"]) + " |")
+        for (task, method), points in (anchors or {}).items():
+            if task != task_name(env):
+                continue
+            by_step = {p[0]: p for p in points}
+            cells = [f"{by_step[s][1]:.0f} ± {by_step[s][2]:.0f} @ {s:,}" if s in by_step else "-"
+                     for s in at.get(env, [])]
+            cells += ["-"] * (width - len(cells)) + (["-"] if threshold is not None else [])
+            lines.append("| " + " | ".join([env, f"{method} (published)", "-", *cells, "-"]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -208,8 +221,30 @@ def write_results(results: Results, path: Path) -> None:
                 w.writerow([algo, env, seed, e["env_steps"], e["return"], e["elapsed"]])
 
 
-def plot(results: Results, path: Path, title: str) -> None:
-    """Fig. 1 style: one panel per task, mean return over seeds with the min-max band."""
+ANCHOR_METHODS = ("DHMBPO", "MACURA", "MBPO", "SAC")
+
+
+def read_anchors(path: Path, methods=ANCHOR_METHODS) -> dict[tuple[str, str], list[tuple]]:
+    """Published curves (``docs/anchors_hopper.csv``: method, env, env_steps, mean_return,
+    std_return, ...) as {(task, method): [(env_steps, mean, std), ...]}; a one-line error if
+    the file is not such a table."""
+    out: dict[tuple[str, str], list[tuple]] = {}
+    try:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row["method"] in methods:
+                    out.setdefault((row["env"], row["method"]), []).append(
+                        (int(row["env_steps"]), float(row["mean_return"]), float(row["std_return"])))
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise SystemExit(f"error: --anchors {path}: not an anchors table ({type(e).__name__}: {e})") from None
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def plot(results: Results, path: Path, title: str,
+         anchors: dict[tuple[str, str], list[tuple]] | None = None) -> None:
+    """Fig. 1 style: one panel per task, mean return over seeds with the min-max band; published
+    ``anchors`` (dashed, mean +- std over their seeds) up to the panel's largest env step."""
+    from .config import task_name
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,6 +263,15 @@ def plot(results: Results, path: Path, title: str) -> None:
             vals = [[c[s] for c in curves] for s in steps]
             ax.plot(steps, [statistics.mean(v) for v in vals], label=f"{algo} ({len(curves)})")
             ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
+        last = max((e["env_steps"] for (e_, _, _), v in results.items() if e_ == env for e in v),
+                   default=0)
+        for (task, method), points in (anchors or {}).items():
+            points = [p for p in points if task == task_name(env) and p[0] <= last]
+            if points:
+                x, m, sd = zip(*points)
+                ax.plot(x, m, "--", lw=1, label=f"{method} (published)")
+                ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                                alpha=0.07)
         ax.set_title(env)
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval return")
@@ -263,6 +307,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--merge", action="append", type=Path, default=[], metavar="CSV",
                    help="an earlier grid's results.csv to add to the outputs (repeatable; runs "
                         "of this grid take precedence)")
+    p.add_argument("--anchors", type=Path, default=None, metavar="CSV",
+                   help="published curves to draw beside the runs (e.g. docs/anchors_hopper.csv)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing; write the CSV, PNG and table from the runs that exist")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -290,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     earlier: Results = {}
     for path in a.merge:  # read before any run starts: a bad file must not cost a grid
         earlier.update(read_results(path))
+    anchors = read_anchors(a.anchors) if a.anchors else None
     a.out.mkdir(parents=True, exist_ok=True)
     if not a.report_only:  # two runners on one grid would run the same runs into the same dirs
         lock = open(a.out / ".grid.lock", "w")  # noqa: SIM115 - held until the process exits
@@ -310,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [] if a.report_only else run_all(runs, a.overrides, a.workers, a.checkpoint_every)
     results = collect(runs, earlier)
     write_results(results, a.out / "results.csv")
-    plot(results, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}")
-    md = table(results, at, a.threshold)
+    plot(results, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}", anchors)
+    md = table(results, at, a.threshold, anchors)
     (a.out / "table.md").write_text(md)
     print(md, end="")
     print(f"wrote {a.out / 'results.csv'}, {a.out / 'curves.png'}, {a.out / 'table.md'}")

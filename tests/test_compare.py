@@ -119,3 +119,21 @@ def test_a_larger_budget_continues_runs_from_their_checkpoints(grid):
     assert [s for s, _ in after] == [200, 400, 600]
     assert "resumed" in (run / "config.yaml").read_text()
     assert sorted(p.name for p in run.parent.iterdir()) == aside_before  # nothing moved aside
+
+
+def test_published_anchors_join_the_table_and_figure(grid, tmp_path):
+    anchors = tmp_path / "anchors.csv"
+    anchors.write_text("method,env,env_steps,mean_return,std_return,seeds,mean_hours\n"
+                       "DHMBPO,InvertedPendulum,200,512.4,10.2,8,0.01\n"
+                       "DHMBPO,InvertedPendulum,5000,900,1,8,0.1\n"
+                       "SAC,Hopper,200,7,1,8,0.01\n")  # another task: not in this grid's table
+    proc = compare(tmp_path, "--report-only", "--merge", str(grid / "results.csv"),
+                   "--anchors", str(anchors), *OVERRIDES)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [ln for ln in (tmp_path / "table.md").read_text().splitlines() if "published" in ln]
+    # the budget is 400: columns at 200 and 400; the anchor reports 200 only
+    assert rows == ["| InvertedPendulum-v4 | DHMBPO (published) | - | 512 ± 10 @ 200 | - | - |"]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    anchors.write_text("method,env\nDHMBPO,Hopper\n")
+    proc = compare(tmp_path / "bad", "--report-only", "--anchors", str(anchors), *OVERRIDES)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "anchors" in proc.stderr
