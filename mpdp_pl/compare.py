@@ -18,6 +18,10 @@ with other overrides is refused, as is a second runner on a grid in use. Outputs
 - ``table.md``: return at fixed env-step counts (mean +- std over seeds) and wall time per 1k env
   steps, one row per (task, algorithm).
 
+``--variant NAME ALGO KEY=VALUE ...`` (repeatable) adds a named configuration of an algorithm
+(an ablation, another update ratio) whose runs are ``NAME-seedS`` and whose rows are ``NAME``;
+its definition is stored in ``grid.json`` too, and a resume that changes it is refused.
+
 ``--merge CSV`` (repeatable) adds the evaluations of earlier grids (their ``results.csv``) to
 all three, so that runs made at different times (e.g. ``docs/grid_hopper.csv``) share one table
 and figure.
@@ -95,9 +99,9 @@ def read_results(path: Path) -> Results:
 
 
 def collect(runs: list[Run], earlier: Results | None = None) -> Results:
-    """Every run's evaluations, keyed (env, algo, seed), then the ``earlier`` ones (from
-    :func:`read_results`) for the keys this grid has no evaluation of."""
-    results = {(r.env, r.algo, r.seed): read_evals(r.dir) for r in runs}
+    """Every run's evaluations, keyed (env, algo or variant name, seed), then the ``earlier``
+    ones (from :func:`read_results`) for the keys this grid has no evaluation of."""
+    results = {(r.env, r.label or r.algo, r.seed): read_evals(r.dir) for r in runs}
     for key, evals in (earlier or {}).items():
         if not results.get(key):
             results[key] = evals
@@ -298,8 +302,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tasks with their env-step budgets, e.g. Hopper-v4=10000")
     p.add_argument("--algos", nargs="+", default=["mpdp", "sac"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--variant", nargs="+", action="append", default=[],
+                   metavar=("NAME ALGO", "KEY=VALUE"),
+                   help="a named configuration run beside --algos (repeatable): NAME ALGO "
+                        "[KEY=VALUE ...], e.g. --variant mpdp-td mpdp critic_target=td; its runs "
+                        "are NAME-seedS and --max-seeds NAME=N applies")
     p.add_argument("--max-seeds", nargs="*", default=[], metavar="ALGO=N",
-                   help="run only the first N seeds of ALGO (e.g. mbpo=1)")
+                   help="run only the first N seeds of ALGO or variant NAME (e.g. mbpo=1)")
     p.add_argument("--at", nargs="*", default=[], metavar="ENV=STEP",
                    help="extra table columns; by default half the budget and the budget")
     p.add_argument("--threshold", type=float, default=None,
@@ -326,7 +335,15 @@ def main(argv: list[str] | None = None) -> int:
 
     budgets = _pairs(a.envs, "--envs")
     max_seeds = _pairs(a.max_seeds, "--max-seeds")
-    for algo in [*a.algos, *max_seeds]:
+    variants = {}  # name -> (algo, overrides)
+    for v in a.variant:
+        if len(v) < 2 or any("=" not in kv for kv in v[2:]):
+            raise SystemExit(f"error: --variant expects NAME ALGO [KEY=VALUE ...], got {' '.join(v)!r}")
+        if v[0] in ALGOS or v[0] in variants or "/" in v[0]:
+            raise SystemExit(f"error: --variant name {v[0]!r} is taken or not a plain name")
+        variants[v[0]] = (v[1], tuple(v[2:]))
+    for algo in [*a.algos, *(algo for algo, _ in variants.values()),
+                 *(m for m in max_seeds if m not in variants)]:
         if algo not in ALGOS:
             raise SystemExit(f"error: unknown algorithm {algo!r}; choose from {sorted(ALGOS)}")
     at = {env: sorted({n // 2, n}) for env, n in budgets.items()}
@@ -346,12 +363,24 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: another runner is working on {a.out}; wait for it to "
                              f"finish or use another --out") from None
     grid_file = a.out / "grid.json"
-    if grid_file.exists() and json.loads(grid_file.read_text())["overrides"] != a.overrides:
+    stored = json.loads(grid_file.read_text()) if grid_file.exists() else {}
+    if stored and stored["overrides"] != a.overrides:
         raise SystemExit(f"error: {a.out} holds a grid run with overrides "
-                         f"{json.loads(grid_file.read_text())['overrides']}; use another --out")
-    grid_file.write_text(json.dumps({"overrides": a.overrides}))
+                         f"{stored['overrides']}; use another --out")
+    known = {k: (algo, tuple(o)) for k, (algo, o) in stored.get("variants", {}).items()}
+    for name, definition in variants.items():  # a resumed run keeps the config it started with
+        if name in known and known[name] != definition:
+            raise SystemExit(f"error: {a.out} ran variant {name!r} as {' '.join([known[name][0], *known[name][1]])}; "
+                             f"use another name or --out")
+    known.update(variants)
+    if not a.report_only:
+        grid_file.write_text(json.dumps({"overrides": a.overrides,
+                                         "variants": {k: [algo, list(o)] for k, (algo, o) in known.items()}}))
     runs = [Run(env, algo, s, steps, a.out) for env, steps in budgets.items() for algo in a.algos
             for s in a.seeds[: max_seeds.get(algo, len(a.seeds))]]
+    runs += [Run(env, algo, s, steps, a.out, name, overrides)
+             for env, steps in budgets.items() for name, (algo, overrides) in variants.items()
+             for s in a.seeds[: max_seeds.get(name, len(a.seeds))]]
     print(f"{len(runs)} runs ({sum(finished(r) for r in runs)} already done), {a.workers} side by side, "
           f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)
     failed = [] if a.report_only else run_all(runs, a.overrides, a.workers, a.checkpoint_every)

@@ -137,3 +137,25 @@ def test_published_anchors_join_the_table_and_figure(grid, tmp_path):
     anchors.write_text("method,env\nDHMBPO,Hopper\n")
     proc = compare(tmp_path / "bad", "--report-only", "--anchors", str(anchors), *OVERRIDES)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "anchors" in proc.stderr
+
+
+def test_a_variant_runs_under_its_own_name_with_its_overrides(tmp_path):
+    grid = ["--envs", "InvertedPendulum-v4=200", "--algos", "sac", "--seeds", "0",
+            "--variant", "sac-c2", "sac", "critic_updates_per_step=2"]
+    proc = compare(tmp_path, *OVERRIDES, "init_random_steps=100", "eval_every=100", grid=grid)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import yaml
+    cfg = yaml.safe_load((tmp_path / "InvertedPendulum-v4" / "sac-c2-seed0" / "config.yaml").read_text())
+    assert cfg["critic_updates_per_step"] == 2 and cfg["algo"] == "sac"
+    plain = yaml.safe_load((tmp_path / "InvertedPendulum-v4" / "sac-seed0" / "config.yaml").read_text())
+    assert plain["critic_updates_per_step"] == 1
+    names = {r["algo"] for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert names == {"sac", "sac-c2"}
+    # twice the critic updates of the plain run by the same env step
+    rows = {r: list(csv.DictReader(open(tmp_path / "InvertedPendulum-v4" / f"{r}-seed0" / "metrics.csv")))
+            for r in ("sac", "sac-c2")}
+    assert float(rows["sac-c2"][-1]["train/updates"]) == 2 * float(rows["sac"][-1]["train/updates"])
+    # the same name with another definition is refused in one line
+    changed = grid[:-1] + ["critic_updates_per_step=3"]
+    proc = compare(tmp_path, *OVERRIDES, "init_random_steps=100", "eval_every=100", grid=changed)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "sac-c2" in proc.stderr
