@@ -342,8 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         if v[0] in ALGOS or v[0] in variants or "/" in v[0]:
             raise SystemExit(f"error: --variant name {v[0]!r} is taken or not a plain name")
         variants[v[0]] = (v[1], tuple(v[2:]))
+    grid_file = a.out / "grid.json"
+    stored = json.loads(grid_file.read_text()) if grid_file.exists() else {}
     for algo in [*a.algos, *(algo for algo, _ in variants.values()),
-                 *(m for m in max_seeds if m not in variants)]:
+                 *(m for m in max_seeds if m not in variants and m not in stored.get("variants", {}))]:
         if algo not in ALGOS:
             raise SystemExit(f"error: unknown algorithm {algo!r}; choose from {sorted(ALGOS)}")
     at = {env: sorted({n // 2, n}) for env, n in budgets.items()}
@@ -362,8 +364,6 @@ def main(argv: list[str] | None = None) -> int:
         except BlockingIOError:
             raise SystemExit(f"error: another runner is working on {a.out}; wait for it to "
                              f"finish or use another --out") from None
-    grid_file = a.out / "grid.json"
-    stored = json.loads(grid_file.read_text()) if grid_file.exists() else {}
     if stored and stored["overrides"] != a.overrides:
         raise SystemExit(f"error: {a.out} holds a grid run with overrides "
                          f"{stored['overrides']}; use another --out")
@@ -373,13 +373,18 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {a.out} ran variant {name!r} as {' '.join([known[name][0], *known[name][1]])}; "
                              f"use another name or --out")
     known.update(variants)
+    for name, (_, own) in known.items():  # the grid's overrides come last: they would win silently
+        clash = {kv.split("=", 1)[0] for kv in own} & {kv.split("=", 1)[0] for kv in a.overrides}
+        if clash:
+            raise SystemExit(f"error: variant {name!r} sets {', '.join(sorted(clash))}, which the "
+                             f"grid's overrides set too")
     if not a.report_only:
         grid_file.write_text(json.dumps({"overrides": a.overrides,
                                          "variants": {k: [algo, list(o)] for k, (algo, o) in known.items()}}))
     runs = [Run(env, algo, s, steps, a.out) for env, steps in budgets.items() for algo in a.algos
             for s in a.seeds[: max_seeds.get(algo, len(a.seeds))]]
     runs += [Run(env, algo, s, steps, a.out, name, overrides)
-             for env, steps in budgets.items() for name, (algo, overrides) in variants.items()
+             for env, steps in budgets.items() for name, (algo, overrides) in known.items()
              for s in a.seeds[: max_seeds.get(name, len(a.seeds))]]
     print(f"{len(runs)} runs ({sum(finished(r) for r in runs)} already done), {a.workers} side by side, "
           f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)

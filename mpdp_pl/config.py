@@ -237,6 +237,15 @@ def validate(cfg: dict) -> None:
     if cfg["start_buffer_size"] < cfg["batch_size"]:
         raise ConfigError(f"start_buffer_size={cfg['start_buffer_size']}: must be >= batch_size "
                           f"({cfg['batch_size']})")
+    if cfg["algo"] not in MPDP_ALGOS:
+        for k, default in (("start_states", "real"), ("single_policy", False),
+                           ("u_T_rule", "holdout"), ("mve_target_bound", False)):
+            if cfg[k] != default:
+                raise ConfigError(f"{k}={cfg[k]!r} is MPDP's (algo={cfg['algo']} does not use it)")
+    if cfg["u_T_rule"] == "first_step" and cfg["u_T"] != "auto":
+        raise ConfigError(f"u_T_rule=first_step sets u_T; it cannot be combined with u_T={cfg['u_T']}")
+    if cfg["mve_target_bound"] and cfg["critic_target"] != "mve":
+        raise ConfigError("mve_target_bound bounds the targets of critic_target=mve")
     if cfg["mve_target_bound"] and cfg["gamma"] >= 1:
         raise ConfigError("mve_target_bound needs gamma < 1 (its bound is r / (1 - gamma))")
     if cfg["mve_horizon"] < 0:

@@ -38,7 +38,8 @@ def evaluate(env, policy: TensorDictModule, episodes: int, max_steps: int,
     re-seeded first, so every evaluation starts from the same initial states (and
     ``python -m mpdp_pl.evaluate`` reproduces it from a checkpoint).
 
-    With ``q_value`` (the critic's Q(s, pi_0(s)) at a batch of states), also ``eval/q_bias``:
+    With ``q_value`` (the critic's Q(s, pi_0(s)) at a batch of states, or None where the critic
+    cannot say), also ``eval/q_bias``:
     the mean over episodes of Q(s_0, pi_0(s_0)) at the start state minus the episode's
     discounted real return. A soft critic's Q includes the entropy bonus of the stochastic
     policy, which the deterministic evaluation does not collect, and a time-limited episode
@@ -53,7 +54,8 @@ def evaluate(env, policy: TensorDictModule, episodes: int, max_steps: int,
         "eval/return_std": r.std(unbiased=False).item(),
         "eval/episode_length": sum(ep.lengths) / len(ep.lengths),
     }
-    if q_value is not None:
-        q = q_value(ep.starts).double().cpu()
+    q = q_value(ep.starts) if q_value is not None else None
+    if q is not None:
+        q = q.double().cpu()
         out["eval/q_bias"] = (q - torch.tensor(ep.discounted, dtype=torch.float64)).mean().item()
     return out

@@ -65,7 +65,7 @@ class Improvement(NamedTuple):
     diagnostics: dict             # detached tensors: J and its parts, horizon, cut fractions, u,
                                   # and live_rows: alive sample-steps / (B * Hmax), the share of
                                   # the static form's work spent on live samples
-    u_first: torch.Tensor         # [B] detached u(s_0, a_0) at the real states (u_T_rule=first_step)
+    u_first: torch.Tensor         # [B] detached u(s_0, a_0) at the start states (u_T_rule=first_step)
 
 
 FORMS = ("static", "live")

@@ -10,8 +10,9 @@ at the states the behaviour policies visited.
 
 Shapes stay static (no host sync): a sample that reaches a predicted terminal keeps its last
 non-terminal state for the rest of the rollout, so the FIFO holds that state again instead of a
-state past the terminal. The FIFO is not saved in checkpoints; a resumed run refills it at its
-first rollout (until then the actor's batches are real states).
+state past the terminal. The FIFO is not saved in checkpoints: a run (fresh or resumed) makes its
+first rollout at its first farsighted update, so its first batches come from that one rollout's
+(``start_rollout_length`` + 1) x ``batch_size`` states until more rollouts fill the FIFO.
 
 Memory: ``start_buffer_size * obs_dim * 4`` bytes (51200 states: 2.3 MB on Hopper, 9.2 MB on
 Humanoid with 45 dims); cost: ``start_rollout_length`` one-member model steps of ``batch_size``

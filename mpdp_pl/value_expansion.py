@@ -27,7 +27,9 @@ Q estimates the real return (``eval/q_bias`` checks that), and the penalty shape
 objective only. ``bounded=True`` clips every target to [min(0, m), max(0, M)] / (1 - gamma),
 where m and M are the smallest and largest per-step soft reward (rho_k - alpha log pi_0, and the
 real r) in the batch: the range of any discounted sum of them, terminals included (bounded
-targets, as DHMBPO's), a guard against values that explode through imagined rewards.
+targets, as DHMBPO's), a guard against values that explode through imagined rewards. The
+entropy term of the bootstrap states' values is not in that range (with K = 0 none is): the
+bound is a guard, loose by about alpha * |log pi| / (1 - gamma), not a tight interval.
 """
 
 from __future__ import annotations

@@ -143,13 +143,18 @@ def test_paper_preset_is_mpdp_with_algorithm_2_as_printed():
     (["mve_horizon=-1"], "mve_horizon=-1"),
     (["start_states=fifo"], "start_states='fifo'"),
     (["start_buffer_size=10"], "start_buffer_size=10"),
-    (["mve_target_bound=true", "gamma=1"], "needs gamma < 1"),
+    (["critic_target=mve", "mve_target_bound=true", "gamma=1"], "needs gamma < 1"),
+    (["mve_target_bound=true"], "bounds the targets of critic_target=mve"),
+    (["u_T_rule=first_step", "u_T=3"], "cannot be combined with u_T=3"),
 ])
 def test_bad_mpdp_switches_raise(items, match):
     with pytest.raises(ConfigError, match=match):
         load_config("Hopper-v4", "mpdp", parse_overrides(items))
 
 
-def test_mve_is_refused_outside_mpdp():
-    with pytest.raises(ConfigError, match="critic_target=mve is MPDP's"):
-        load_config("Hopper-v4", "sac", {"critic_target": "mve"})
+@pytest.mark.parametrize("algo", ["sac", "mbpo"])
+@pytest.mark.parametrize("key,value", [("critic_target", "mve"), ("start_states", "model"),
+                                       ("single_policy", True), ("u_T_rule", "first_step")])
+def test_mpdp_switches_are_refused_elsewhere(algo, key, value):
+    with pytest.raises(ConfigError, match=f"{key}=.*(MPDP's|is MPDP)"):
+        load_config("Hopper-v4", algo, {key: value})

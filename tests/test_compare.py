@@ -155,6 +155,15 @@ def test_a_variant_runs_under_its_own_name_with_its_overrides(tmp_path):
     rows = {r: list(csv.DictReader(open(tmp_path / "InvertedPendulum-v4" / f"{r}-seed0" / "metrics.csv")))
             for r in ("sac", "sac-c2")}
     assert float(rows["sac-c2"][-1]["train/updates"]) == 2 * float(rows["sac"][-1]["train/updates"])
+    # a report from the grid alone keeps the variant's rows (its definition is in grid.json)
+    report = grid[:-4]
+    proc = compare(tmp_path, "--report-only", *OVERRIDES, "init_random_steps=100", "eval_every=100",
+                   grid=report)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r["algo"] for r in csv.DictReader(open(tmp_path / "results.csv"))} == {"sac", "sac-c2"}
+    # a grid override of the variant's own key is refused
+    proc = compare(tmp_path / "clash", *OVERRIDES, "critic_updates_per_step=4", grid=grid)
+    assert proc.returncode != 0 and "critic_updates_per_step" in proc.stderr
     # the same name with another definition is refused in one line
     changed = grid[:-1] + ["critic_updates_per_step=3"]
     proc = compare(tmp_path, *OVERRIDES, "init_random_steps=100", "eval_every=100", grid=changed)

@@ -227,3 +227,4 @@ def test_mppve_smoke_run(tmp_path):
     assert 0 < float(last["train/model_buffer_size"]) <= 3 * 200
     assert float(last["train/updates"]) == 2 * 151
     assert float(last["train/valid_frac"]) > 0.9
+    assert last["eval/q_bias"] == ""  # a plan-value critic does not value single actions

@@ -70,9 +70,11 @@ class MPDP(ModelBasedSAC):
             # under DDP, every rank's held-out u: the same threshold on every rank
             u = gather_across_ranks(self.dynamics.ovr_error(holdout["observation"], holdout["action"]))
             self.u_ref.copy_(torch.quantile(u, self.cfg["u_T_quantile"]).clamp_min(1e-6))
-            if not self.fixed_u_T and (self.cfg["u_T_rule"] == "holdout" or self.u_first_ref == 0):
-                # first_step: the holdout's value only until the first unroll has measured u_0
-                self.u_threshold.copy_(self.cfg["u_T_scale"] * self.u_ref)
+            scaled = self.cfg["u_T_scale"] * self.u_ref
+            if not self.fixed_u_T and self.cfg["u_T_rule"] == "holdout":
+                self.u_threshold.copy_(scaled)
+            elif not self.fixed_u_T:  # first_step: the holdout's value until an unroll measured u_0
+                self.u_threshold.copy_(torch.where(self.u_first_ref > 0, self.u_threshold, scaled))
         self.record_metrics({"model/u_T": self.u_threshold, "model/u_ref": self.u_ref})
 
     def open_loop_horizon(self) -> int:
@@ -98,8 +100,12 @@ class MPDP(ModelBasedSAC):
     @torch.no_grad()
     def follow_first_step(self, u_first: torch.Tensor) -> None:
         """u_T_rule=first_step: u_T = u_T_scale * running mean of quantile(u(s_0, a_0)), updated
-        on the device (no host sync); the first unroll sets the mean."""
-        ref = torch.quantile(u_first, self.cfg["u_T_quantile"])
+        on the device (no host sync); the first unroll sets the mean. s_0 are the unroll's start
+        states: real ones, or the FIFO's model states with ``start_states=model``."""
+        # under DDP, every rank's u: the same threshold on every rank
+        ref = torch.quantile(gather_across_ranks(u_first), self.cfg["u_T_quantile"])
+        # a non-finite u (a diverged update) leaves the mean where it was
+        ref = torch.where(torch.isfinite(ref), ref, self.u_first_ref)
         rate = torch.where(self.u_first_ref > 0, FIRST_STEP_RATE, 1.0)
         self.u_first_ref.lerp_(ref, rate)
         if not self.fixed_u_T:
@@ -115,7 +121,8 @@ class MPDP(ModelBasedSAC):
                                     self.alpha, self.cfg["gamma"], self.cfg["mve_horizon"],
                                     self.u_threshold, bounded=self.cfg["mve_target_bound"])
         loss, q = expansion_loss(self.critic, targets)
-        self.record(target_max=targets.target.max(), imagined_frac=targets.imagined_frac)
+        counted = torch.where(targets.weight > 0, targets.target, -torch.inf)
+        self.record(target_max=counted.max(), imagined_frac=targets.imagined_frac)
         return loss, q[:, : batch.shape[0]]
 
     def actor_start_states(self) -> torch.Tensor:

@@ -254,4 +254,5 @@ def open_loop_error(dynamics: DynamicsModel, obs: torch.Tensor, action: torch.Te
         s, _ = dynamics.mean_prediction(s, action[j: j + n])
     err = (s - next_obs[k - 1: k - 1 + n]).norm(dim=-1)
     count = ok.sum()
-    return torch.where(count > 0, (err * ok).sum() / count.clamp_min(1), torch.nan)
+    total = torch.where(ok, err, 0.0).sum()
+    return torch.where(count > 0, total / count.clamp_min(1), torch.nan)
