@@ -23,3 +23,23 @@ def test_the_first_run_learns_inverted_pendulum(tmp_path, seed):
         rows = list(csv.DictReader(f))
     assert int(rows[-1]["env_steps"]) == 6000
     assert float(rows[-1]["eval/return"]) >= 900, [r["eval/return"] for r in rows]
+
+
+HOPPER_STEPS = 10_000  # init_random_steps (5000) + 5000 env steps of farsighted updates
+
+
+@pytest.mark.slow
+def test_hopper_horizon_grows_past_two_at_the_default_config(tmp_path):
+    """MPDP on Hopper-v4 at its default config for 10k env steps: the mean realized horizon
+    over the last 2k env steps (the logged interval means of ``train/realized_horizon``) is
+    above 2, i.e. the lookahead is not the one step of SAC plus a model."""
+    out = tmp_path / "run"
+    proc = run_train(["--env", "Hopper-v4", "--steps", str(HOPPER_STEPS), "--out", str(out),
+                      "--logger", "csv", "eval_every=1000", "eval_episodes=2"], cwd=tmp_path,
+                     timeout=3 * 3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["env_steps"]) > HOPPER_STEPS - 2000]
+    assert len(rows) == 2
+    horizons = [float(r["train/realized_horizon"]) for r in rows]
+    assert sum(horizons) / len(horizons) > 2, horizons
