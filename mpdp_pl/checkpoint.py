@@ -26,7 +26,9 @@ from .data import load_buffer, save_buffer
 FORMAT_VERSION = 1
 KEEP = 2
 # Keys that may differ between a run and its resumption (the budget can be extended).
-RESUMABLE_KEYS = {"steps", "out", "logger"}
+# where a run computes, not what it computes: a resume may move it (a CPU checkpoint onto a GPU)
+PLACEMENT_KEYS = {"trainer.accelerator", "trainer.num_threads", "buffer_device"}
+RESUMABLE_KEYS = {"steps", "out", "logger", *PLACEMENT_KEYS}
 
 
 def checkpoint_root(run_dir: Path) -> Path:
@@ -135,8 +137,11 @@ def _canonical(cfg: dict) -> dict:
 
 
 def check_compatible(saved: dict, cfg: dict) -> None:
-    """A checkpoint continues only the run it came from: same config except the budget."""
-    saved, cfg = _canonical(saved), _canonical(cfg)
+    """A checkpoint continues only the run it came from: same config except the budget and
+    where it runs (``PLACEMENT_KEYS``)."""
+    from .config import flatten
+
+    saved, cfg = flatten(_canonical(saved)), flatten(_canonical(cfg))
     diff = sorted(k for k in set(saved) | set(cfg)
                   if k not in RESUMABLE_KEYS and saved.get(k) != cfg.get(k))
     if diff:

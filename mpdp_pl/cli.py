@@ -93,10 +93,11 @@ def resume_target(args, overrides: dict):
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise ConfigError(f"--resume {run_dir}: no such run directory")
-        extra = [k for k in overrides if k != "steps"]
+        extra = [k for k in overrides if k != "steps" and k not in checkpoint.PLACEMENT_KEYS]
         if extra:
-            raise ConfigError(f"--resume DIR takes its config from DIR; only --steps may be "
-                              f"given (got {', '.join(sorted(extra))})")
+            raise ConfigError(f"--resume DIR takes its config from DIR; only --steps and "
+                              f"{', '.join(sorted(checkpoint.PLACEMENT_KEYS))} may be given "
+                              f"(got {', '.join(sorted(extra))})")
     cfg = checkpoint.run_config(run_dir)
     ckpt = checkpoint.latest(run_dir)
     if ckpt is None:
@@ -104,7 +105,9 @@ def resume_target(args, overrides: dict):
     state = checkpoint.read(ckpt)
     if "steps" in overrides:
         cfg["steps"] = overrides["steps"]
-    cfg = load_config(cfg["env"], cfg["algo"], {**_flatten(cfg), "out": str(run_dir.resolve())})
+    placement = {k: v for k, v in overrides.items() if k in checkpoint.PLACEMENT_KEYS}
+    cfg = load_config(cfg["env"], cfg["algo"], {**_flatten(cfg), **placement,
+                                                "out": str(run_dir.resolve())})
     checkpoint.check_compatible(state["config"], cfg)
     done = state["counters"]["env_steps"]
     if cfg["steps"] <= done:

@@ -192,18 +192,24 @@ class DynamicsModel(nn.Module):
         return ModelStep(next_obs, reward, terminated, u, member)
 
     def sample_step(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False,
-                    noise: torch.Tensor | None = None) -> ModelStep:
+                    noise: torch.Tensor | None = None,
+                    assignment: tuple[torch.Tensor, torch.Tensor] | None = None) -> ModelStep:
         """:meth:`step` without the OvR error, at the cost of one member per sample instead of
         every elite (MBPO's and MPPVE's rollouts need no u). A random permutation splits the
         batch into E groups of ceil(B/E) (padded with repeated samples whose outputs are
         dropped) and group g is served by elite (g + r) mod E, r uniform: every sample gets
         a uniformly random elite, as in mbrl-lib's ``random_model`` propagation, with static
-        shapes (no host sync). ``noise``: [B, obs_dim + 1] in sample order. ``u`` is None."""
+        shapes (no host sync). ``noise``: [B, obs_dim + 1] in sample order; ``assignment``:
+        ``(perm [B], r [1])`` instead of drawing them (tests share them across devices). ``u`` is
+        None."""
         batch, e = obs.shape[0], len(self.elites)
         group = -(-batch // e)
-        perm = torch.randperm(batch, device=obs.device)
+        if assignment is None:
+            assignment = (torch.randperm(batch, device=obs.device),
+                          torch.randint(e, (1,), device=obs.device))
+        perm, shift = assignment
         idx = perm.repeat(-(-e * group // max(batch, 1)))[: e * group].view(e, group)
-        turn = (torch.arange(e, device=obs.device) + torch.randint(e, (1,), device=obs.device)) % e
+        turn = (torch.arange(e, device=obs.device) + shift) % e
         served_by = self.elites[turn]                                      # elite of each group
         x = self.input_norm(torch.cat([obs, action], dim=-1))[idx]          # [E, G, in]
         mean, log_var, logit = self.ensemble(x, detach_params, served_by)

@@ -1,0 +1,240 @@
+"""The CUDA path against the CPU (marked ``cuda``; skipped where no GPU is present).
+
+Each computation runs on the CPU and on ``MPDP_CHECK_DEVICE`` (default ``cuda``) from the same
+weights, inputs and noise, in float32 with TF32 off, and must agree within ``RTOL``/``ATOL``
+(float32 reductions in another order: about 1e-6 relative per op, so 1e-4 over an unroll).
+``MPDP_CHECK_DEVICE=cpu`` runs the same tests CPU against CPU: how ``bench/gpu_check.sh
+--device cpu`` proves itself on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+
+import pytest
+import torch
+
+from conftest import TINY, run_train
+from mpdp_pl import losses
+from mpdp_pl.improvement import farsighted_improvement, sample_noise
+from mpdp_pl.models.actor import MultiHeadActor
+from mpdp_pl.models.critic import TwinQ, make_target, polyak_update
+from mpdp_pl.models.dynamics import DynamicsModel, ensemble_nll
+from mpdp_pl.value_expansion import expansion_loss, expansion_targets
+
+DEVICE = os.environ.get("MPDP_CHECK_DEVICE", "cuda")
+RTOL, ATOL = 1e-4, 1e-5
+OBS, ACT, B, H = 11, 3, 256, 5
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
+                       reason="no CUDA device"),
+]
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    if torch.cuda.is_available():
+        before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        yield
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    else:
+        yield
+
+
+def hopper_sized_parts(seed=0):
+    """Hopper's shapes: a 5-head actor and twin critics of 256x256, 7 members of 200x4."""
+    torch.manual_seed(seed)
+    actor = MultiHeadActor(OBS, ACT, [256, 256], H)
+    critic = TwinQ(OBS, ACT, [256, 256])
+    model = DynamicsModel(OBS, ACT, members=7, num_elites=5, hidden=200, layers=4,
+                          termination_fn=lambda s: s[..., 0] > 1.5)
+    with torch.no_grad():
+        for p in model.ensemble.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.elites.copy_(torch.tensor([0, 1, 3, 4, 6]))
+    return actor, critic, model
+
+
+def on(device, *modules):
+    return [copy.deepcopy(m).to(device) for m in modules]
+
+
+def close(a, b):
+    torch.testing.assert_close(a.cpu(), b.cpu(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("form", ["static", "live"])
+def test_farsighted_improvement_matches_cpu(form):
+    actor, critic, model = hopper_sized_parts()
+    obs = torch.randn(B, OBS)
+    noise = sample_noise(model, H, B, ACT, "cpu")
+    with torch.no_grad():
+        u_t = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), 0.7).item()
+    results = []
+    for device in ("cpu", DEVICE):
+        a, c, m = on(device, actor, critic, model)
+        moved = type(noise)(*(t.to(device) for t in noise))
+        out = farsighted_improvement(obs.to(device), a, c, m, torch.tensor(0.2, device=device), 0.5,
+                                     0.99, u_t, H, noise=moved, terminal_critic=True, form=form)
+        grads = torch.autograd.grad(out.loss, list(a.parameters()))
+        results.append((out, grads))
+    (cpu, cpu_grads), (dev, dev_grads) = results
+    close(cpu.loss, dev.loss)
+    for g, h in zip(cpu_grads, dev_grads):
+        close(g, h)
+    close(cpu.diagnostics["realized_horizon"], dev.diagnostics["realized_horizon"])
+    assert 0 < cpu.diagnostics["realized_horizon"] < H  # cuts and continuations both happen
+
+
+@pytest.mark.parametrize("target", ["td", "mve"])
+def test_critic_update_matches_cpu(target):
+    actor, critic, model = hopper_sized_parts(1)
+    target_net = make_target(critic)
+    batch = {"observation": torch.randn(B, OBS), "action": torch.rand(B, ACT) * 2 - 1,
+             "next": {"observation": torch.randn(B, OBS), "reward": torch.randn(B, 1),
+                      "terminated": torch.rand(B, 1) < 0.1}}
+    from tensordict import TensorDict
+    batch = TensorDict(batch, batch_size=[B])
+    eps = torch.randn(1, B, ACT)
+    noise = sample_noise(model, 3, B, ACT, "cpu")
+    params = []
+    for device in ("cpu", DEVICE):
+        a, c, t, m = on(device, actor, critic, target_net, model)
+        bd, alpha = batch.to(device), torch.tensor(0.2, device=device)
+        opt = torch.optim.Adam(c.parameters(), lr=3e-4)
+        if target == "td":
+            nxt = bd["next"]
+            na, nlp = a.sample(nxt["observation"], 0, eps[0].to(device))
+            y = losses.soft_td_target(nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1),
+                                      t(nxt["observation"], na), nlp, alpha, 0.99)
+            loss = losses.critic_loss(c(bd["observation"], bd["action"]), y)
+        else:
+            moved = type(noise)(*(x.to(device) for x in noise))
+            loss, _ = expansion_loss(c, expansion_targets(bd, a, t, m, alpha, 0.99, 3, noise=moved))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        polyak_update(t, c, 0.005)
+        params.append((loss.detach(), [p.detach() for p in (*c.parameters(), *t.parameters())]))
+    close(params[0][0], params[1][0])
+    for p, q in zip(params[0][1], params[1][1]):
+        close(p, q)
+
+
+def test_model_training_step_matches_cpu():
+    _, _, model = hopper_sized_parts(2)
+    obs, action = torch.randn(B, OBS), torch.rand(B, ACT) * 2 - 1
+    target = torch.randn(B, OBS + 1)
+    out = []
+    for device in ("cpu", DEVICE):
+        (m,) = on(device, model)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        mean, log_var, _ = m.forward_normalized(obs.to(device), action.to(device))
+        loss = ensemble_nll(mean, log_var, target.to(device).expand(7, B, OBS + 1), m.ensemble)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append((loss.detach(), [p.detach() for p in m.parameters()]))
+    close(out[0][0], out[1][0])
+    for p, q in zip(out[0][1], out[1][1]):
+        close(p, q)
+
+
+def test_rollout_model_steps_match_cpu():
+    """MBPO's and MPPVE's rollouts step the model with ``sample_step`` (one elite per sample):
+    with the same assignment and noise it gives the same step on both devices, and a branched
+    rollout on the device stays there and stops at predicted terminals."""
+    from mpdp_pl.rollouts import branched_rollout
+
+    actor, _, model = hopper_sized_parts(3)
+    obs, action = torch.randn(B, OBS), torch.rand(B, ACT) * 2 - 1
+    assignment = (torch.randperm(B), torch.tensor([2]))
+    noise = torch.randn(B, OBS + 1)
+    steps = []
+    for device in ("cpu", DEVICE):
+        (m,) = on(device, model)
+        steps.append(m.sample_step(obs.to(device), action.to(device), noise=noise.to(device),
+                                   assignment=tuple(x.to(device) for x in assignment)))
+    for x, y in zip(steps[0][:3], steps[1][:3]):
+        close(x.float(), y.float())
+    torch.testing.assert_close(steps[0].member, steps[1].member.cpu())
+    a, m = on(DEVICE, actor, model)
+    rollout = branched_rollout(m, lambda s: a.sample(s)[0], obs.to(DEVICE), 4)
+    assert rollout["observation"].device.type == torch.device(DEVICE).type
+    assert torch.isfinite(rollout["next", "observation"]).all()
+
+
+def _rows(path):
+    with open(path / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("algo", ["mpdp", "sac"])
+def test_train_and_resume_on_the_device(tmp_path, algo):
+    accel = "cpu" if DEVICE == "cpu" else "gpu"
+    out = tmp_path / "run"
+    args = ["--env", "Hopper-v4", "--algo", algo, "--out", str(out), "--logger", "none", *TINY,
+            "steps=400", "init_random_steps=200", "model_train_freq=100", "horizon=3",
+            f"trainer.accelerator={accel}"]
+    proc = run_train(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [int(r["env_steps"]) for r in _rows(out)] == [200, 400]
+    proc = run_train(["--resume", str(out), "--steps", "600"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [int(r["env_steps"]) for r in _rows(out)] == [200, 400, 600]
+    assert all(r["eval/return"] for r in _rows(out))
+
+
+def test_a_cpu_checkpoint_resumes_on_the_device(tmp_path):
+    out = tmp_path / "run"
+    proc = run_train(["--env", "Hopper-v4", "--out", str(out), "--logger", "none", *TINY,
+                      "steps=400", "init_random_steps=200", "model_train_freq=100", "horizon=3",
+                      "trainer.accelerator=cpu"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    accel = "cpu" if DEVICE == "cpu" else "gpu"
+    proc = run_train(["--resume", str(out), "--steps", "600", f"trainer.accelerator={accel}"],
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [int(r["env_steps"]) for r in _rows(out)] == [200, 400, 600]
+
+
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="host syncs exist on CUDA only")
+def test_the_update_math_never_syncs_with_the_host():
+    """The hot path of an update (the static unroll, its backward and Adam step, the MVE
+    critic target and loss, Polyak averaging) under CUDA's sync debug mode: any op that waits
+    for the host raises."""
+    actor, critic, model = hopper_sized_parts(4)
+    a, c, m = on(DEVICE, actor, critic, model)
+    t = make_target(c)
+    opt_a = torch.optim.Adam(a.parameters(), lr=3e-4, capturable=True)
+    opt_c = torch.optim.Adam(c.parameters(), lr=3e-4, capturable=True)
+    from tensordict import TensorDict
+    batch = TensorDict({"observation": torch.randn(B, OBS), "action": torch.rand(B, ACT),
+                        "next": {"observation": torch.randn(B, OBS), "reward": torch.randn(B, 1),
+                                 "terminated": torch.zeros(B, 1, dtype=torch.bool)}},
+                       batch_size=[B]).to(DEVICE)
+    alpha, u_t = torch.tensor(0.2, device=DEVICE), torch.tensor(50.0, device=DEVICE)
+    for _ in range(2):  # the first pass warms up (allocations, lazy inits)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = farsighted_improvement(batch["observation"], a, c, m, alpha, 0.5, 0.99, u_t, H,
+                                         form="static")
+            opt_a.zero_grad()
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(a.parameters(), 10.0)
+            opt_a.step()
+            loss, _ = expansion_loss(c, expansion_targets(batch, a, t, m, alpha, 0.99, 3, u_t))
+            opt_c.zero_grad()
+            loss.backward()
+            opt_c.step()
+            polyak_update(t, c, 0.005)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out.loss)
