@@ -17,7 +17,9 @@ steps at the algorithm's default config, in which every part is timed:
   (the measured seconds per eval env step x 10,000), since a young policy's short episodes
   would understate it.
 
-Seconds per 1k env steps = the window's seconds x 1000 / window, plus evaluation. A window of
+Seconds per 1k env steps = the window's seconds x 1000 / window, plus evaluation. On a GPU
+(``trainer.accelerator=gpu``) the parts are host times: asynchronous device work is counted in
+whichever part waits for it, so only the total (and env steps per second) is exact. A window of
 250 env steps holds exactly one model training at ``model_train_freq`` = 250. For MPDP the
 share of the farsighted unroll's sample-steps that were alive (``train/live_rows``: the share
 of the static form's work spent on live samples) and the realized horizon are printed too.
@@ -80,12 +82,15 @@ def timed(cls, data, n: int, log: dict):
             continue
 
         def wrap(self, *args, _m=method, _p=part, **kwargs):
+            keys = ("train/live_rows", "train/realized_horizon")
+            before = [self._interval_sums.get(k, (0.0, 0))[0] for k in keys]
             t0 = time.perf_counter()
             out = getattr(super(Timed, self), _m)(*args, **kwargs)
             log["calls"].append((_p, self.env_steps, time.perf_counter() - t0))
-            if _m == "actor_step" and "train/live_rows" in self.last_metrics:
-                log["live"].append((self.env_steps, self.last_metrics["train/live_rows"].item(),
-                                    self.last_metrics["train/realized_horizon"].item()))
+            if _m == "actor_step" and keys[0] in self._interval_sums:
+                # this update's values: what it added to the interval's sums
+                after = [self._interval_sums[k][0] for k in keys]
+                log["live"].append((self.env_steps, *(float(a - b) for a, b in zip(after, before))))
             return out
 
         if hasattr(cls, method):
@@ -161,6 +166,8 @@ def main() -> None:
         print(f"| {r['algo']} | {r['critic_per_step']:g}, {r['actor_per_step']:g} | {r['n']} | "
               f"{r['total']:.0f} | " + " | ".join(f"{r[c]:.1f}" for c in COLUMNS)
               + f" | {r['live_rows']:.3f} | {r['realized_horizon']:.2f} |")
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     if a.csv:
         with open(a.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))

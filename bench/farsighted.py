@@ -13,7 +13,10 @@ checkpoint's policy.
 ``live rows``: the share of the static form's sample-steps that are alive, i.e. the share of
 its compute spent on live samples (the live form runs only those).
 
-    python bench/farsighted.py RUN_DIR_OR_CHECKPOINT [--repeat 20] [--horizons 3 5] [key=value ...]
+``--device cuda``: the module and the batches on the GPU (TF32 off), each update timed between
+two synchronizations; the peak GPU memory is printed at the end.
+
+    python bench/farsighted.py RUN_DIR_OR_CHECKPOINT [--repeat 20] [--horizons 3 5] [--device cpu]
 """
 
 from __future__ import annotations
@@ -53,11 +56,15 @@ def load(path: Path):
     return ckpt, state, module, buf
 
 
+COMPILED = {}  # "compiled": the static form under torch.compile (--compile)
+
+
 def update(m, obs, noise, u_t, form, opt):
     c = m.cfg
-    out = farsighted_improvement(obs, m.actor, m.critic, m.dynamics, m.alpha, m.penalty_weight(),
-                                 c["gamma"], u_t, m.horizon, c["paper_literal_cut"], noise,
-                                 c["terminal_critic"], form=form)
+    fn = COMPILED.get(form, farsighted_improvement)
+    out = fn(obs, m.actor, m.critic, m.dynamics, m.alpha, m.penalty_weight(),
+             c["gamma"], u_t, m.horizon, c["paper_literal_cut"], noise,
+             c["terminal_critic"], form="static" if form == "compiled" else form)
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(m.actor.parameters(), c["actor_grad_clip"])
@@ -85,28 +92,36 @@ def u_t_for(m, obs, noise, target: float) -> float:
     return math.exp(0.5 * (lo + hi))
 
 
-def time_forms(m, buf, u_t, repeat: int, seed: int) -> dict:
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_forms(m, buf, u_t, repeat: int, seed: int, device="cpu") -> dict:
     opt = torch.optim.Adam(m.actor.parameters(), lr=m.cfg["actor_lr"])
     saved = {k: v.clone() for k, v in m.actor.state_dict().items()}
     g = torch.Generator().manual_seed(seed)
-    times = {f: [] for f in FORMS}
-    diags = {f: [] for f in FORMS}
+    forms = (*FORMS, *COMPILED)
+    times = {f: [] for f in forms}
+    diags = {f: [] for f in forms}
     b = m.cfg["batch_size"]
     for i in range(repeat + 2):  # two warm-up rounds
         idx = torch.randint(len(buf), (b,), generator=g)
-        obs = buf[idx]["observation"]
+        obs = buf[idx]["observation"].to(device)
         torch.manual_seed(seed + i)
-        noise = sample_noise(m.dynamics, m.horizon, b, m.spec.action_dim, "cpu")
-        for form in (FORMS if i % 2 == 0 else FORMS[::-1]):
+        noise = sample_noise(m.dynamics, m.horizon, b, m.spec.action_dim, device)
+        for form in (forms if i % 2 == 0 else forms[::-1]):
             m.actor.load_state_dict(saved)
+            sync(device)
             t0 = time.perf_counter()
             d = update(m, obs, noise, u_t, form, opt)
+            sync(device)
             if i >= 2:
                 times[form].append(time.perf_counter() - t0)
                 diags[form].append(d)
     m.actor.load_state_dict(saved)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    return {"ms": {f: 1000 * mean(times[f]) for f in FORMS},
+    return {"ms": {f: 1000 * mean(times[f]) for f in forms},
             "horizon": mean([d["realized_horizon"].item() for d in diags["live"]]),
             "live_rows": mean([d["live_rows"].item() for d in diags["live"]])}
 
@@ -117,29 +132,40 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--horizons", type=float, nargs="*", default=[3.0, 5.0])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the static form compiled with torch.compile (column compiled ms)")
     a = p.parse_intermixed_args()
+    if a.compile:
+        COMPILED["compiled"] = torch.compile(farsighted_improvement)
     torch.set_num_threads(1)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     ckpt, state, m, buf = load(a.path)
+    m = m.to(a.device)
     c = m.cfg
     print(f"{c['env']} MPDP checkpoint {ckpt} (env step {state['counters']['env_steps']}, "
           f"{len(buf)} real transitions): batch {c['batch_size']}, Hmax {m.horizon}, ensemble "
           f"{c['ensemble_size']}x{c['model_hidden']}x{c['model_layers']} ({len(m.dynamics.elites)} "
           f"elites), actor/critic {c['hidden_sizes']}, u_T {m.u_threshold.item():.4g} "
-          f"(u_T={c['u_T']}, quantile {c['u_T_quantile']}); 1 torch thread; {a.repeat} updates "
-          f"per form", flush=True)
+          f"(u_T={c['u_T']}, quantile {c['u_T_quantile']}); device {a.device}, 1 torch thread; "
+          f"{a.repeat} updates per form", flush=True)
     g = torch.Generator().manual_seed(a.seed + 999)
-    probe = buf[torch.randint(len(buf), (1024,), generator=g)]["observation"]
+    probe = buf[torch.randint(len(buf), (1024,), generator=g)]["observation"].to(a.device)
     torch.manual_seed(a.seed + 999)
-    probe_noise = sample_noise(m.dynamics, m.horizon, probe.shape[0], m.spec.action_dim, "cpu")
+    probe_noise = sample_noise(m.dynamics, m.horizon, probe.shape[0], m.spec.action_dim, a.device)
     settings = [("checkpoint's u_T", m.u_threshold.item())]
     settings += [(f"u_T for horizon ~{h:g}", u_t_for(m, probe, probe_noise, h)) for h in a.horizons]
-    print("\n| u_T | value | realized horizon | live rows | static ms | live ms | live / static |")
-    print("|---|---|---|---|---|---|---|")
+    extra = " compiled ms |" if a.compile else ""
+    print(f"\n| u_T | value | realized horizon | live rows | static ms | live ms | live / static |{extra}")
+    print("|---|---|---|---|---|---|---|" + ("---|" if a.compile else ""))
     for name, u_t in settings:
-        r = time_forms(m, buf, u_t, a.repeat, a.seed)
+        r = time_forms(m, buf, u_t, a.repeat, a.seed, a.device)
         print(f"| {name} | {u_t:.4g} | {r['horizon']:.2f} | {r['live_rows']:.3f} | "
               f"{r['ms']['static']:.1f} | {r['ms']['live']:.1f} | "
-              f"{r['ms']['live'] / r['ms']['static']:.2f} |", flush=True)
+              f"{r['ms']['live'] / r['ms']['static']:.2f} |"
+              + (f" {r['ms']['compiled']:.1f} |" if a.compile else ""), flush=True)
+    if torch.device(a.device).type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
