@@ -91,7 +91,8 @@ def read_results(path: Path) -> Results:
             for row in csv.DictReader(f):
                 results.setdefault((row["env"], row["algo"], int(row["seed"])), []).append(
                     {"env_steps": int(row["env_steps"]), "return": float(row["eval/return"]),
-                     "elapsed": float(row["time/elapsed"])})
+                     "elapsed": float(row["time/elapsed"]),
+                     **({"failed": True} if row.get("failed") == "1" else {})})
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise SystemExit(f"error: --merge {path}: not a results.csv of this runner "
                          f"({type(e).__name__}: {e})") from None
@@ -102,6 +103,10 @@ def collect(runs: list[Run], earlier: Results | None = None) -> Results:
     """Every run's evaluations, keyed (env, algo or variant name, seed), then the ``earlier``
     ones (from :func:`read_results`) for the keys this grid has no evaluation of."""
     results = {(r.env, r.label or r.algo, r.seed): read_evals(r.dir) for r in runs}
+    for r in runs:  # a run that stopped at nonfinite_limit: every evaluation says so
+        if stopped_by_fault(r):
+            for e in results[(r.env, r.label or r.algo, r.seed)]:
+                e["failed"] = True
     for key, evals in (earlier or {}).items():
         if not results.get(key):
             results[key] = evals
@@ -120,9 +125,14 @@ def run_all(runs: list[Run], overrides: list[str], workers: int,
     return failed
 
 
+def stopped_by_fault(run: Run) -> bool:
+    """The run stopped at ``nonfinite_limit`` (its ``failed.txt``): a result, never rerun."""
+    return (run.dir / "failed.txt").exists()  # algos.base.FAILED_MARKER
+
+
 def finished(run: Run) -> bool:
     evals = read_evals(run.dir)
-    return bool(evals) and evals[-1]["env_steps"] >= run.steps
+    return stopped_by_fault(run) or (bool(evals) and evals[-1]["env_steps"] >= run.steps)
 
 
 def resumable(run: Run) -> bool:
@@ -160,9 +170,11 @@ def launch(run: Run, overrides: list[str], checkpoint_every: int = 1000) -> int:
 
 def value_at(evals: list[dict], step: int) -> float | None:
     """The return of the last evaluation at or before ``step``; None if there is none or the
-    run has not reached ``step`` (a partial run must not stand in for a later point)."""
+    run has not reached ``step`` (a partial run must not stand in for a later point). A failed
+    run (stopped at ``nonfinite_limit``) keeps its last evaluation at every later point: it stays
+    in the table, marked."""
     before = [e for e in evals if e["env_steps"] <= step]
-    if not before or evals[-1]["env_steps"] < step:
+    if not before or (evals[-1]["env_steps"] < step and not evals[-1].get("failed")):
         return None
     return before[-1]["return"]
 
@@ -203,7 +215,11 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
             if threshold is not None:
                 cells.append(" / ".join(str(first_reaching(e, threshold) or "-") for e in evals))
             wall = [e[-1]["elapsed"] / (e[-1]["env_steps"] / 1000) for e in evals]
-            lines.append("| " + " | ".join([env, algo, str(len(evals)), *cells,
+            stopped = [f"{seed} at {v[-1]['env_steps']:,}" for (e, a, seed), v in results.items()
+                       if e == env and a == algo and v and v[-1].get("failed")]
+            seeds = str(len(evals)) + (f" (failed, non-finite: seed {', '.join(stopped)}; its last "
+                                       f"evaluation counts after it)" if stopped else "")
+            lines.append("| " + " | ".join([env, algo, seeds, *cells,
                                              f"{statistics.mean(wall):.0f}" if wall else "-"]) + " |")
         for (task, method), points in (anchors or {}).items():
             if task != task_name(env):
@@ -219,10 +235,11 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
 def write_results(results: Results, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["algo", "env", "seed", "env_steps", "eval/return", "time/elapsed"])
+        w.writerow(["algo", "env", "seed", "env_steps", "eval/return", "time/elapsed", "failed"])
         for (env, algo, seed), evals in results.items():
             for e in evals:
-                w.writerow([algo, env, seed, e["env_steps"], e["return"], e["elapsed"]])
+                w.writerow([algo, env, seed, e["env_steps"], e["return"], e["elapsed"],
+                            int(e.get("failed", False))])
 
 
 ANCHOR_METHODS = ("DHMBPO", "MACURA", "MBPO", "SAC")

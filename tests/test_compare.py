@@ -168,3 +168,28 @@ def test_a_variant_runs_under_its_own_name_with_its_overrides(tmp_path):
     changed = grid[:-1] + ["critic_updates_per_step=3"]
     proc = compare(tmp_path, *OVERRIDES, "init_random_steps=100", "eval_every=100", grid=changed)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "sac-c2" in proc.stderr
+
+
+def test_a_run_stopped_by_numerical_faults_stays_in_the_table_as_a_failure(grid, tmp_path):
+    env_dir = tmp_path / "InvertedPendulum-v4"
+    env_dir.mkdir()
+    for run in ("sac-seed0", "sac-seed1", "mpdp-seed0"):
+        shutil.copytree(grid / "InvertedPendulum-v4" / run, env_dir / run)
+    (tmp_path / "grid.json").write_text((grid / "grid.json").read_text())
+    failed = env_dir / "sac-seed1"
+    lines = (failed / "metrics.csv").read_text().splitlines(keepends=True)
+    (failed / "metrics.csv").write_text("".join(lines[:2]))  # it stopped after its first eval
+    (failed / "failed.txt").write_text("5 non-finite critic updates in a row by env step 300\n")
+    first = evals(failed)[0]
+    proc = compare(tmp_path, *OVERRIDES)  # not rerun: the failure is the result
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert evals(failed) == [first] and "(3 already done)" in proc.stdout
+    row = next(ln for ln in (tmp_path / "table.md").read_text().splitlines() if "| sac |" in ln)
+    assert "failed, non-finite: seed 1 at 200" in row
+    # at the budget the failed seed counts with its last evaluation
+    other = evals(env_dir / "sac-seed0")[-1][1]
+    expected = statistics.mean([other, first[1]])
+    assert f"{expected:.0f} ± " in row.split("|")[5]
+    flags = {(r["seed"], r["failed"]) for r in csv.DictReader(open(tmp_path / "results.csv"))
+             if r["algo"] == "sac"}
+    assert flags == {("0", "0"), ("1", "1")}

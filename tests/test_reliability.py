@@ -168,6 +168,8 @@ def test_a_repeating_fault_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
                                              nonfinite_guard=guard))
     ckpt = checkpoint.latest(tmp_path / "run")
     assert ckpt is not None and ckpt.name == "step000000300"
+    # the verdict stays with the run, for the comparison runner's table
+    assert "non-finite critic updates in a row" in (tmp_path / "run" / "failed.txt").read_text()
 
 
 def test_resume_rejects_missing_corrupt_and_foreign_checkpoints(tiny_run, tmp_path):

@@ -32,6 +32,7 @@ from ..evaluation import evaluate
 from ..loggers import MetricsCSV
 from ..models.actor import ActorPolicy
 
+FAILED_MARKER = "failed.txt"  # written into the run directory when a run stops at nonfinite_limit
 EVAL_SEED_OFFSET = 10_000  # the eval env's seed is seed + this, so it never replays training episodes
 
 
@@ -264,9 +265,13 @@ class OffPolicyModule(pl.LightningModule):
             self._raise_fault(part, streak)
 
     def _raise_fault(self, part: str, streak: int) -> None:
-        raise NumericalFault(
-            f"{streak} non-finite {part} updates in a row by env step {self.env_steps}; the run "
-            f"stopped (last checkpoint: {checkpoint.latest(self.out_dir) if self.out_dir else None})")
+        message = (f"{streak} non-finite {part} updates in a row by env step {self.env_steps}; the "
+                   f"run stopped (last checkpoint: "
+                   f"{checkpoint.latest(self.out_dir) if self.out_dir else None})")
+        if self.out_dir is not None and self.global_rank == 0:
+            # the run's verdict, for the comparison runner: a failure, not a run to redo
+            (self.out_dir / FAILED_MARKER).write_text(message + "\n")
+        raise NumericalFault(message)
 
     # ----------------------------------------------------------------- data path
     @property
