@@ -1,0 +1,63 @@
+"""Side-by-side report of several comparison-runner grids (each ``python -m mpdp_pl.compare``
+output folder): every run's eval return at chosen env steps, realized horizon, wall time, and
+the overrides that set its grid apart (from the grid's ``grid.json``).
+
+    python bench/grids_report.py GRID_DIR [GRID_DIR ...] [--at 6000 10000 15000] [--csv OUT]
+
+A figure comes from the runs' own ``metrics.csv`` rows at exactly that env step ("-" where a
+run has not reached it); nothing is smoothed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+
+def runs_of(grid: Path):
+    for metrics in sorted(grid.glob("*/*/metrics.csv")):
+        with open(metrics) as f:
+            rows = {int(r["env_steps"]): r for r in csv.DictReader(f) if r.get("eval/return")}
+        yield metrics.parent, rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("grids", nargs="+", type=Path)
+    p.add_argument("--at", type=int, nargs="+", default=[6000, 10000, 15000])
+    p.add_argument("--csv", type=Path, default=None)
+    a = p.parse_args()
+    overrides = {}
+    for g in a.grids:
+        if not (g / "grid.json").exists():
+            raise SystemExit(f"error: {g} is not a comparison-runner grid (no grid.json)")
+        overrides[g] = json.loads((g / "grid.json").read_text())["overrides"]
+    common = set.intersection(*(set(o) for o in overrides.values()))
+    print(f"common overrides: {' '.join(sorted(common)) or 'none'}\n")
+    head = ["grid", "run", "own overrides", *(f"return @{s // 1000}k" for s in a.at),
+            *(f"horizon @{s // 1000}k" for s in a.at), "last step", "wall s / 1k (whole run)"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    table = []
+    for g in a.grids:
+        own = " ".join(o for o in overrides[g] if o not in common) or "-"
+        for run_dir, rows in runs_of(g):
+            last = max(rows) if rows else 0
+            cell = lambda s, k: (f"{float(rows[s][k]):.0f}" if k == "eval/return" else  # noqa: E731
+                                 f"{float(rows[s][k]):.2f}") if s in rows and rows[s].get(k) else "-"
+            wall = float(rows[last]["time/elapsed"]) / (last / 1000) if last else float("nan")
+            line = [g.name, run_dir.name, own, *(cell(s, "eval/return") for s in a.at),
+                    *(cell(s, "train/realized_horizon") for s in a.at), str(last), f"{wall:.0f}"]
+            table.append(dict(zip(head, line)))
+            print("| " + " | ".join(line) + " |")
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=head)
+            w.writeheader()
+            w.writerows(table)
+
+
+if __name__ == "__main__":
+    main()
