@@ -31,8 +31,7 @@ from ..termination import TERMINATION_FNS
 from .sac import SAC
 
 MODEL_METRIC_KEYS = ("model/holdout_nll", "model/holdout_mse", "model/elites", "model/epochs",
-                     "model/steps", "model/train_seconds", "model/error", "model/holdout_size",
-                     "model/open_loop_error", "model/open_loop_k")
+                     "model/steps", "model/train_seconds", "model/error", "model/holdout_size")
 
 
 class ModelBasedSAC(SAC):

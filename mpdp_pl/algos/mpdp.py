@@ -33,7 +33,8 @@ FIRST_STEP_RATE = 0.01  # u_T_rule=first_step: rate of the running mean (about 1
 IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
                     "train/J_cut_value", "train/J_tail", "train/realized_horizon", "train/u_mean",
                     "train/live_rows", "train/u_first",
-                    "model/u_T", "model/u_ref", "train/imagined_frac")
+                    "model/u_T", "model/u_ref", "train/imagined_frac",
+                    "model/open_loop_error", "model/open_loop_k")
 # logged as means over the logging interval, not the last batch's value
 INTERVAL_MEAN_KEYS = ("train/realized_horizon", "train/live_rows", "train/u_mean")
 
