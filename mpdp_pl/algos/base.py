@@ -337,6 +337,8 @@ class OffPolicyModule(pl.LightningModule):
         self._last_eval_step = self.env_steps
         self._last_log_step = self.env_steps
         if self.trainer.is_global_zero and self.out_dir is not None:
+            # a run resumed by hand after a fault tries again: the old verdict no longer holds
+            (self.out_dir / FAILED_MARKER).unlink(missing_ok=True)
             columns = ["env_steps", "eval/return", "eval/return_std", "eval/episode_length",
                        "eval/q_bias",
                        "time/elapsed", "time/env_steps_per_s", "train/updates",

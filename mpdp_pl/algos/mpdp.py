@@ -16,6 +16,15 @@ learns to reach a predicted terminal early, where the penalties stop (measured: 
 to 50 after 2.5k steps, below a random policy's 8, with beta = 0.5 raw). In units of u_ref,
 beta is the penalty at a typical held-out model error and transfers across tasks.
 ``beta_relative=false`` is Eq. (10) literally.
+
+Switches beyond Algorithm 2 as printed (all off by default; ``--algo mpdp_paper`` pins the
+paper's choices): ``u_T_rule=first_step`` sets u_T from u at the unroll's own first step (a
+running mean, :meth:`follow_first_step`) instead of the held-out data; ``critic_target=mve``
+trains the critics on value-expansion targets over model steps of pi_0
+(:mod:`mpdp_pl.value_expansion`) instead of on real transitions only (Alg. 2 line 6);
+``start_states=model`` starts the unroll at states of pi_0's model rollouts
+(:mod:`mpdp_pl.start_states`); ``single_policy`` uses pi_0 at every unroll step instead of the
+heads. docs/hopper_probes.md has what they measured on Hopper.
 """
 
 from __future__ import annotations
