@@ -22,8 +22,9 @@ gradients. loss = -mean_B J.
 ``terminal_critic=True`` ends a sample whose next state is a predicted terminal like a cut one,
 with min_j Q_j(s_t, a_t) - alpha log pi_t instead of r_t - alpha log pi_t - beta u_t: a hard
 terminal mask carries no gradient about avoiding the terminal, while the critic (which learned
-Q = r at real terminals) does. MPDP's default (README, Benchmarks: on InvertedPendulum the hard
-mask let the policy drift towards terminals).
+Q = r at real terminals) does. MPDP's default (in single-seed InvertedPendulum probes of an early
+script that no longer exists, the hard mask let the policy drift towards terminals; not yet
+re-measured on Hopper).
 
 ``paper_literal_cut=True`` implements Algorithm 1 lines 6-7 as printed instead: at a cut or a
 predicted terminal, J += gamma^{t+1} V_old(s_{t+1}) and stop, and no tail value after the loop
