@@ -373,14 +373,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in a.merge:  # read before any run starts: a bad file must not cost a grid
         earlier.update(read_results(path))
     anchors = read_anchors(a.anchors) if a.anchors else None
-    a.out.mkdir(parents=True, exist_ok=True)
-    if not a.report_only:  # two runners on one grid would run the same runs into the same dirs
-        lock = open(a.out / ".grid.lock", "w")  # noqa: SIM115 - held until the process exits
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit(f"error: another runner is working on {a.out}; wait for it to "
-                             f"finish or use another --out") from None
     if stored and stored["overrides"] != a.overrides:
         raise SystemExit(f"error: {a.out} holds a grid run with overrides "
                          f"{stored['overrides']}; use another --out")
@@ -395,14 +387,28 @@ def main(argv: list[str] | None = None) -> int:
         if clash:
             raise SystemExit(f"error: variant {name!r} sets {', '.join(sorted(clash))}, which the "
                              f"grid's overrides set too")
-    if not a.report_only:
-        grid_file.write_text(json.dumps({"overrides": a.overrides,
-                                         "variants": {k: [algo, list(o)] for k, (algo, o) in known.items()}}))
     runs = [Run(env, algo, s, steps, a.out) for env, steps in budgets.items() for algo in a.algos
             for s in a.seeds[: max_seeds.get(algo, len(a.seeds))]]
     runs += [Run(env, algo, s, steps, a.out, name, overrides)
              for env, steps in budgets.items() for name, (algo, overrides) in known.items()
              for s in a.seeds[: max_seeds.get(name, len(a.seeds))]]
+    from .config import ConfigError, load_config, parse_overrides
+    for r in runs:  # every run's config, before any run starts: a typo must not cost a grid
+        try:
+            load_config(r.env, r.algo, parse_overrides([*r.overrides, *a.overrides]))
+        except ConfigError as e:
+            raise SystemExit(f"error: {r.env} {r.name}: {e}") from None
+    a.out.mkdir(parents=True, exist_ok=True)
+    if not a.report_only:  # two runners on one grid would run the same runs into the same dirs
+        lock = open(a.out / ".grid.lock", "w")  # noqa: SIM115 - held until the process exits
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"error: another runner is working on {a.out}; wait for it to "
+                             f"finish or use another --out") from None
+    if not a.report_only:
+        grid_file.write_text(json.dumps({"overrides": a.overrides,
+                                         "variants": {k: [algo, list(o)] for k, (algo, o) in known.items()}}))
     print(f"{len(runs)} runs ({sum(finished(r) for r in runs)} already done), {a.workers} side by side, "
           f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)
     failed = [] if a.report_only else run_all(runs, a.overrides, a.workers, a.checkpoint_every)

@@ -193,3 +193,12 @@ def test_a_run_stopped_by_numerical_faults_stays_in_the_table_as_a_failure(grid,
     flags = {(r["seed"], r["failed"]) for r in csv.DictReader(open(tmp_path / "results.csv"))
              if r["algo"] == "sac"}
     assert flags == {("0", "0"), ("1", "1")}
+
+
+def test_every_run_is_validated_before_anything_is_written(tmp_path):
+    grid = ["--envs", "InvertedPendulum-v4=200", "--algos", "sac", "--seeds", "0",
+            "--variant", "typo", "mpdp", "horizn=3"]
+    proc = compare(tmp_path / "grid", *OVERRIDES, grid=grid)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0
+    assert "typo-seed0" in proc.stderr and "horizn" in proc.stderr
+    assert not (tmp_path / "grid").exists()  # no grid.json to hold the typo against a rerun
