@@ -124,6 +124,9 @@ def test_critic_update_matches_cpu(target):
     close(params[0][0], params[1][0])
     for p, q in zip(params[0][1], params[1][1]):
         close(p, q)
+    # the step moved the critic (equal weights from a step that did nothing would prove little)
+    before = list(critic.parameters())
+    assert any(not torch.equal(b, p.cpu()) for b, p in zip(before, params[1][1]))
 
 
 def test_model_training_step_matches_cpu():
@@ -143,6 +146,8 @@ def test_model_training_step_matches_cpu():
     close(out[0][0], out[1][0])
     for p, q in zip(out[0][1], out[1][1]):
         close(p, q)
+    assert torch.isfinite(out[0][0]) and any(
+        not torch.equal(b, p.cpu()) for b, p in zip(model.parameters(), out[1][1]))
 
 
 def test_rollout_model_steps_match_cpu():
