@@ -231,6 +231,12 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"critic_target=mve is MPDP's (algo={cfg['algo']} has no value expansion)")
     if cfg["start_states"] not in ("real", "model"):
         raise ConfigError(f"start_states={cfg['start_states']!r}: must be real or model")
+    if cfg["critic_states"] not in ("real", "model"):
+        raise ConfigError(f"critic_states={cfg['critic_states']!r}: must be real or model")
+    needs = cfg["critic_target"] != "mve" or cfg["start_states"] != "model" or cfg["mve_horizon"] < 1
+    if cfg["critic_states"] == "model" and cfg["algo"] in MPDP_ALGOS and needs:
+        raise ConfigError("critic_states=model needs critic_target=mve, mve_horizon >= 1 and "
+                          "start_states=model (its states are the start-state FIFO's)")
     for k in ("start_rollout_length", "start_rollout_every"):
         if cfg[k] < 1:
             raise ConfigError(f"{k}={cfg[k]}: must be >= 1")
@@ -238,8 +244,9 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"start_buffer_size={cfg['start_buffer_size']}: must be >= batch_size "
                           f"({cfg['batch_size']})")
     if cfg["algo"] not in MPDP_ALGOS:
-        for k, default in (("start_states", "real"), ("single_policy", False),
-                           ("u_T_rule", "holdout"), ("mve_target_bound", False)):
+        for k, default in (("start_states", "real"), ("critic_states", "real"),
+                           ("single_policy", False), ("u_T_rule", "holdout"),
+                           ("mve_target_bound", False)):
             if cfg[k] != default:
                 raise ConfigError(f"{k}={cfg[k]!r} is MPDP's (algo={cfg['algo']} does not use it)")
     if cfg["u_T_rule"] == "first_step" and cfg["u_T"] != "auto":

@@ -146,6 +146,11 @@ def test_paper_preset_is_mpdp_with_algorithm_2_as_printed():
     (["critic_target=mve", "mve_target_bound=true", "gamma=1"], "needs gamma < 1"),
     (["mve_target_bound=true"], "bounds the targets of critic_target=mve"),
     (["u_T_rule=first_step", "u_T=3"], "cannot be combined with u_T=3"),
+    (["critic_states=fifo"], "critic_states='fifo'"),
+    (["critic_states=model", "start_states=model"], "critic_states=model needs critic_target=mve"),
+    (["critic_states=model", "critic_target=mve"], "critic_states=model needs"),
+    (["critic_states=model", "critic_target=mve", "start_states=model", "mve_horizon=0"],
+     "mve_horizon >= 1"),
 ])
 def test_bad_mpdp_switches_raise(items, match):
     with pytest.raises(ConfigError, match=match):
@@ -154,6 +159,7 @@ def test_bad_mpdp_switches_raise(items, match):
 
 @pytest.mark.parametrize("algo", ["sac", "mbpo"])
 @pytest.mark.parametrize("key,value", [("critic_target", "mve"), ("start_states", "model"),
+                                       ("critic_states", "model"),
                                        ("single_policy", True), ("u_T_rule", "first_step")])
 def test_mpdp_switches_are_refused_elsewhere(algo, key, value):
     with pytest.raises(ConfigError, match=f"{key}=.*(MPDP's|is MPDP)"):

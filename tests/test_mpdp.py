@@ -119,13 +119,13 @@ def test_first_step_rule_follows_a_running_mean_of_u_at_the_real_first_step():
 
 
 def test_hopper_run_with_every_new_switch(tmp_path):
-    """A real run through value-expansion critics, model start states, one policy, LayerNorm
+    """A real run through value-expansion critics at model states, model start states, one policy, LayerNorm
     critics, bounded targets and the first-step u_T rule."""
     out = tmp_path / "run"
     proc = run_train(["--env", "Hopper-v4", "--steps", "400", "--out", str(out), "--logger", "csv",
                       "init_random_steps=200", "model_train_freq=100", "model_max_steps=20",
                       "batch_size=32", "eval_every=200", "eval_episodes=2", "horizon=4",
-                      "critic_target=mve", "mve_horizon=3", "start_states=model",
+                      "critic_target=mve", "mve_horizon=3", "start_states=model", "critic_states=model",
                       "start_rollout_length=5", "single_policy=true", "critic_layernorm=true",
                       "mve_target_bound=true", "u_T_rule=first_step", "u_T_scale=3",
                       "u_T_quantile=0.9", "trainer.num_threads=1"], cwd=tmp_path)
@@ -140,6 +140,38 @@ def test_hopper_run_with_every_new_switch(tmp_path):
     assert 0 < float(last["model/open_loop_error"]) < 100
     # the largest target is one of a bounded soft return: finite and below max|r| / (1 - gamma)
     assert 0 < float(last["train/target_max"]) < 100 * 10
+
+
+@pytest.mark.parametrize("critic_states", ["real", "model"])
+def test_critic_trains_at_real_or_fifo_states(critic_states, monkeypatch):
+    """critic_states=model: the critic's rows start at the start-state FIFO's model states, not
+    at the real batch; real: at the real batch's s and s'."""
+    import mpdp_pl.algos.mpdp as mpdp_module
+
+    cfg = load_config("Hopper-v4", "mpdp", {"critic_target": "mve", "mve_horizon": 2,
+                                            "start_states": "model", "critic_states": critic_states,
+                                            "batch_size": 8, "start_rollout_length": 2})
+    env = make_env(cfg, seed=2)
+    module = MPDP(cfg, env_spec(env))
+    batch = env.rollout(8, break_when_any_done=False)
+    env.close()
+    module.model_trainings = 1  # as after the first model training
+    module.start_fifo = mpdp_module.StartStateFIFO(64, module.spec.obs_dim, "cpu")
+    fifo_states = torch.randn(64, module.spec.obs_dim)
+    module.start_fifo.add(fifo_states)
+    seen = []
+    real_loss = mpdp_module.expansion_loss
+    monkeypatch.setattr(mpdp_module, "expansion_loss",
+                        lambda critic, targets: seen.append(targets) or real_loss(critic, targets))
+    loss, q = module.critic_loss(batch)
+    assert torch.isfinite(loss) and q.shape == (2, 8)
+    rows = seen[0].obs
+    from_fifo = (rows[:8, None, :] == fifo_states[None]).all(-1).any(-1)
+    if critic_states == "model":
+        assert rows.shape[0] == 2 * 8 and from_fifo.all()
+    else:
+        assert rows.shape[0] == 3 * 8 and torch.equal(rows[:8], batch["observation"])
+        assert not from_fifo.any()
 
 
 def test_horizon_and_cut_fractions_are_means_over_the_logging_interval():

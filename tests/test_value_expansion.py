@@ -15,7 +15,7 @@ from mpdp_pl.improvement import sample_noise
 from mpdp_pl.models.actor import MultiHeadActor
 from mpdp_pl.models.critic import TwinQ, make_target
 from mpdp_pl.models.dynamics import DynamicsModel
-from mpdp_pl.value_expansion import expansion_loss, expansion_targets
+from mpdp_pl.value_expansion import expansion_loss, expansion_targets, state_expansion_targets
 
 OBS, ACT, N = 4, 2, 16
 GAMMA, ALPHA = 0.9, torch.tensor(0.3)
@@ -129,6 +129,36 @@ def test_batched_targets_equal_per_sample_loop(horizon, u_quantile):
     assert 0 < imagined < horizon * N or (horizon == 1 and u_quantile is None)
     assert out.imagined_frac.item() == pytest.approx(imagined / (horizon * N))
     assert torch.equal(out.obs[:N], batch["observation"])
+
+
+@pytest.mark.parametrize("u_quantile", [0.5, None])
+def test_model_state_targets_equal_per_sample_loop(u_quantile):
+    """critic_states=model: from states x with no real transition behind them, the rows are
+    y(x_k, b_k) of the per-sample loop started at x_0 = x, and no real row."""
+    actor, critic, target, model, batch = parts(seed=6)
+    states = batch["next", "observation"]
+    batch["next", "terminated"] = torch.zeros(N, 1, dtype=torch.bool)  # every x is expanded
+    horizon = 3
+    with torch.no_grad():
+        u = model.ovr_error(states, torch.zeros(N, ACT))
+    u_t = math.inf if u_quantile is None else torch.quantile(u, u_quantile).item()
+    torch.manual_seed(8)
+    noise = sample_noise(model, horizon, N, ACT, "cpu")
+    out = state_expansion_targets(states, actor, target, model, ALPHA, GAMMA, horizon, u_t,
+                                  noise=noise)
+    ref = per_sample_targets(batch, actor, target, model, noise, horizon, u_t)
+    assert out.target.shape == (horizon * N,) and torch.equal(out.obs[:N], states)
+    y, weight = out.target.view(horizon, N), out.weight.view(horizon, N)
+    expected_weight = torch.zeros(horizon, N)
+    for (i, k), value in ref.items():
+        if k >= 0:
+            expected_weight[k, i] = 1.0
+            assert y[k, i].item() == pytest.approx(value, rel=1e-5, abs=1e-5), (i, k)
+    torch.testing.assert_close(weight, expected_weight)
+    assert expected_weight[0].sum() > 0 and out.imagined_frac.item() == pytest.approx(
+        expected_weight.mean().item())
+    with pytest.raises(ValueError, match="horizon >= 1"):
+        state_expansion_targets(states, actor, target, model, ALPHA, GAMMA, 0)
 
 
 def test_critic_loss_reaches_only_the_critic():

@@ -21,7 +21,8 @@ Switches beyond Algorithm 2 as printed (all off by default; ``--algo mpdp_paper`
 paper's choices): ``u_T_rule=first_step`` sets u_T from u at the unroll's own first step (a
 running mean, :meth:`follow_first_step`) instead of the held-out data; ``critic_target=mve``
 trains the critics on value-expansion targets over model steps of pi_0
-(:mod:`mpdp_pl.value_expansion`) instead of on real transitions only (Alg. 2 line 6);
+(:mod:`mpdp_pl.value_expansion`) instead of on real transitions only (Alg. 2 line 6), and
+``critic_states=model`` trains them at the start-state FIFO's model states instead of real ones;
 ``start_states=model`` starts the unroll at states of pi_0's model rollouts
 (:mod:`mpdp_pl.start_states`); ``single_policy`` uses pi_0 at every unroll step instead of the
 heads. docs/hopper_probes.md has what they measured on Hopper.
@@ -34,7 +35,7 @@ import torch
 from ..distributed import gather_across_ranks
 from ..improvement import farsighted_improvement
 from ..start_states import StartStateFIFO, distribution_rollout
-from ..value_expansion import expansion_loss, expansion_targets
+from ..value_expansion import expansion_loss, expansion_targets, state_expansion_targets
 from .model_based import ModelBasedSAC
 
 FIRST_STEP_RATE = 0.01  # u_T_rule=first_step: rate of the running mean (about 100 actor updates)
@@ -124,12 +125,20 @@ class MPDP(ModelBasedSAC):
 
     def critic_loss(self, batch):
         """critic_target=mve, once the model exists: value-expansion targets over
-        ``mve_horizon`` model steps of pi_0 (:mod:`mpdp_pl.value_expansion`); SAC's otherwise."""
-        if self.cfg["critic_target"] != "mve" or not self.model_ready:
+        ``mve_horizon`` model steps of pi_0 (:mod:`mpdp_pl.value_expansion`) from the real
+        ``batch``, or with ``critic_states=model`` from a batch of the start-state FIFO's model
+        states (the real batch until the first farsighted update has filled the FIFO); SAC's
+        otherwise."""
+        c = self.cfg
+        if c["critic_target"] != "mve" or not self.model_ready:
             return super().critic_loss(batch)
-        targets = expansion_targets(batch, self.actor, self.critic_target, self.dynamics,
-                                    self.alpha, self.cfg["gamma"], self.cfg["mve_horizon"],
-                                    self.u_threshold, bounded=self.cfg["mve_target_bound"])
+        args = (self.actor, self.critic_target, self.dynamics, self.alpha, c["gamma"],
+                c["mve_horizon"], self.u_threshold)
+        if c["critic_states"] == "model" and self.start_fifo is not None:
+            targets = state_expansion_targets(self.start_fifo.sample(c["batch_size"]), *args,
+                                              bounded=c["mve_target_bound"])
+        else:
+            targets = expansion_targets(batch, *args, bounded=c["mve_target_bound"])
         loss, q = expansion_loss(self.critic, targets)
         counted = torch.where(targets.weight > 0, targets.target, -torch.inf)
         self.record(target_max=counted.max(), imagined_frac=targets.imagined_frac)
