@@ -10,7 +10,7 @@
 - ``fig4``: final return against beta in {0.2, 0.5, 0.7} on Hopper, with MBPO, 4 seeds.
 
 ``--quick`` runs the same experiment on InvertedPendulum-v4 at a budget this 2-core CPU
-finishes (see REPRODUCING.md). ``--steps`` and ``key=value`` items override every run (tests use
+finishes (docs/baselines.md). ``--steps`` and ``key=value`` items override every run (tests use
 them to shrink the budget further). Each experiment writes ``FIG.csv`` and ``FIG.png`` into
 ``--out`` (default ``runs/reproduce/FIG[-quick]``) and resumes a partly done set like the
 comparison runner.

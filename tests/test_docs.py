@@ -1,0 +1,48 @@
+"""The documentation against the tree: the README stays short, every relative link in it and in
+docs/ points at a file (and a heading) that exists, and the layout page lists every module."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]+))?\)")
+
+
+def anchors(page) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    out = set()
+    for line in page.read_text().splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+def test_readme_is_short():
+    assert len((ROOT / "README.md").read_bytes()) <= 12_500
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_resolve(page):
+    for target, anchor in LINK.findall(page.read_text()):
+        if target.startswith(("http://", "https://")):
+            continue
+        path = (page.parent / target).resolve() if target else page
+        assert path.exists(), f"{page.name}: link to missing {target}"
+        if anchor and path.suffix == ".md":
+            assert anchor in anchors(path), f"{page.name}: no heading #{anchor} in {path.name}"
+
+
+def test_layout_page_lists_every_module_and_no_other():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("```")[1]
+    listed = set(re.findall(r"^\s*((?:models/|algos/)?\w+\.(?:py|sh))\b", block, re.M))
+    package = {p.relative_to(ROOT / "mpdp_pl").as_posix() for p in (ROOT / "mpdp_pl").rglob("*.py")
+               if p.name != "__init__.py"}
+    bench = {p.name for p in (ROOT / "bench").iterdir() if p.suffix in (".py", ".sh")}
+    assert listed - {"train.py"} == package | bench, "docs/architecture.md's layout is out of date"
