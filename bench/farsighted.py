@@ -59,11 +59,11 @@ def load(path: Path):
 COMPILED = {}  # "compiled": the static form under torch.compile (--compile)
 
 
-def update(m, obs, noise, u_t, form, opt):
+def update(m, obs, noise, u_T, form, opt):
     c = m.cfg
     fn = COMPILED.get(form, farsighted_improvement)
     out = fn(obs, m.actor, m.critic, m.dynamics, m.alpha, m.penalty_weight(),
-             c["gamma"], u_t, m.horizon, c["paper_literal_cut"], noise,
+             c["gamma"], u_T, m.horizon, c["paper_literal_cut"], noise,
              c["terminal_critic"], form="static" if form == "compiled" else form)
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -73,10 +73,10 @@ def update(m, obs, noise, u_t, form, opt):
 
 
 @torch.no_grad()
-def realized(m, obs, noise, u_t) -> float:
+def realized(m, obs, noise, u_T) -> float:
     c = m.cfg
     return farsighted_improvement(obs, m.actor, m.critic, m.dynamics, m.alpha, m.penalty_weight(),
-                                  c["gamma"], u_t, m.horizon, c["paper_literal_cut"], noise,
+                                  c["gamma"], u_T, m.horizon, c["paper_literal_cut"], noise,
                                   c["terminal_critic"], form="live").diagnostics["realized_horizon"].item()
 
 
@@ -97,7 +97,7 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def time_forms(m, buf, u_t, repeat: int, seed: int, device="cpu") -> dict:
+def time_forms(m, buf, u_T, repeat: int, seed: int, device="cpu") -> dict:
     opt = torch.optim.Adam(m.actor.parameters(), lr=m.cfg["actor_lr"])
     saved = {k: v.clone() for k, v in m.actor.state_dict().items()}
     g = torch.Generator().manual_seed(seed)
@@ -114,7 +114,7 @@ def time_forms(m, buf, u_t, repeat: int, seed: int, device="cpu") -> dict:
             m.actor.load_state_dict(saved)
             sync(device)
             t0 = time.perf_counter()
-            d = update(m, obs, noise, u_t, form, opt)
+            d = update(m, obs, noise, u_T, form, opt)
             sync(device)
             if i >= 2:
                 times[form].append(time.perf_counter() - t0)
@@ -146,21 +146,21 @@ def main() -> None:
     print(f"{c['env']} MPDP checkpoint {ckpt} (env step {state['counters']['env_steps']}, "
           f"{len(buf)} real transitions): batch {c['batch_size']}, Hmax {m.horizon}, ensemble "
           f"{c['ensemble_size']}x{c['model_hidden']}x{c['model_layers']} ({len(m.dynamics.elites)} "
-          f"elites), actor/critic {c['hidden_sizes']}, u_T {m.u_threshold.item():.4g} "
+          f"elites), actor/critic {c['hidden_sizes']}, u_T {m.u_T.item():.4g} "
           f"(u_T={c['u_T']}, quantile {c['u_T_quantile']}); device {a.device}, 1 torch thread; "
           f"{a.repeat} updates per form", flush=True)
     g = torch.Generator().manual_seed(a.seed + 999)
     probe = buf[torch.randint(len(buf), (1024,), generator=g)]["observation"].to(a.device)
     torch.manual_seed(a.seed + 999)
     probe_noise = sample_noise(m.dynamics, m.horizon, probe.shape[0], m.spec.action_dim, a.device)
-    settings = [("checkpoint's u_T", m.u_threshold.item())]
+    settings = [("checkpoint's u_T", m.u_T.item())]
     settings += [(f"u_T for horizon ~{h:g}", u_t_for(m, probe, probe_noise, h)) for h in a.horizons]
     extra = " compiled ms |" if a.compile else ""
     print(f"\n| u_T | value | realized horizon | live rows | static ms | live ms | live / static |{extra}")
     print("|---|---|---|---|---|---|---|" + ("---|" if a.compile else ""))
-    for name, u_t in settings:
-        r = time_forms(m, buf, u_t, a.repeat, a.seed, a.device)
-        print(f"| {name} | {u_t:.4g} | {r['horizon']:.2f} | {r['live_rows']:.3f} | "
+    for name, u_T in settings:
+        r = time_forms(m, buf, u_T, a.repeat, a.seed, a.device)
+        print(f"| {name} | {u_T:.4g} | {r['horizon']:.2f} | {r['live_rows']:.3f} | "
               f"{r['ms']['static']:.1f} | {r['ms']['live']:.1f} | "
               f"{r['ms']['live'] / r['ms']['static']:.2f} |"
               + (f" {r['ms']['compiled']:.1f} |" if a.compile else ""), flush=True)

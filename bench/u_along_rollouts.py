@@ -32,7 +32,7 @@ def main() -> None:
     s = buf.sample(a.states)["observation"]
     qs = torch.tensor([0.5, 0.9, 0.95])
     print(f"{ckpt} (env step {state['counters']['env_steps']}): {a.states} real start states, "
-          f"Hmax {m.horizon}, u_T of the run {m.u_threshold.item():.4g}")
+          f"Hmax {m.horizon}, u_T of the run {m.u_T.item():.4g}")
     print("| t | u q0.5 | u q0.9 | u q0.95 | median u / step-0 q0.9 | > 1x | > 3x | > 10x | terminal |")
     print("|---|---|---|---|---|---|---|---|---|")
     ref = None

@@ -54,7 +54,7 @@ def evaluate_agent(cfg: dict, module, episodes: int, seed: int, deterministic: b
     import statistics
 
     from .envs import make_env
-    from .evaluation import run_episodes
+    from .episodes import run_episodes
 
     env = make_env(cfg, seed=seed)
     try:

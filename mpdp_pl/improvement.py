@@ -92,7 +92,7 @@ def sample_noise(dynamics: DynamicsModel, horizon: int, batch: int, action_dim: 
 def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: TwinQ,
                            dynamics: DynamicsModel, alpha: torch.Tensor,
                            beta: float | torch.Tensor,
-                           gamma: float, u_threshold: float | torch.Tensor, horizon: int,
+                           gamma: float, u_T: float | torch.Tensor, horizon: int,
                            paper_literal_cut: bool = False,
                            noise: RolloutNoise | None = None,
                            terminal_critic: bool = False, form: str = "static") -> Improvement:
@@ -103,7 +103,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
         noise = sample_noise(dynamics, horizon, batch, actor.action_dim, obs.device)
     if form == "live":
         return _live_unroll(obs, actor, critic, dynamics, alpha.detach(), beta, gamma,
-                            u_threshold, horizon, paper_literal_cut, noise, terminal_critic)
+                            u_T, horizon, paper_literal_cut, noise, terminal_critic)
     if form != "static":
         raise ValueError(f"form={form!r}: must be one of {FORMS}")
     alpha = alpha.detach()
@@ -125,7 +125,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
                              params=model_params)
         if t == 0:
             log_prob0, u_first = log_prob, step.u.detach()
-        cut = alive & (step.u.detach() >= u_threshold)
+        cut = alive & (step.u.detach() >= u_T)
         u_sum = u_sum + torch.where(alive, step.u.detach(), 0.0).sum()
         u_count = u_count + alive.sum()
         alive_steps = alive_steps + alive.sum()
@@ -180,7 +180,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
     return Improvement(-ret.mean(), log_prob0, diagnostics, u_first)
 
 
-def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_threshold, horizon,
+def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_T, horizon,
                  paper_literal_cut, noise, terminal_critic) -> Improvement:
     """The ``live`` form: the static loop's Eq. (9)-(10) on the alive rows only.
 
@@ -216,7 +216,7 @@ def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_threshold, 
         u = step.u.detach()
         if t == 0:
             log_prob0, u_first = log_prob, u
-        cut = u >= u_threshold
+        cut = u >= u_T
         u_sum, u_count = u_sum + u.sum(), u_count + n
         cut_counts.append(cut.sum())
         reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)

@@ -74,14 +74,14 @@ class _Expansion(NamedTuple):
 
 def _expand(x: torch.Tensor, alive: torch.Tensor, actor: MultiHeadActor, critic_target: TwinQ,
             dynamics: DynamicsModel, alpha: torch.Tensor, gamma: float, horizon: int,
-            u_threshold, noise: RolloutNoise) -> _Expansion:
+            u_T, noise: RolloutNoise) -> _Expansion:
     """The K-step rollout of pi_0 from x_0 = ``x`` (samples with ``alive`` false are not
     expanded) and the backward recursion of the module docstring."""
     xs, bs, rhos, ents, terms, valids, values = [], [], [], [], [], [], []
     for k in range(horizon):
         v, b, log_prob = soft_value(actor, critic_target, x, noise.actor[k], alpha)
         step = dynamics.step(x, b, member=noise.member[k], noise=noise.model[k])
-        valid = alive & (step.u < u_threshold)
+        valid = alive & (step.u < u_T)
         xs.append(x), bs.append(b), values.append(v), valids.append(valid)
         rhos.append(step.reward), ents.append(-alpha * log_prob), terms.append(step.terminated)
         alive = valid & ~step.terminated
@@ -111,7 +111,7 @@ def _bound(target: torch.Tensor, weight: torch.Tensor, soft: torch.Tensor,
 @torch.no_grad()
 def expansion_targets(batch, actor: MultiHeadActor, critic_target: TwinQ,
                       dynamics: DynamicsModel, alpha: torch.Tensor, gamma: float, horizon: int,
-                      u_threshold: float | torch.Tensor = float("inf"),
+                      u_T: float | torch.Tensor = float("inf"),
                       bounded: bool = False,
                       noise: RolloutNoise | None = None) -> ExpansionTargets:
     """The MVE targets of the module docstring for a real ``batch`` (replay-buffer keys)."""
@@ -121,7 +121,7 @@ def expansion_targets(batch, actor: MultiHeadActor, critic_target: TwinQ,
     if noise is None:
         noise = sample_noise(dynamics, horizon, obs.shape[0], actor.action_dim, obs.device)
     e = _expand(nxt["observation"], ~done, actor, critic_target, dynamics, alpha.detach(), gamma,
-                horizon, u_threshold, noise)
+                horizon, u_T, noise)
     y_real = reward + gamma * (~done).to(e.g0.dtype) * e.g0
     target = torch.cat([y_real, *e.targets])
     weight = torch.cat([torch.ones_like(y_real), *(v.to(y_real.dtype) for v in e.valids)])
@@ -135,7 +135,7 @@ def expansion_targets(batch, actor: MultiHeadActor, critic_target: TwinQ,
 @torch.no_grad()
 def state_expansion_targets(obs: torch.Tensor, actor: MultiHeadActor, critic_target: TwinQ,
                             dynamics: DynamicsModel, alpha: torch.Tensor, gamma: float,
-                            horizon: int, u_threshold: float | torch.Tensor = float("inf"),
+                            horizon: int, u_T: float | torch.Tensor = float("inf"),
                             bounded: bool = False,
                             noise: RolloutNoise | None = None) -> ExpansionTargets:
     """``critic_states=model``: MVE targets at states ``obs`` ``[B, obs_dim]`` with no real
@@ -148,7 +148,7 @@ def state_expansion_targets(obs: torch.Tensor, actor: MultiHeadActor, critic_tar
         noise = sample_noise(dynamics, horizon, obs.shape[0], actor.action_dim, obs.device)
     alive = torch.ones(obs.shape[0], dtype=torch.bool, device=obs.device)
     e = _expand(obs, alive, actor, critic_target, dynamics, alpha.detach(), gamma, horizon,
-                u_threshold, noise)
+                u_T, noise)
     target = torch.cat(e.targets)
     weight = torch.cat([v.to(target.dtype) for v in e.valids])
     if bounded:

@@ -74,13 +74,13 @@ def test_farsighted_improvement_matches_cpu(form):
     obs = torch.randn(B, OBS)
     noise = sample_noise(model, H, B, ACT, "cpu")
     with torch.no_grad():
-        u_t = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), 0.7).item()
+        u_T = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), 0.7).item()
     results = []
     for device in ("cpu", DEVICE):
         a, c, m = on(device, actor, critic, model)
         moved = type(noise)(*(t.to(device) for t in noise))
         out = farsighted_improvement(obs.to(device), a, c, m, torch.tensor(0.2, device=device), 0.5,
-                                     0.99, u_t, H, noise=moved, terminal_critic=True, form=form)
+                                     0.99, u_T, H, noise=moved, terminal_critic=True, form=form)
         grads = torch.autograd.grad(out.loss, list(a.parameters()))
         results.append((out, grads))
     (cpu, cpu_grads), (dev, dev_grads) = results
@@ -223,18 +223,18 @@ def test_the_update_math_never_syncs_with_the_host():
                         "next": {"observation": torch.randn(B, OBS), "reward": torch.randn(B, 1),
                                  "terminated": torch.zeros(B, 1, dtype=torch.bool)}},
                        batch_size=[B]).to(DEVICE)
-    alpha, u_t = torch.tensor(0.2, device=DEVICE), torch.tensor(50.0, device=DEVICE)
+    alpha, u_T = torch.tensor(0.2, device=DEVICE), torch.tensor(50.0, device=DEVICE)
     for _ in range(2):  # the first pass warms up (allocations, lazy inits)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            out = farsighted_improvement(batch["observation"], a, c, m, alpha, 0.5, 0.99, u_t, H,
+            out = farsighted_improvement(batch["observation"], a, c, m, alpha, 0.5, 0.99, u_T, H,
                                          form="static")
             opt_a.zero_grad()
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(a.parameters(), 10.0)
             opt_a.step()
-            loss, _ = expansion_loss(c, expansion_targets(batch, a, t, m, alpha, 0.99, 3, u_t))
+            loss, _ = expansion_loss(c, expansion_targets(batch, a, t, m, alpha, 0.99, 3, u_T))
             opt_c.zero_grad()
             loss.backward()
             opt_c.step()

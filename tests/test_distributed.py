@@ -22,7 +22,7 @@ from mpdp_pl.distributed import average_gradients, gather_across_ranks
 from mpdp_pl.envs import env_spec, make_env
 from mpdp_pl.improvement import farsighted_improvement
 from mpdp_pl.models.dynamics import DynamicsModel
-from mpdp_pl.models.dynamics_training import _loss, holdout_scores, param_groups
+from mpdp_pl.models.training import _loss, holdout_scores, param_groups
 
 SMALL = {"batch_size": 32, "hidden_sizes": [32, 32], "model_hidden": 32, "horizon": 3}
 DDP_RUN = ["steps=400", "init_random_steps=100", "model_train_freq=100", "batch_size=32",
@@ -46,7 +46,7 @@ def test_two_process_ddp_run_keeps_ranks_identical_and_counts_all_env_steps(tmp_
     assert set(final0) == set(final1)
     unequal = [k for k in final0 if not torch.equal(final0[k], final1[k])]
     assert not unequal, unequal
-    for k in ("dynamics.input_norm.mean", "dynamics.elites", "u_threshold", "critic_target.net.layers.0.weight"):
+    for k in ("dynamics.input_norm.mean", "dynamics.elites", "u_T", "critic_target.net.layers.0.weight"):
         assert k in final0
     # and so are the optimizers' moments
     for opt0, opt1 in zip(s[0, "final"]["optimizers"], s[1, "final"]["optimizers"]):
@@ -57,7 +57,7 @@ def test_two_process_ddp_run_keeps_ranks_identical_and_counts_all_env_steps(tmp_
     for prefix in ("actor.", "critic.", "critic_target.", "dynamics.ensemble.", "log_alpha"):
         assert any(not torch.equal(final0[k], initial0[k]) for k in final0 if k.startswith(prefix)), prefix
     assert not torch.equal(final0["dynamics.input_norm.std"], initial0["dynamics.input_norm.std"])
-    assert float(final0["u_threshold"]) > 0
+    assert float(final0["u_T"]) > 0
     # the ranks collected different transitions, 200 each; the global count is their sum
     b0, b1 = s[0, "final"]["buffer"], s[1, "final"]["buffer"]
     assert b0["observation"].shape[0] == b1["observation"].shape[0] == 200
@@ -105,7 +105,7 @@ def _setup():
     y = DynamicsModel.targets(data["observation"], data["next", "observation"], data["next", "reward"].squeeze(-1))
     module.dynamics.input_norm.fit(x)
     module.dynamics.target_norm.fit(y)
-    module.u_threshold.fill_(5.0)
+    module.u_T.fill_(5.0)
     return cfg, module, batches
 
 
@@ -124,7 +124,7 @@ def _loss_of(part: str, module, cfg, batch, seed: int) -> torch.Tensor:
     if part in ("actor", "alpha"):
         result = farsighted_improvement(
             batch["observation"], module.actor, module.critic, module.dynamics, module.alpha,
-            cfg["beta"], cfg["gamma"], module.u_threshold, module.horizon, terminal_critic=True)
+            cfg["beta"], cfg["gamma"], module.u_T, module.horizon, terminal_critic=True)
         if part == "actor":
             return result.loss
         return losses.alpha_loss(module.log_alpha, result.log_prob0, module.target_entropy)

@@ -38,10 +38,10 @@ def parts(heads=4, seed=0, hidden=16):
     return actor, critic, model, obs
 
 
-def run(actor, critic, model, obs, heads, beta=0.5, u_t=float("inf"), literal=False, seed=1):
+def run(actor, critic, model, obs, heads, beta=0.5, u_T=float("inf"), literal=False, seed=1):
     torch.manual_seed(seed)
     noise = sample_noise(model, heads, obs.shape[0], ACT, "cpu")
-    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_t, heads,
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_T, heads,
                                  literal, noise)
     return out, noise
 
@@ -56,7 +56,7 @@ def v_old_ref(actor, critic, s, eps):
 @pytest.mark.parametrize("heads,beta", [(1, 0.0), (3, 0.5), (6, 2.0)])
 def test_all_cut_at_t0_is_sacs_actor_loss(heads, beta):
     actor, critic, model, obs = parts(heads)
-    out, noise = run(actor, critic, model, obs, heads, beta, u_t=-math.inf)
+    out, noise = run(actor, critic, model, obs, heads, beta, u_T=-math.inf)
     # SAC's actor loss with the same noise: mean(alpha log pi_0(a|s) - min_j Q_j(s, a))
     a, lp = actor.sample(obs, 0, noise.actor[0])
     sac = (ALPHA * lp - critic(obs, a).min(0).values).mean()
@@ -70,7 +70,7 @@ def test_all_cut_at_t0_is_sacs_actor_loss(heads, beta):
 
 def test_h1_beta0_no_cut_is_eq5_through_the_model():
     actor, critic, model, obs = parts(1)
-    out, noise = run(actor, critic, model, obs, 1, beta=0.0, u_t=math.inf)
+    out, noise = run(actor, critic, model, obs, 1, beta=0.0, u_T=math.inf)
     a, lp = actor.sample(obs, 0, noise.actor[0])
     # the serving member's reparameterized sample, written out from the model's Gaussians
     mean, log_var, _ = model.forward_normalized(obs, a)
@@ -85,7 +85,7 @@ def test_h1_beta0_no_cut_is_eq5_through_the_model():
 
 
 # ------------------------------------------------------------------ reference loop
-def loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal,
+def loop_reference(actor, critic, model, obs, noise, heads, beta, u_T, literal,
                    terminal_critic=False):
     """Eq. (9)-(10) for one sample at a time, written with Python control flow."""
     total = 0.0
@@ -97,7 +97,7 @@ def loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal,
             a, lp = actor.sample(s, t, noise.actor[t, b: b + 1])
             step = model.step(s, a, member=noise.member[t, b: b + 1],
                               noise=noise.model[t, b: b + 1])
-            cut = step.u.item() >= u_t
+            cut = step.u.item() >= u_T
             if literal:
                 if cut or step.terminated.item():
                     j = j + GAMMA ** (t + 1) * v_old_ref(actor, critic, step.next_obs,
@@ -129,13 +129,13 @@ def test_batched_equals_per_sample_loop(literal, terminal_critic, quantile, form
     actor, critic, model, obs = parts(heads, seed=3)
     obs = obs * 1.5  # some samples reach the terminal rule s[0] > 0.8
     with torch.no_grad():
-        u_t = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), quantile).item()
+        u_T = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), quantile).item()
     torch.manual_seed(1)
     noise = sample_noise(model, heads, obs.shape[0], ACT, "cpu")
-    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_t, heads,
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_T, heads,
                                  literal, noise, terminal_critic, form=form)
     grads = torch.autograd.grad(out.loss, list(actor.parameters()))
-    ref = loop_reference(actor, critic, model, obs, noise, heads, beta, u_t, literal,
+    ref = loop_reference(actor, critic, model, obs, noise, heads, beta, u_T, literal,
                          terminal_critic)
     ref_grads = torch.autograd.grad(ref, list(actor.parameters()))
     torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
@@ -171,7 +171,7 @@ def test_step_t_terms_reach_heads_up_to_t_only(t):
 def test_full_loss_routing_and_tail_through_s_h():
     heads = 4
     actor, critic, model, obs = parts(heads)
-    out, _ = run(actor, critic, model, obs, heads, u_t=math.inf)
+    out, _ = run(actor, critic, model, obs, heads, u_T=math.inf)
     out.loss.backward()
     assert (_head_grads(actor) > 0).all()
 
@@ -224,11 +224,11 @@ def test_cut_samples_contribute_nothing_after_the_cut():
     obs[:, 0] = torch.arange(B, dtype=torch.float32) * 0.5 + 0.25  # u_t grows with s_0 ~ obs_0 + t
     with torch.no_grad():
         u_of = lambda x0: model.ovr_error(torch.tensor([[x0, 0, 0, 0.]]), torch.zeros(1, ACT)).item()  # noqa: E731
-    u_t = u_of(3.0)
+    u_T = u_of(3.0)
     torch.manual_seed(0)
     noise = sample_noise(model, heads, B, ACT, "cpu")
     noise = noise._replace(member=torch.full_like(noise.member, 2))  # the member with no offset
-    out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_t, heads,
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_T, heads,
                                  False, noise)
     # s_0 at step t is about obs_0 + t; cut at the first t with s_0 >= 3 (u increases in |s_0|)
     first_cut = [next((t for t in range(heads) if x + t >= 3.0), heads)
@@ -239,7 +239,7 @@ def test_cut_samples_contribute_nothing_after_the_cut():
     for t in range(heads):
         assert fracs[t].item() == pytest.approx(sum(1 for c in first_cut if c == t) / B)
     # and J itself (nothing after a cut enters it) agrees with the per-sample loop
-    ref = loop_reference(actor, critic, model, obs, noise, heads, 0.5, u_t, False)
+    ref = loop_reference(actor, critic, model, obs, noise, heads, 0.5, u_T, False)
     torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -247,7 +247,7 @@ def test_predicted_terminal_ends_the_sum_without_bootstrap():
     heads = 4
     actor, critic, model, obs = parts(heads)
     model.termination_fn = lambda s: torch.ones(s.shape[0], dtype=torch.bool)  # always terminal
-    out, noise = run(actor, critic, model, obs, heads, beta=0.5, u_t=math.inf)
+    out, noise = run(actor, critic, model, obs, heads, beta=0.5, u_T=math.inf)
     a, lp = actor.sample(obs, 0, noise.actor[0])
     step = model.step(obs, a, member=noise.member[0], noise=noise.model[0])
     expected = -(step.reward - ALPHA * lp - 0.5 * step.u).mean()
@@ -258,21 +258,21 @@ def test_predicted_terminal_ends_the_sum_without_bootstrap():
 
 # ------------------------------------------------------------------ the two forms
 @pytest.mark.parametrize("literal,terminal_critic", [(False, False), (True, False), (False, True)])
-@pytest.mark.parametrize("u_t", [-math.inf, "q0.2", "q0.7", math.inf])
-def test_live_form_equals_static_form(literal, terminal_critic, u_t):
+@pytest.mark.parametrize("u_T", [-math.inf, "q0.2", "q0.7", math.inf])
+def test_live_form_equals_static_form(literal, terminal_critic, u_T):
     """Loss, every actor gradient and every diagnostic agree, on a batch with early cuts, late
     cuts, predicted terminals and survivors (and with everything cut, or nothing)."""
     heads, batch = 6, 64
     actor, critic, model, _ = parts(heads, seed=5)
     torch.manual_seed(7)
     obs = torch.randn(batch, OBS) * 1.2
-    if isinstance(u_t, str):
+    if isinstance(u_T, str):
         with torch.no_grad():
-            u_t = torch.quantile(model.ovr_error(obs, torch.zeros(batch, ACT)), float(u_t[1:])).item()
+            u_T = torch.quantile(model.ovr_error(obs, torch.zeros(batch, ACT)), float(u_T[1:])).item()
     noise = sample_noise(model, heads, batch, ACT, "cpu")
     results = {}
     for form in FORMS:
-        out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_t, heads,
+        out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_T, heads,
                                      literal, noise, terminal_critic, form=form)
         grads = torch.autograd.grad(out.loss, list(actor.parameters()), allow_unused=True)
         results[form] = out, [torch.zeros_like(p) if g is None else g
@@ -286,7 +286,7 @@ def test_live_form_equals_static_form(literal, terminal_critic, u_t):
         torch.testing.assert_close(live.diagnostics[key].float(), value.float(),
                                    rtol=1e-5, atol=1e-6, msg=key)
     live_rows = live.diagnostics["live_rows"].item()
-    if u_t == -math.inf:
+    if u_T == -math.inf:
         assert live_rows == pytest.approx(1 / heads)  # everything ends at t = 0
     else:
         assert 1 / heads < live_rows <= 1
@@ -305,10 +305,10 @@ def test_live_rows_counts_the_alive_sample_steps(form):
     obs = torch.zeros(B, OBS)
     obs[:, 0] = torch.arange(B, dtype=torch.float32) * 0.5 + 0.25
     with torch.no_grad():
-        u_t = model.ovr_error(torch.tensor([[3.0, 0, 0, 0.]]), torch.zeros(1, ACT)).item()
+        u_T = model.ovr_error(torch.tensor([[3.0, 0, 0, 0.]]), torch.zeros(1, ACT)).item()
     noise = sample_noise(model, heads, B, ACT, "cpu")
     noise = noise._replace(member=torch.full_like(noise.member, 2))
-    out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_t, heads,
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_T, heads,
                                  False, noise, form=form)
     first_cut = [next((t for t in range(heads) if x + t >= 3.0), heads) for x in obs[:, 0].tolist()]
     steps_run = sum(min(c + 1, heads) for c in first_cut)  # a sample cut at t ran t + 1 steps
@@ -323,16 +323,16 @@ def test_single_policy_uses_pi0_at_every_step(form):
     actor, critic, model, obs = parts(1, seed=3)
     obs = obs * 1.5
     with torch.no_grad():
-        u_t = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), 0.8).item()
+        u_T = torch.quantile(model.ovr_error(obs, torch.zeros(B, ACT)), 0.8).item()
     torch.manual_seed(1)
     noise = sample_noise(model, horizon, B, ACT, "cpu")
-    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_t, horizon,
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, beta, GAMMA, u_T, horizon,
                                  False, noise, form=form)
 
     class OneHead:  # the reference loop asks for head t: answer with pi_0
         def sample(self, s, t, eps, **kw):
             return actor.sample(s, 0, eps, **kw)
 
-    ref = loop_reference(OneHead(), critic, model, obs, noise, horizon, beta, u_t, False)
+    ref = loop_reference(OneHead(), critic, model, obs, noise, horizon, beta, u_T, False)
     torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
     assert out.diagnostics["realized_horizon"].item() > 1

@@ -13,7 +13,7 @@ from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import load_config
 from mpdp_pl.envs import env_spec, make_env
 from mpdp_pl.improvement import farsighted_improvement
-from mpdp_pl.models.dynamics_training import TrainSettings, param_groups, train_dynamics
+from mpdp_pl.models.training import TrainSettings, param_groups, train_dynamics
 
 TASKS = ["InvertedPendulum-v4", "Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4",
          "Humanoid-v4"]
@@ -73,26 +73,41 @@ def test_humanoid_smoke_run(tmp_path):
     assert (out / "wandb").exists()  # the default logger, offline here
 
 
-@pytest.mark.parametrize("u_t", ["auto", 0.7, float("inf")])
-def test_u_t_calibrated_on_held_out_real_transitions_or_fixed(u_t):
-    cfg = load_config("Hopper-v4", "mpdp", {"u_T": u_t, "u_T_quantile": 0.8})
+@pytest.mark.parametrize("u_T", ["auto", 0.7, float("inf")])
+def test_u_T_calibrated_on_held_out_real_transitions_or_fixed(u_T):
+    cfg = load_config("Hopper-v4", "mpdp", {"u_T": u_T, "u_T_quantile": 0.8})
     env = make_env(cfg, seed=1)
     module = MPDP(cfg, env_spec(env))
     held_out = env.rollout(200, break_when_any_done=False)
     env.close()
     module.after_model_training(held_out)
     u = module.dynamics.ovr_error(held_out["observation"], held_out["action"]).detach()
-    if u_t == "auto":
+    if u_T == "auto":
         expected = torch.quantile(u, 0.8)
-        assert 0.15 < (u >= module.u_threshold).float().mean() < 0.25
+        assert 0.15 < (u >= module.u_T).float().mean() < 0.25
     else:
-        expected = torch.tensor(u_t)
-    torch.testing.assert_close(module.u_threshold, expected)
+        expected = torch.tensor(u_T)
+    torch.testing.assert_close(module.u_T, expected)
     # the penalty is in units of the held-out quantile, whatever u_T is
     torch.testing.assert_close(module.u_ref, torch.quantile(u, 0.8))
     torch.testing.assert_close(module.penalty_weight(), cfg["beta"] / torch.quantile(u, 0.8))
-    assert module.last_metrics["model/u_T"] is module.u_threshold or torch.equal(
-        module.last_metrics["model/u_T"], module.u_threshold)
+    assert module.last_metrics["model/u_T"] is module.u_T or torch.equal(
+        module.last_metrics["model/u_T"], module.u_T)
+
+
+def test_checkpoints_of_older_versions_load():
+    """A state dict from before the threshold's rename (``u_threshold``) and before the
+    first-step rule (no ``u_first_ref``) loads: the threshold keeps its value."""
+    cfg = load_config("Hopper-v4", "mpdp", {"u_T": 0.7})
+    env = make_env(cfg, seed=0)
+    spec = env_spec(env)
+    env.close()
+    old = MPDP(cfg, spec).state_dict()
+    old["u_threshold"] = old.pop("u_T").fill_(3.5)
+    del old["u_first_ref"]
+    module = MPDP(cfg, spec)
+    module.load_state_dict(old)
+    assert module.u_T.item() == 3.5 and module.u_first_ref.item() == 0.0
 
 
 def test_first_step_rule_follows_a_running_mean_of_u_at_the_real_first_step():
@@ -106,16 +121,16 @@ def test_first_step_rule_follows_a_running_mean_of_u_at_the_real_first_step():
     env.close()
     module.after_model_training(held_out)  # no unroll yet: the holdout's quantile, scaled
     u = module.dynamics.ovr_error(held_out["observation"], held_out["action"]).detach()
-    torch.testing.assert_close(module.u_threshold, 2.0 * torch.quantile(u, 0.9))
+    torch.testing.assert_close(module.u_T, 2.0 * torch.quantile(u, 0.9))
     first, second = torch.arange(1.0, 11.0), torch.arange(11.0, 21.0)
     module.follow_first_step(first)   # the first unroll sets the mean
     q1 = torch.quantile(first, 0.9)
-    torch.testing.assert_close(module.u_threshold, 2.0 * q1)
+    torch.testing.assert_close(module.u_T, 2.0 * q1)
     module.follow_first_step(second)
     expected = q1 + FIRST_STEP_RATE * (torch.quantile(second, 0.9) - q1)
-    torch.testing.assert_close(module.u_threshold, 2.0 * expected)
+    torch.testing.assert_close(module.u_T, 2.0 * expected)
     module.after_model_training(held_out)  # a later model training leaves the running mean alone
-    torch.testing.assert_close(module.u_threshold, 2.0 * expected)
+    torch.testing.assert_close(module.u_T, 2.0 * expected)
 
 
 def test_hopper_run_with_every_new_switch(tmp_path):

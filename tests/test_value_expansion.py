@@ -65,7 +65,7 @@ def test_k0_is_sacs_td_target():
     torch.testing.assert_close(loss, losses.critic_loss(q, sac))
 
 
-def per_sample_targets(batch, actor, target, model, noise, horizon, u_t):
+def per_sample_targets(batch, actor, target, model, noise, horizon, u_T):
     """The same targets, one sample at a time, with Python control flow: returns
     {(row, k): y} where k = -1 is the real transition and k >= 0 the imagined ones."""
     def v(x, eps):
@@ -85,7 +85,7 @@ def per_sample_targets(batch, actor, target, model, noise, horizon, u_t):
             value, b, lp = v(x, noise.actor[k, i: i + 1])
             step = model.step(x, b, member=noise.member[k, i: i + 1],
                               noise=noise.model[k, i: i + 1])
-            if step.u.item() >= u_t:  # cut: the expansion ends with V'(x_k)
+            if step.u.item() >= u_T:  # cut: the expansion ends with V'(x_k)
                 end_value = value
                 break
             path.append((step.reward.item(), -ALPHA.item() * lp, step.terminated.item()))
@@ -112,11 +112,11 @@ def test_batched_targets_equal_per_sample_loop(horizon, u_quantile):
     actor, critic, target, model, batch = parts(seed=2)
     with torch.no_grad():
         u = model.ovr_error(batch["next", "observation"], torch.zeros(N, ACT))
-    u_t = math.inf if u_quantile is None else torch.quantile(u, u_quantile).item()
+    u_T = math.inf if u_quantile is None else torch.quantile(u, u_quantile).item()
     torch.manual_seed(5)
     noise = sample_noise(model, horizon, N, ACT, "cpu")
-    out = expansion_targets(batch, actor, target, model, ALPHA, GAMMA, horizon, u_t, noise=noise)
-    ref = per_sample_targets(batch, actor, target, model, noise, horizon, u_t)
+    out = expansion_targets(batch, actor, target, model, ALPHA, GAMMA, horizon, u_T, noise=noise)
+    ref = per_sample_targets(batch, actor, target, model, noise, horizon, u_T)
     weight = out.weight.view(horizon + 1, N)
     y = out.target.view(horizon + 1, N)
     expected_weight = torch.zeros(horizon + 1, N)
@@ -141,12 +141,12 @@ def test_model_state_targets_equal_per_sample_loop(u_quantile):
     horizon = 3
     with torch.no_grad():
         u = model.ovr_error(states, torch.zeros(N, ACT))
-    u_t = math.inf if u_quantile is None else torch.quantile(u, u_quantile).item()
+    u_T = math.inf if u_quantile is None else torch.quantile(u, u_quantile).item()
     torch.manual_seed(8)
     noise = sample_noise(model, horizon, N, ACT, "cpu")
-    out = state_expansion_targets(states, actor, target, model, ALPHA, GAMMA, horizon, u_t,
+    out = state_expansion_targets(states, actor, target, model, ALPHA, GAMMA, horizon, u_T,
                                   noise=noise)
-    ref = per_sample_targets(batch, actor, target, model, noise, horizon, u_t)
+    ref = per_sample_targets(batch, actor, target, model, noise, horizon, u_T)
     assert out.target.shape == (horizon * N,) and torch.equal(out.obs[:N], states)
     y, weight = out.target.view(horizon, N), out.weight.view(horizon, N)
     expected_weight = torch.zeros(horizon, N)

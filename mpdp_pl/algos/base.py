@@ -28,7 +28,7 @@ from .. import checkpoint
 from ..distributed import average_gradients
 from ..data import CollectorStream, make_collector, make_replay_buffer
 from ..envs import EnvSpec, make_env
-from ..evaluation import evaluate
+from ..episodes import evaluate
 from ..loggers import MetricsCSV
 from ..models.actor import ActorPolicy
 
@@ -106,10 +106,6 @@ class OffPolicyModule(pl.LightningModule):
     def before_updates(self) -> None:
         """Runs in every round once updates have started, before :meth:`update`."""
 
-    def record(self, **metrics: torch.Tensor | float) -> None:
-        """Keep the latest value of ``train/<name>`` metrics (detached; read only when logged)."""
-        self.record_metrics({f"train/{k}": v for k, v in metrics.items()})
-
     def record_mean(self, metrics: dict) -> None:
         """Accumulate fully named metrics whose logged value is their mean over the logging
         interval (``log_every`` env steps) rather than the latest batch's; sums stay on the
@@ -125,8 +121,9 @@ class OffPolicyModule(pl.LightningModule):
             self.last_metrics[k] = total / count
         self._interval_sums = {}
 
-    def record_metrics(self, metrics: dict) -> None:
-        """Keep the latest value of fully named metrics (tensors detached, numbers, strings)."""
+    def record(self, metrics: dict) -> None:
+        """Keep the latest value of fully named metrics (tensors detached, numbers, strings;
+        read only when logged). :meth:`record_mean` keeps interval means instead."""
         for k, v in metrics.items():
             self.last_metrics[k] = v.detach() if torch.is_tensor(v) else v
 

@@ -61,7 +61,8 @@ class MBPO(ModelBasedSAC):
         rollouts = branched_rollout(self.dynamics, lambda s: self.actor.sample(s)[0], start, length)
         if rollouts.numel():
             self.model_buffer.extend(rollouts)
-        self.record(rollout_length=float(length), model_buffer_size=float(len(self.model_buffer)))
+        self.record({"train/rollout_length": float(length),
+                     "train/model_buffer_size": float(len(self.model_buffer))})
 
     def sample_batch(self):
         """real_ratio of the batch from the real buffer, the rest from the model buffer (all real

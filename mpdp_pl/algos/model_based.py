@@ -2,7 +2,7 @@
 
 Every ``model_train_freq`` env steps, once updates have started, the ensemble is trained on the
 real buffer by its own (fourth) optimizer, inside Lightning's manual step
-(:mod:`mpdp_pl.models.dynamics_training`; ``model_max_steps`` bounds its cost).
+(:mod:`mpdp_pl.models.training`; ``model_max_steps`` bounds its cost).
 
 ``model_holdout=fixed`` (the default): every real transition is assigned to the holdout or not
 once, when it is stored (a ``holdout`` flag in the replay buffer, so checkpoints keep it on every
@@ -25,7 +25,7 @@ import torch
 
 from ..data import buffer_contents, chronological_order, newest_transitions
 from ..models.dynamics import DynamicsModel, open_loop_error
-from ..models.dynamics_training import (TrainSettings, fixed_split, holdout_flags, holdout_split,
+from ..models.training import (TrainSettings, fixed_split, holdout_flags, holdout_split,
                                         param_groups, train_dynamics)
 from ..termination import TERMINATION_FNS
 from .sac import SAC
@@ -119,12 +119,12 @@ class ModelBasedSAC(SAC):
 
     def train_model(self) -> None:
         if self.model_ready:
-            self.record_metrics({"model/error": self.model_error()})
+            self.record({"model/error": self.model_error()})
             k = self.open_loop_horizon()
             if k is not None:
                 batch = newest_transitions(self.replay_buffer, self.cfg["model_error_window"])
                 batch = batch.to(self.device)
-                self.record_metrics({"model/open_loop_k": float(k), "model/open_loop_error": open_loop_error(
+                self.record({"model/open_loop_k": float(k), "model/open_loop_error": open_loop_error(
                     self.dynamics, batch["observation"], batch["action"],
                     batch["next", "observation"], k)})
         data = buffer_contents(self.replay_buffer).to(self.device)
@@ -137,7 +137,7 @@ class ModelBasedSAC(SAC):
             self.report_fault("model")  # back to the weights before this training
             return
         self._fault_streak["model"] = 0
-        self.record_metrics({**metrics, "model/holdout_size": float(split[1].numel())})
+        self.record({**metrics, "model/holdout_size": float(split[1].numel())})
         self.model_trainings += 1
         self.last_model_train_step = self.env_steps
         self.after_model_training(data[split[1]])

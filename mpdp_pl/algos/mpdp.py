@@ -49,9 +49,12 @@ IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_pen
 INTERVAL_MEAN_KEYS = ("train/realized_horizon", "train/live_rows", "train/u_mean")
 
 
-def _before_first_step_rule(module, state_dict, prefix, *args) -> None:
-    """Checkpoints written before u_T_rule existed hold no ``u_first_ref``: it starts unset."""
+def _older_checkpoints(module, state_dict, prefix, *args) -> None:
+    """Checkpoints written before u_T_rule existed hold no ``u_first_ref``: it starts unset.
+    Those written before the cut threshold had one name everywhere hold it as ``u_threshold``."""
     state_dict.setdefault(prefix + "u_first_ref", torch.zeros(()))
+    if prefix + "u_threshold" in state_dict:
+        state_dict[prefix + "u_T"] = state_dict.pop(prefix + "u_threshold")
 
 
 class MPDP(ModelBasedSAC):
@@ -61,11 +64,11 @@ class MPDP(ModelBasedSAC):
         super().__init__(cfg, spec, actor_heads=1 if cfg["single_policy"] else cfg["horizon"])
         self.horizon = cfg["horizon"]
         self.fixed_u_T = cfg["u_T"] != "auto"
-        self.register_buffer("u_threshold", torch.tensor(float(cfg["u_T"]) if self.fixed_u_T else 0.0))
+        self.register_buffer("u_T", torch.tensor(float(cfg["u_T"]) if self.fixed_u_T else 0.0))
         self.register_buffer("u_ref", torch.tensor(1.0))
         # u_T_rule=first_step: running mean of the quantile of u(s_0, a_0); 0 until the first unroll
         self.register_buffer("u_first_ref", torch.tensor(0.0))
-        self.register_load_state_dict_pre_hook(_before_first_step_rule)
+        self.register_load_state_dict_pre_hook(_older_checkpoints)
         # compile=true: one graph for the whole unroll (forward and backward), compiled on the
         # first farsighted update; worth it on GPUs (many small fused ops), not on CPUs
         self.improve = torch.compile(farsighted_improvement) if cfg["compile"] else farsighted_improvement
@@ -83,10 +86,10 @@ class MPDP(ModelBasedSAC):
             self.u_ref.copy_(torch.quantile(u, self.cfg["u_T_quantile"]).clamp_min(1e-6))
             scaled = self.cfg["u_T_scale"] * self.u_ref
             if not self.fixed_u_T and self.cfg["u_T_rule"] == "holdout":
-                self.u_threshold.copy_(scaled)
+                self.u_T.copy_(scaled)
             elif not self.fixed_u_T:  # first_step: the holdout's value until an unroll measured u_0
-                self.u_threshold.copy_(torch.where(self.u_first_ref > 0, self.u_threshold, scaled))
-        self.record_metrics({"model/u_T": self.u_threshold, "model/u_ref": self.u_ref})
+                self.u_T.copy_(torch.where(self.u_first_ref > 0, self.u_T, scaled))
+        self.record({"model/u_T": self.u_T, "model/u_ref": self.u_ref})
 
     def open_loop_horizon(self) -> int:
         """The realized horizon of the updates since the last push (else the last interval's),
@@ -120,8 +123,8 @@ class MPDP(ModelBasedSAC):
         rate = torch.where(self.u_first_ref > 0, FIRST_STEP_RATE, 1.0)
         self.u_first_ref.lerp_(ref, rate)
         if not self.fixed_u_T:
-            self.u_threshold.copy_(self.cfg["u_T_scale"] * self.u_first_ref)
-        self.record_metrics({"model/u_T": self.u_threshold})
+            self.u_T.copy_(self.cfg["u_T_scale"] * self.u_first_ref)
+        self.record({"model/u_T": self.u_T})
 
     def critic_loss(self, batch):
         """critic_target=mve, once the model exists: value-expansion targets over
@@ -133,7 +136,7 @@ class MPDP(ModelBasedSAC):
         if c["critic_target"] != "mve" or not self.model_ready:
             return super().critic_loss(batch)
         args = (self.actor, self.critic_target, self.dynamics, self.alpha, c["gamma"],
-                c["mve_horizon"], self.u_threshold)
+                c["mve_horizon"], self.u_T)
         if c["critic_states"] == "model" and self.start_fifo is not None:
             targets = state_expansion_targets(self.start_fifo.sample(c["batch_size"]), *args,
                                               bounded=c["mve_target_bound"])
@@ -141,7 +144,7 @@ class MPDP(ModelBasedSAC):
             targets = expansion_targets(batch, *args, bounded=c["mve_target_bound"])
         loss, q = expansion_loss(self.critic, targets)
         counted = torch.where(targets.weight > 0, targets.target, -torch.inf)
-        self.record(target_max=counted.max(), imagined_frac=targets.imagined_frac)
+        self.record({"train/target_max": counted.max(), "train/imagined_frac": targets.imagined_frac})
         return loss, q[:, : batch.shape[0]]
 
     def actor_start_states(self) -> torch.Tensor:
@@ -170,7 +173,7 @@ class MPDP(ModelBasedSAC):
         obs = self.actor_start_states()
         result = self.improve(
             obs, self.actor, self.critic, self.dynamics, self.alpha, self.penalty_weight(), c["gamma"],
-            self.u_threshold, self.horizon, c["paper_literal_cut"],
+            self.u_T, self.horizon, c["paper_literal_cut"],
             terminal_critic=c["terminal_critic"], form=self.form(),
         )
         # long unrolls can explode (the paper warns of it): clip, and log the norm before clipping
@@ -183,6 +186,6 @@ class MPDP(ModelBasedSAC):
         cut_frac = diag.pop("train/cut_frac")
         diag["train/u_first"] = result.u_first.mean()
         means = {k: diag.pop(k) for k in INTERVAL_MEAN_KEYS}
-        self.record(actor_loss=result.loss, actor_grad_norm=grad_norm)
-        self.record_metrics(diag)
+        self.record({"train/actor_loss": result.loss, "train/actor_grad_norm": grad_norm})
+        self.record(diag)
         self.record_mean({**means, **{f"train/cut_frac/{t}": cut_frac[t] for t in range(self.horizon)}})

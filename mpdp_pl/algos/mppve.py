@@ -44,7 +44,8 @@ class MPPVE(MBPO):
                                   c["rollout_batch_size"], length, self.k)
         if segments.numel():
             self.model_buffer.extend(segments.to(self._buffer_device()))
-        self.record(rollout_length=float(length), model_buffer_size=float(len(self.model_buffer)))
+        self.record({"train/rollout_length": float(length),
+                     "train/model_buffer_size": float(len(self.model_buffer))})
 
     def sample_batch(self):
         """k-step segments: ``real_ratio`` of the batch real, the rest from the model buffer."""
@@ -72,7 +73,7 @@ class MPPVE(MBPO):
         q = self.critic(batch["observation"], batch["plan"])
         w = batch["valid"].to(q.dtype)
         loss = ((q - target).pow(2) * w).sum(-1).sum(0) / w.sum().clamp_min(1.0)
-        self.record(valid_frac=w.mean())
+        self.record({"train/valid_frac": w.mean()})
         return loss, q
 
     def actor_loss(self, obs: torch.Tensor):

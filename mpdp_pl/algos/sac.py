@@ -59,7 +59,7 @@ class SAC(OffPolicyModule):
                 next_log_prob, self.alpha.detach(), self.cfg["gamma"],
             )
         q = self.critic(obs, action)
-        self.record(target_max=target.max())
+        self.record({"train/target_max": target.max()})
         return losses.critic_loss(q, target), q
 
     def actor_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +83,7 @@ class SAC(OffPolicyModule):
         loss, q = self.critic_loss(self.sample_batch())
         self.guarded_step("critic", self.optimizers()[0], loss, self.critic.parameters())
         polyak_update(self.critic_target, self.critic, self.cfg["tau"])
-        self.record(critic_loss=loss, q_mean=q.mean())
+        self.record({"train/critic_loss": loss, "train/q_mean": q.mean()})
 
     def actor_states(self) -> torch.Tensor:
         """The states the actor is improved at (SAC and MBPO: those of an update batch)."""
@@ -98,13 +98,14 @@ class SAC(OffPolicyModule):
         norm = self.guarded_step("actor", self.optimizers()[1], loss, self.actor.parameters(),
                                  self.actor_grad_clip())
         self.temperature_step(log_prob)
-        self.record(actor_loss=loss, actor_grad_norm=norm)
+        self.record({"train/actor_loss": loss, "train/actor_grad_norm": norm})
 
     def temperature_step(self, log_prob: torch.Tensor) -> None:
         """alpha from pi_0's log-probabilities at real states only."""
         loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
         self.guarded_step("alpha", self.optimizers()[2], loss, [self.log_alpha])
-        self.record(alpha_loss=loss, alpha=self.alpha, entropy=-log_prob.mean())
+        self.record({"train/alpha_loss": loss, "train/alpha": self.alpha,
+                     "train/entropy": -log_prob.mean()})
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
         for _ in range(critic_updates):

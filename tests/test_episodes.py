@@ -9,7 +9,7 @@ from tensordict.nn import TensorDictModule
 
 from mpdp_pl.config import load_config
 from mpdp_pl.envs import make_env
-from mpdp_pl.evaluation import evaluate
+from mpdp_pl.episodes import evaluate
 
 
 class Constant(torch.nn.Module):
