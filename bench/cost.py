@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mpdp_pl.callbacks.evaluation import Evaluation  # noqa: E402
 from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
 from mpdp_pl.run import ALGOS, train_module  # noqa: E402
 
@@ -49,8 +50,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_training import load_transitions  # noqa: E402
 
 PARTS = {"critic_step": "critic", "actor_step": "actor", "train_model": "model training",
-         "after_model_training": "model rollouts", "run_evaluation": "evaluation"}
+         "after_model_training": "model rollouts", "evaluate": "evaluation"}
 EVAL_STEPS_PER_1K = 10 * 1000  # 10 episodes of at most 1000 steps, every 1000 env steps
+
+
+def _timed_evaluate(self, trainer, module):
+    """callbacks.Evaluation.evaluate, timed into the module's ``timing_log``."""
+    t0 = time.perf_counter()
+    _EVALUATE(self, trainer, module)
+    log = getattr(module, "timing_log", None)
+    if log is not None:
+        log["calls"].append(("evaluation", module.env_steps, time.perf_counter() - t0))
+        if module.last_eval:  # mean episode length x episodes: the eval env steps it took
+            log["eval_steps"] = module.last_eval["eval/episode_length"] * module.cfg["eval_episodes"]
+
+
+_EVALUATE = Evaluation.evaluate
+Evaluation.evaluate = _timed_evaluate
 
 
 def timed(cls, data, n: int, log: dict):
@@ -70,26 +86,21 @@ def timed(cls, data, n: int, log: dict):
                 log["ticks"].append((self.env_steps, time.perf_counter()))
             return out
 
-        def run_evaluation(self):
-            t0 = time.perf_counter()
-            super().run_evaluation()
-            log["calls"].append(("evaluation", self.env_steps, time.perf_counter() - t0))
-            if self.last_eval:  # mean episode length x episodes: the eval env steps it took
-                log["eval_steps"] = self.last_eval["eval/episode_length"] * self.cfg["eval_episodes"]
+        timing_log = log  # read by the timed evaluation callback below
 
     for method, part in PARTS.items():
-        if method == "run_evaluation":
+        if method == "evaluate":
             continue
 
         def wrap(self, *args, _m=method, _p=part, **kwargs):
             keys = ("train/live_rows", "train/realized_horizon")
-            before = [self._interval_sums.get(k, (0.0, 0))[0] for k in keys]
+            before = [self.recorder.interval_sums.get(k, (0.0, 0))[0] for k in keys]
             t0 = time.perf_counter()
             out = getattr(super(Timed, self), _m)(*args, **kwargs)
             log["calls"].append((_p, self.env_steps, time.perf_counter() - t0))
-            if _m == "actor_step" and keys[0] in self._interval_sums:
+            if _m == "actor_step" and keys[0] in self.recorder.interval_sums:
                 # this update's values: what it added to the interval's sums
-                after = [self._interval_sums[k][0] for k in keys]
+                after = [self.recorder.interval_sums[k][0] for k in keys]
                 log["live"].append((self.env_steps, *(float(a - b) for a, b in zip(after, before))))
             return out
 

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .run import train  # heavy imports only when training
 
-        from .algos.base import NumericalFault
+        from .guard import NumericalFault
 
         try:
             out = train(cfg, ["train.py", *argv], resume=resume)

@@ -127,7 +127,7 @@ def run_all(runs: list[Run], overrides: list[str], workers: int,
 
 def stopped_by_fault(run: Run) -> bool:
     """The run stopped at ``nonfinite_limit`` (its ``failed.txt``): a result, never rerun."""
-    return (run.dir / "failed.txt").exists()  # algos.base.FAILED_MARKER
+    return (run.dir / "failed.txt").exists()  # guard.FAILED_MARKER
 
 
 def finished(run: Run) -> bool:

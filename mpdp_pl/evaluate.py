@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
             headless()  # before MuJoCo is imported
         cfg, module, ckpt = load_agent(Path(a.path), a.env)
-        from .algos.base import EVAL_SEED_OFFSET
+        from .algos.env_setup import EVAL_SEED_OFFSET
 
         seed = a.seed if a.seed is not None else cfg["seed"] + EVAL_SEED_OFFSET
         result = evaluate_agent(cfg, module, a.episodes or cfg["eval_episodes"], seed,

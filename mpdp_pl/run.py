@@ -22,6 +22,7 @@ import yaml
 
 from . import checkpoint
 from .algos import ALGOS
+from .callbacks import loop_callbacks
 from .config import ConfigError, to_yaml
 from .distributed import make_strategy
 from .envs import env_spec, make_env
@@ -139,7 +140,7 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
         accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
         strategy=strategy, precision=t["precision"], max_epochs=1, logger=logger if logger is not None else False,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
-        callbacks=[EnvStepProgressBar(refresh_rate=50)], default_root_dir=str(out),
+        callbacks=[*loop_callbacks(), EnvStepProgressBar(refresh_rate=50)], default_root_dir=str(out),
         log_every_n_steps=1,
     )
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -91,8 +91,8 @@ def test_u_T_calibrated_on_held_out_real_transitions_or_fixed(u_T):
     # the penalty is in units of the held-out quantile, whatever u_T is
     torch.testing.assert_close(module.u_ref, torch.quantile(u, 0.8))
     torch.testing.assert_close(module.penalty_weight(), cfg["beta"] / torch.quantile(u, 0.8))
-    assert module.last_metrics["model/u_T"] is module.u_T or torch.equal(
-        module.last_metrics["model/u_T"], module.u_T)
+    assert module.recorder.latest["model/u_T"] is module.u_T or torch.equal(
+        module.recorder.latest["model/u_T"], module.u_T)
 
 
 def test_checkpoints_of_older_versions_load():
@@ -196,8 +196,8 @@ def test_horizon_and_cut_fractions_are_means_over_the_logging_interval():
     env.close()
     for h in (1.0, 2.0, 6.0):
         module.record_mean({"train/realized_horizon": torch.tensor(h)})
-    assert module._scalars()["train/realized_horizon"] == pytest.approx(3.0)  # open interval
-    module.close_interval()  # a push to the logger
-    assert module._scalars()["train/realized_horizon"] == pytest.approx(3.0)
+    assert module.recorder.scalars()["train/realized_horizon"] == pytest.approx(3.0)  # open interval
+    module.recorder.close_interval()  # a push to the logger
+    assert module.recorder.scalars()["train/realized_horizon"] == pytest.approx(3.0)
     module.record_mean({"train/realized_horizon": torch.tensor(10.0)})
-    assert module._scalars()["train/realized_horizon"] == pytest.approx(10.0)  # a new interval
+    assert module.recorder.scalars()["train/realized_horizon"] == pytest.approx(10.0)  # a new interval

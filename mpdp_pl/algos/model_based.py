@@ -129,14 +129,14 @@ class ModelBasedSAC(SAC):
                     batch["next", "observation"], k)})
         data = buffer_contents(self.replay_buffer).to(self.device)
         split = self.model_split(data)
-        self._good_weights["model"] = [{k: v.clone() for k, v in self.dynamics.state_dict().items()}]
+        self.guard.snapshot(self, only="model")
         metrics = self.fit_dynamics(data, split)
         if not self.model_is_finite(metrics):
             self.optimizers()[3].optimizer.state.clear()  # moments may hold the NaN
             self.last_model_train_step = self.env_steps  # retry at the next training time
-            self.report_fault("model")  # back to the weights before this training
+            self.guard.report(self, "model")  # back to the weights before this training
             return
-        self._fault_streak["model"] = 0
+        self.guard.streak["model"] = 0
         self.record({**metrics, "model/holdout_size": float(split[1].numel())})
         self.model_trainings += 1
         self.last_model_train_step = self.env_steps

@@ -94,8 +94,8 @@ class MPDP(ModelBasedSAC):
     def open_loop_horizon(self) -> int:
         """The realized horizon of the updates since the last push (else the last interval's),
         rounded, at least 1 (one host read per model training)."""
-        total, count = self._interval_sums.get("train/realized_horizon", (None, 0))
-        value = total / count if count else self.last_metrics.get("train/realized_horizon", 1.0)
+        total, count = self.recorder.interval_sums.get("train/realized_horizon", (None, 0))
+        value = total / count if count else self.recorder.latest.get("train/realized_horizon", 1.0)
         return max(1, round(float(value)))
 
     def penalty_weight(self) -> torch.Tensor | float:
