@@ -18,6 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from farsighted import load  # noqa: E402
 
+from mpdp_pl.unroll import Unroll  # noqa: E402
+
 
 @torch.no_grad()
 def main() -> None:
@@ -36,16 +38,15 @@ def main() -> None:
     print("| t | u q0.5 | u q0.9 | u q0.95 | median u / step-0 q0.9 | > 1x | > 3x | > 10x | terminal |")
     print("|---|---|---|---|---|---|---|---|---|")
     ref = None
-    for t in range(m.horizon):
-        action, _ = m.actor.sample(s, min(t, m.actor.num_heads - 1))
-        step = m.dynamics.step(s, action)
+    heads = m.actor.num_heads
+    for st in Unroll(m.dynamics, s, lambda t, x, pick: m.actor.sample(x, min(t, heads - 1)),
+                     m.horizon):  # no cut; a sample past a predicted terminal keeps its state
+        t, step = st.t, st.model
         q = torch.quantile(step.u, qs)
         ref = q[1] if ref is None else ref
         share = [(step.u > k * ref).float().mean().item() for k in (1, 3, 10)]
         print(f"| {t} | {q[0]:.2f} | {q[1]:.2f} | {q[2]:.2f} | {(step.u / ref).median():.2f} | "
               + " | ".join(f"{x:.2f}" for x in share) + f" | {step.terminated.float().mean():.2f} |")
-        s = torch.where(step.terminated.unsqueeze(-1), s, step.next_obs)
-
 
 if __name__ == "__main__":
     main()

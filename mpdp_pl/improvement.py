@@ -39,6 +39,9 @@ Two forms compute the same loss and gradients (``form``):
   the samples that end at t with a critic value only, and the unroll stops when none is alive.
   Its work is proportional to the realized horizon instead of to Hmax; selecting rows needs the
   number of alive samples on the host (one sync per step), so it suits CPUs.
+
+Both iterate :class:`mpdp_pl.unroll.Unroll` (its static and live forms), which owns the model
+steps and the cut and terminal masks; this module keeps only the objective.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import torch
 from .models.actor import MultiHeadActor
 from .models.critic import TwinQ
 from .models.dynamics import DynamicsModel
+from .unroll import Unroll
 
 
 class RolloutNoise(NamedTuple):
@@ -109,23 +113,24 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
     alpha = alpha.detach()
     zeros = obs.new_zeros(batch)
     ret, r_part, ent_part, pen_part, cut_part = zeros, zeros, zeros, zeros, zeros
-    alive = torch.ones(batch, dtype=torch.bool, device=obs.device)
     realized = zeros
     cut_fracs, u_sum, u_count, alive_steps = [], zeros.sum(), zeros.sum(), zeros.sum()
-    s = obs
     log_prob0 = None
     # gathered once for the H steps: the elites' frozen weights, and pi_0..pi_{H-1} as views
     # (one gradient buffer per actor layer instead of one per head and step)
-    model_params = dynamics.elite_params(detach=True)
     heads = actor.head_params()
-    for t in range(horizon):
+
+    def act(t, s, pick):
+        return actor.sample(s, min(t, actor.num_heads - 1), noise.actor[t], params=heads)
+
+    unroll = Unroll(dynamics, obs, act, horizon, u_T=u_T, member=noise.member, noise=noise.model,
+                    params=dynamics.elite_params(detach=True), detach_dead=True)
+    for st in unroll:
+        t, s, action, log_prob, step = st.t, st.obs, st.action, st.log_prob, st.model
+        alive, cut = st.alive, st.cut
         discount = gamma ** t
-        action, log_prob = actor.sample(s, min(t, actor.num_heads - 1), noise.actor[t], params=heads)
-        step = dynamics.step(s, action, member=noise.member[t], noise=noise.model[t],
-                             params=model_params)
         if t == 0:
             log_prob0, u_first = log_prob, step.u.detach()
-        cut = alive & (step.u.detach() >= u_T)
         u_sum = u_sum + torch.where(alive, step.u.detach(), 0.0).sum()
         u_count = u_count + alive.sum()
         alive_steps = alive_steps + alive.sum()
@@ -139,15 +144,14 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
             ret = ret + torch.where(ended, end_value,
                                     torch.where(counted, discount * reward_term, 0.0))
             cut_part = cut_part + torch.where(ended, end_value, 0.0).detach()
-            entropy_counted, alive_next = counted, counted
+            entropy_counted = counted
         else:
             q = critic(s, action, detach_params=True).min(0).values
             one_step = q - alpha * log_prob                               # SAC's objective at s_t
-            counted = alive & ~cut
-            alive_next = counted & ~step.terminated
+            counted = st.valid
             if terminal_critic:
                 cut = cut | (counted & step.terminated)
-                counted = alive_next
+                counted = st.alive_next
             ret = ret + discount * torch.where(cut, one_step,
                                                torch.where(counted, reward_term, 0.0))
             cut_part = cut_part + torch.where(cut, discount * q, 0.0).detach()
@@ -157,9 +161,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
                                           0.0).detach()
         pen_part = pen_part + torch.where(counted, -discount * beta * step.u, 0.0).detach()
         realized = realized + counted.float()
-        # dead samples keep a detached state, so nothing they compute can send NaN through where
-        s = torch.where(alive_next.unsqueeze(-1), step.next_obs, s.detach())
-        alive = alive_next
+    s, alive = unroll.obs, unroll.alive
     tail_part = zeros
     if not paper_literal_cut:
         tail = v_old(actor, critic, s, alpha, noise.actor[horizon])
@@ -189,34 +191,29 @@ def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_T, horizon,
     where the static form's mask turns off it (a cut, a predicted terminal), so nothing it would
     compute later is computed at all.
     """
-    batch, device = obs.shape[0], obs.device
+    batch = obs.shape[0]
     ret = obs.new_zeros(batch)
     zero = obs.new_zeros(())
     r_sum, ent_sum, pen_sum, cut_sum, u_sum = zero, zero, zero, zero, zero
     realized, u_count, rows_done = zero, zero, 0
     cut_counts = []
-    rows = torch.arange(batch, device=device)
-    s = obs
     log_prob0 = None
-    model_params = dynamics.elite_params(detach=True)
     heads = actor.head_params()
-    for t in range(horizon):
+
+    def act(t, s, pick):
+        return actor.sample(s, min(t, actor.num_heads - 1), pick(noise.actor[t]), params=heads)
+
+    unroll = Unroll(dynamics, obs, act, horizon, u_T=u_T, member=noise.member, noise=noise.model,
+                    params=dynamics.elite_params(detach=True), live=True)
+    for st in unroll:
+        t, s, action, log_prob, step = st.t, st.obs, st.action, st.log_prob, st.model
+        cut, rows = st.cut, st.rows
         n = rows.numel()
-        if n == 0:  # nobody left: the remaining steps contribute nothing
-            cut_counts.extend([zero] * (horizon - t))
-            break
         rows_done += n
         discount = gamma ** t
-        full = n == batch and t == 0
-        pick = (lambda x: x) if full else (lambda x: x[rows])  # noqa: E731 - t = 0: every row
-        action, log_prob = actor.sample(s, min(t, actor.num_heads - 1), pick(noise.actor[t]),
-                                        params=heads)
-        step = dynamics.step(s, action, member=pick(noise.member[t]), noise=pick(noise.model[t]),
-                             params=model_params)
         u = step.u.detach()
         if t == 0:
             log_prob0, u_first = log_prob, u
-        cut = u >= u_T
         u_sum, u_count = u_sum + u.sum(), u_count + n
         cut_counts.append(cut.sum())
         reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)
@@ -229,13 +226,11 @@ def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_T, horizon,
             term = torch.where(counted, discount * reward_term, 0.0).index_add(0, end, end_value)
             cut_sum = cut_sum + end_value.detach().sum()
             ent_sum = ent_sum + torch.where(counted, -discount * alpha * log_prob, 0.0).detach().sum()
-            alive_next = counted
         else:
-            counted = ~cut
-            alive_next = counted & ~step.terminated
+            counted = st.valid
             valued = cut | (counted & step.terminated) if terminal_critic else cut
             if terminal_critic:
-                counted = alive_next
+                counted = st.alive_next
             end = valued.nonzero().squeeze(-1)
             q = critic(s[end], action[end], detach_params=True).min(0).values
             one_step = q - alpha * log_prob[end]                          # SAC's objective at s_t
@@ -247,8 +242,8 @@ def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_T, horizon,
         r_sum = r_sum + torch.where(counted, discount * step.reward, 0.0).detach().sum()
         pen_sum = pen_sum + torch.where(counted, -discount * beta * step.u, 0.0).detach().sum()
         realized = realized + counted.sum()
-        keep = alive_next.nonzero().squeeze(-1)
-        rows, s = rows[keep], step.next_obs[keep]
+    cut_counts.extend([zero] * (horizon - unroll.steps_run))  # steps after nobody was left
+    rows, s = unroll.rows, unroll.obs
     tail_sum = zero
     if not paper_literal_cut and rows.numel():
         tail = gamma ** horizon * v_old(actor, critic, s, alpha, noise.actor[horizon][rows])

@@ -25,6 +25,7 @@ from tensordict import TensorDict
 
 from .models.actor import MultiHeadActor
 from .models.dynamics import DynamicsModel
+from .unroll import Unroll
 
 
 class Plan(NamedTuple):
@@ -46,18 +47,15 @@ def make_plan(obs: torch.Tensor, actor: MultiHeadActor, dynamics: DynamicsModel,
     and log-probabilities after a predicted terminal are zeroed, as in the official code: they
     cannot change the value, and real segments pad them the same way."""
     actions, log_probs, states, rewards, terms = [], [], [obs], [], []
-    ended = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
-    for _ in range(k):
-        state = states[-1] if grad_through_model else states[-1].detach()
-        a, lp = actor.sample(state)
-        alive = (~ended).to(a.dtype)
-        step = dynamics.sample_step(state, a, detach_params=True)
-        actions.append(a * alive.unsqueeze(-1))
-        log_probs.append(lp * alive)
-        rewards.append(step.reward)
-        terms.append(step.terminated)
-        ended = ended | step.terminated
-        states.append(step.next_obs)
+    # the plan continues past a predicted terminal (freeze=False); its steps there are zeroed
+    for st in Unroll(dynamics, obs, lambda t, s, pick: actor.sample(s), k, with_u=False,
+                     detach_params=True, freeze=False, detach_states=not grad_through_model):
+        alive = st.alive.to(st.action.dtype)
+        actions.append(st.action * alive.unsqueeze(-1))
+        log_probs.append(st.log_prob * alive)
+        rewards.append(st.model.reward)
+        terms.append(st.model.terminated)
+        states.append(st.model.next_obs)
     return Plan(torch.cat(actions, -1), torch.stack(log_probs, -1), torch.stack(states, 1),
                 torch.stack(rewards, -1), torch.stack(terms, -1))
 

@@ -10,6 +10,7 @@ import torch
 from tensordict import TensorDict
 
 from .models.dynamics import DynamicsModel
+from .unroll import Unroll
 
 
 def rollout_length(env_steps: int, schedule: list, epoch_length: int) -> int:
@@ -28,23 +29,19 @@ def rollout_length(env_steps: int, schedule: list, epoch_length: int) -> int:
 def branched_rollout(dynamics: DynamicsModel, act: Callable[[torch.Tensor], torch.Tensor],
                      start_obs: torch.Tensor, length: int) -> TensorDict:
     """``length`` model steps of ``act`` from ``start_obs`` ``[N, obs_dim]``; each step of each
-    sample is served by a random elite, the only one evaluated (``sample_step``). Samples that reach a predicted terminal stop there.
+    sample is served by a random elite, the only one evaluated (``sample_step``); samples that
+    reach a predicted terminal stop there (the live form of :class:`~mpdp_pl.unroll.Unroll`).
     Returns the transitions as a flat TensorDict with the replay buffer's keys. (Dropping the
     terminated samples syncs with the host once per step: this runs once per model training,
     not in the update loop.)"""
     steps = []
-    obs = start_obs
-    for _ in range(length):
-        if obs.shape[0] == 0:
-            break
-        action = act(obs)
-        step = dynamics.sample_step(obs, action)
-        term = step.terminated
+    for st in Unroll(dynamics, start_obs, lambda t, obs, pick: (act(obs), None), length,
+                     with_u=False, live=True):
+        term = st.model.terminated
         steps.append(TensorDict({
-            "observation": obs, "action": action,
-            "next": {"observation": step.next_obs, "reward": step.reward.unsqueeze(-1),
-                     "terminated": term.unsqueeze(-1), "truncated": torch.zeros_like(term).unsqueeze(-1),
-                     "done": term.unsqueeze(-1)},
-        }, batch_size=[obs.shape[0]]))
-        obs = step.next_obs[~term]
+            "observation": st.obs, "action": st.action,
+            "next": {"observation": st.model.next_obs, "reward": st.model.reward.unsqueeze(-1),
+                     "terminated": term.unsqueeze(-1),
+                     "truncated": torch.zeros_like(term).unsqueeze(-1), "done": term.unsqueeze(-1)},
+        }, batch_size=[st.obs.shape[0]]))
     return torch.cat(steps) if steps else TensorDict({}, batch_size=[0])

@@ -25,6 +25,7 @@ import torch
 
 from .models.actor import MultiHeadActor
 from .models.dynamics import DynamicsModel
+from .unroll import Unroll
 
 
 class StartStateFIFO:
@@ -53,12 +54,8 @@ def distribution_rollout(dynamics: DynamicsModel, actor: MultiHeadActor, start: 
     """The states of a ``length``-step rollout of pi_0 from ``start`` ``[N, obs_dim]``:
     ``[(length + 1) N, obs_dim]``, the start states first; past a predicted terminal a sample
     repeats its last non-terminal state."""
-    states, s = [start], start
-    alive = torch.ones(start.shape[0], dtype=torch.bool, device=start.device)
-    for _ in range(length):
-        action, _ = actor.sample(s, 0)
-        step = dynamics.sample_step(s, action)
-        alive = alive & ~step.terminated
-        s = torch.where(alive.unsqueeze(-1), step.next_obs, s)
-        states.append(s)
+    states = [start]
+    unroll = Unroll(dynamics, start, lambda t, s, pick: actor.sample(s, 0), length, with_u=False)
+    for _ in unroll:
+        states.append(unroll.obs)
     return torch.cat(states)

@@ -5,7 +5,7 @@ Eq. 2-3). With ``critic_target=mve`` each real transition (s, a, r, s', d) is ex
 gradient-free K-step rollout of pi_0 through the ensemble from s' (x_0 = s'):
 
     b_k ~ pi_0(.|x_k),  (x_{k+1}, rho_k) ~ one elite member,  u_k = u(x_k, b_k)   (Eq. 8)
-    valid_k = alive_k & (u_k < u_T),   alive_0 = ~d,   alive_{k+1} = valid_k & ~term(x_{k+1})
+    valid_k = alive_k & ~(u_k >= u_T),   alive_0 = ~d,   alive_{k+1} = valid_k & ~term(x_{k+1})
 
 The soft value along the rollout is expanded backwards from the target critics'
 V'(x) = min_j Q'_j(x, b) - alpha log pi_0(b|x):
@@ -23,9 +23,10 @@ and the critics regress, with equal weight per transition, on
 So K = 0 is SAC's Eq. (2)-(3) exactly. With ``critic_states=model`` the critics instead train
 at model states with no real transition behind them, the start-state FIFO's
 (:mod:`mpdp_pl.start_states`; DHMBPO's critic data): x_0 is such a state, alive_0 is true, and
-only the imagined rows y(x_k, b_k) are trained (:func:`state_expansion_targets`). The target evaluates pi_0 at every step (the policy that
-acts, and the one V_old of Algorithm 1 uses), not the heads pi_1..pi_{H-1} of the farsighted
-unroll: Q stays Q^{pi_0}. The model-error penalty beta * u does not enter the critic's reward:
+only the imagined rows y(x_k, b_k) are trained (:func:`state_expansion_targets`).
+
+The target evaluates pi_0 at every step (the policy that acts, and the one V_old of Algorithm 1
+uses), not the heads pi_1..pi_{H-1} of the farsighted unroll: Q stays Q^{pi_0}. The model-error penalty beta * u does not enter the critic's reward:
 Q estimates the real return (``eval/q_bias`` checks that), and the penalty shapes the actor's
 objective only. ``bounded=True`` clips every target to [min(0, m), max(0, M)] / (1 - gamma),
 where m and M are the smallest and largest per-step soft reward (rho_k - alpha log pi_0, and the
@@ -45,6 +46,7 @@ from .improvement import RolloutNoise, sample_noise
 from .models.actor import MultiHeadActor
 from .models.critic import TwinQ
 from .models.dynamics import DynamicsModel
+from .unroll import Unroll
 
 
 class ExpansionTargets(NamedTuple):
@@ -78,15 +80,20 @@ def _expand(x: torch.Tensor, alive: torch.Tensor, actor: MultiHeadActor, critic_
     """The K-step rollout of pi_0 from x_0 = ``x`` (samples with ``alive`` false are not
     expanded) and the backward recursion of the module docstring."""
     xs, bs, rhos, ents, terms, valids, values = [], [], [], [], [], [], []
-    for k in range(horizon):
+
+    def act(k, x, pick):
         v, b, log_prob = soft_value(actor, critic_target, x, noise.actor[k], alpha)
-        step = dynamics.step(x, b, member=noise.member[k], noise=noise.model[k])
-        valid = alive & (step.u < u_T)
-        xs.append(x), bs.append(b), values.append(v), valids.append(valid)
-        rhos.append(step.reward), ents.append(-alpha * log_prob), terms.append(step.terminated)
-        alive = valid & ~step.terminated
-        # a state past a cut or a terminal is never used: keep finite values there
-        x = torch.where(valid.unsqueeze(-1), step.next_obs, x)
+        values.append(v)
+        return b, log_prob
+
+    # a state past a cut or a terminal is never used: it keeps its last (finite) value
+    unroll = Unroll(dynamics, x, act, horizon, alive=alive, u_T=u_T, member=noise.member,
+                    noise=noise.model)
+    for st in unroll:
+        xs.append(st.obs), bs.append(st.action), valids.append(st.valid)
+        rhos.append(st.model.reward), ents.append(-alpha * st.log_prob)
+        terms.append(st.model.terminated)
+    x = unroll.obs
     g = soft_value(actor, critic_target, x, noise.actor[horizon], alpha)[0]
     targets = []
     for k in reversed(range(horizon)):

@@ -1,0 +1,84 @@
+"""Behaviour across a refactor: one short same-seed run of each algorithm at two commits, and the
+metrics.csv rows compared (wall-time columns aside). Prints each algorithm's verdict and, where
+rows differ, the first differing columns.
+
+    python bench/same_seed_diff.py BASE_COMMIT [NEW_COMMIT (default: the working tree)]
+
+Each commit's tree is checked out with ``git worktree`` into a temporary directory and run with
+this interpreter (the same installed packages), one torch thread, on InvertedPendulum-v4:
+600 env steps, 200 random, evaluation every 200 with 2 episodes, a small model (the budget of
+the test suite's tiny runs)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ["--env", "InvertedPendulum-v4", "--seed", "0", "--logger", "none", "steps=600",
+       "init_random_steps=200", "eval_every=200", "eval_episodes=2", "batch_size=64",
+       "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1", "model_max_steps=20",
+       "model_hidden=32", "model_train_freq=100"]
+ALGOS = {"sac": [], "mpdp": ["horizon=3"], "mbpo": ["rollout_batch_size=256"],
+         "mppve": ["rollout_batch_size=256"]}
+DROP = ("time/elapsed", "time/env_steps_per_s", "model/train_seconds")
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k not in DROP} for r in csv.DictReader(f)]
+
+
+def run_all(tree: Path, out: Path) -> dict[str, Path]:
+    runs = {}
+    for algo, extra in ALGOS.items():
+        d = out / algo
+        proc = subprocess.run([sys.executable, str(tree / "train.py"), "--algo", algo, "--out",
+                               str(d), *RUN, *extra], cwd=tree, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{algo} at {tree}: exit {proc.returncode}: {proc.stderr[-500:]}")
+        runs[algo] = d / "metrics.csv"
+    return runs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("base")
+    p.add_argument("new", nargs="?")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        trees = {}
+        for name, commit in (("base", a.base), ("new", a.new)):
+            if commit is None:
+                trees[name] = ROOT
+                continue
+            trees[name] = tmp / f"tree-{name}"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees[name]),
+                            commit], check=True, capture_output=True)
+        try:
+            results = {name: run_all(tree, tmp / name) for name, tree in trees.items()}
+        finally:
+            for name, commit in (("base", a.base), ("new", a.new)):
+                if commit is not None:
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                    str(trees[name])], capture_output=True)
+        print(f"base {a.base}, new {a.new or 'working tree'}; config: {' '.join(RUN)}")
+        same = True
+        for algo in ALGOS:
+            old, new = rows(results["base"][algo]), rows(results["new"][algo])
+            diff = [k for r0, r1 in zip(old, new) for k in r0 if r0.get(k) != r1.get(k)]
+            if len(old) != len(new) or diff:
+                same = False
+                print(f"{algo}: DIFFERENT ({len(old)} vs {len(new)} rows; columns {sorted(set(diff))[:8]})")
+            else:
+                print(f"{algo}: identical ({len(old)} rows, {len(old[0])} columns each)")
+        sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()
