@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mpdp_pl.callbacks.evaluation import Evaluation  # noqa: E402
+from mpdp_pl.callbacks.periodic_eval import PeriodicEvaluation  # noqa: E402
 from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
 from mpdp_pl.run import ALGOS, train_module  # noqa: E402
 
@@ -55,7 +55,7 @@ EVAL_STEPS_PER_1K = 10 * 1000  # 10 episodes of at most 1000 steps, every 1000 e
 
 
 def _timed_evaluate(self, trainer, module):
-    """callbacks.Evaluation.evaluate, timed into the module's ``timing_log``."""
+    """callbacks.PeriodicEvaluation.evaluate, timed into the module's ``timing_log``."""
     t0 = time.perf_counter()
     _EVALUATE(self, trainer, module)
     log = getattr(module, "timing_log", None)
@@ -65,8 +65,8 @@ def _timed_evaluate(self, trainer, module):
             log["eval_steps"] = module.last_eval["eval/episode_length"] * module.cfg["eval_episodes"]
 
 
-_EVALUATE = Evaluation.evaluate
-Evaluation.evaluate = _timed_evaluate
+_EVALUATE = PeriodicEvaluation.evaluate
+PeriodicEvaluation.evaluate = _timed_evaluate
 
 
 def timed(cls, data, n: int, log: dict):

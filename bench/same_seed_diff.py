@@ -1,5 +1,6 @@
-"""Behaviour across a refactor: one short same-seed run of each algorithm at two commits, and the
-metrics.csv rows compared (wall-time columns aside). Prints each algorithm's verdict and, where
+"""Behaviour across a refactor: one short same-seed run of each algorithm at two commits (MPDP
+also with the static unroll and with its switches on), and the metrics.csv rows compared
+(wall-time columns aside). Prints each algorithm's verdict and, where
 rows differ, the first differing columns.
 
     python bench/same_seed_diff.py BASE_COMMIT [NEW_COMMIT (default: the working tree)]
@@ -23,8 +24,16 @@ RUN = ["--env", "InvertedPendulum-v4", "--seed", "0", "--logger", "none", "steps
        "init_random_steps=200", "eval_every=200", "eval_episodes=2", "batch_size=64",
        "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1", "model_max_steps=20",
        "model_hidden=32", "model_train_freq=100"]
-ALGOS = {"sac": [], "mpdp": ["horizon=3"], "mbpo": ["rollout_batch_size=256"],
-         "mppve": ["rollout_batch_size=256"]}
+# name: (algorithm, its overrides); MPDP also with the static unroll and with its switches on
+RUNS = {"sac": ("sac", []), "mpdp": ("mpdp", ["horizon=3"]),
+        "mpdp-static": ("mpdp", ["horizon=3", "unroll_form=static"]),
+        "mpdp-switches": ("mpdp", ["horizon=3", "critic_target=mve", "mve_horizon=2",
+                                   "u_T_rule=first_step", "u_T_quantile=0.9", "u_T_scale=1.5",
+                                   "start_states=model", "start_rollout_length=3",
+                                   "single_policy=true", "critic_layernorm=true",
+                                   "mve_target_bound=true"]),
+        "mbpo": ("mbpo", ["rollout_batch_size=256"]),
+        "mppve": ("mppve", ["rollout_batch_size=256"])}
 DROP = ("time/elapsed", "time/env_steps_per_s", "model/train_seconds")
 
 
@@ -35,13 +44,13 @@ def rows(path: Path) -> list[dict]:
 
 def run_all(tree: Path, out: Path) -> dict[str, Path]:
     runs = {}
-    for algo, extra in ALGOS.items():
-        d = out / algo
+    for name, (algo, extra) in RUNS.items():
+        d = out / name
         proc = subprocess.run([sys.executable, str(tree / "train.py"), "--algo", algo, "--out",
                                str(d), *RUN, *extra], cwd=tree, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise SystemExit(f"{algo} at {tree}: exit {proc.returncode}: {proc.stderr[-500:]}")
-        runs[algo] = d / "metrics.csv"
+            raise SystemExit(f"{name} at {tree}: exit {proc.returncode}: {proc.stderr[-500:]}")
+        runs[name] = d / "metrics.csv"
     return runs
 
 
@@ -69,7 +78,7 @@ def main() -> None:
                                     str(trees[name])], capture_output=True)
         print(f"base {a.base}, new {a.new or 'working tree'}; config: {' '.join(RUN)}")
         same = True
-        for algo in ALGOS:
+        for algo in RUNS:
             old, new = rows(results["base"][algo]), rows(results["new"][algo])
             diff = [k for r0, r1 in zip(old, new) for k in r0 if r0.get(k) != r1.get(k)]
             if len(old) != len(new) or diff:

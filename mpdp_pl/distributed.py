@@ -48,7 +48,7 @@ def average_gradients(params, loss: torch.Tensor | None = None) -> torch.Tensor 
 
     With ``loss``, returns ``sum over ranks of loss * 0``: finite only if every rank's loss is
     finite, so that a non-finite loss on any rank makes every rank skip the step (the guard in
-    ``OffPolicyModule.guarded_step``). On one rank: nothing happens and ``loss`` is returned.
+    ``NonfiniteGuard.step``). On one rank: nothing happens and ``loss`` is returned.
     """
     world = world_size()
     if world == 1:

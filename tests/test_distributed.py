@@ -21,7 +21,7 @@ from mpdp_pl.distributed import average_gradients, gather_across_ranks
 from mpdp_pl.envs import env_spec, make_env
 from mpdp_pl.improvement import farsighted_improvement
 from mpdp_pl.models.dynamics import DynamicsModel
-from mpdp_pl.models.training import _loss, holdout_scores, param_groups
+from mpdp_pl.models.fitting import _loss, holdout_scores, param_groups
 
 SMALL = {"batch_size": 32, "hidden_sizes": [32, 32], "model_hidden": 32, "horizon": 3}
 DDP_RUN = ["steps=400", "init_random_steps=100", "model_train_freq=100", "batch_size=32",

@@ -46,3 +46,18 @@ def test_layout_page_lists_every_module_and_no_other():
                if p.name != "__init__.py"}
     bench = {p.name for p in (ROOT / "bench").iterdir() if p.suffix in (".py", ".sh")}
     assert listed - {"train.py"} == package | bench, "docs/architecture.md's layout is out of date"
+
+
+def test_no_two_modules_differ_only_by_a_suffix():
+    """One name per idea: no module name is another's stem plus a suffix (evaluate/evaluation,
+    checkpoint/checkpointing, dynamics/dynamics_training)."""
+    import os
+
+    stems = sorted({p.stem for p in (ROOT / "mpdp_pl").rglob("*.py") if p.stem != "__init__"})
+    clashes = []
+    for i, a in enumerate(stems):
+        for b in stems[i + 1:]:
+            common = len(os.path.commonprefix([a, b]))
+            if common >= 6 and common >= 0.8 * min(len(a), len(b)):
+                clashes.append((a, b))
+    assert not clashes

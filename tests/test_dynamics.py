@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mpdp_pl.models.dynamics import DynamicsModel
-from mpdp_pl.models.training import (TrainSettings, holdout_scores, holdout_split,
+from mpdp_pl.models.fitting import (TrainSettings, holdout_scores, holdout_split,
                                               param_groups, train_dynamics)
 from mpdp_pl.termination import hopper
 

@@ -13,7 +13,7 @@ from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import load_config
 from mpdp_pl.envs import env_spec, make_env
 from mpdp_pl.improvement import farsighted_improvement
-from mpdp_pl.models.training import TrainSettings, param_groups, train_dynamics
+from mpdp_pl.models.fitting import TrainSettings, param_groups, train_dynamics
 
 TASKS = ["InvertedPendulum-v4", "Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4",
          "Humanoid-v4"]

@@ -9,8 +9,9 @@ fractions allowed), and evaluates pi_0 every ``eval_every`` env steps and once a
 Subclasses implement :meth:`update` and :meth:`configure_optimizers`, declare the metrics they
 record in ``metric_keys`` (columns of metrics.csv), expose ``actor``, and may override
 :meth:`before_updates` (model-based algorithms train their model there). Their optimizer steps
-go through :meth:`guarded_step` (:mod:`mpdp_pl.guard`). The side jobs of the loop (logging,
-evaluation, checkpoints and signals) are the callbacks of :mod:`mpdp_pl.callbacks`.
+go through ``self.guard.step`` (:mod:`mpdp_pl.guard`), which restores the ``fault_parts``. The
+side jobs of the loop (logging, evaluation, checkpoints and signals) are the callbacks of
+:mod:`mpdp_pl.callbacks`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.recorder = MetricsRecorder()
         self.guard = NonfiniteGuard(cfg["nonfinite_limit"], cfg["nonfinite_guard"])
         self.clock = RunClock()
-        self.last_eval: dict[str, float] = {}  # the latest evaluation (callbacks.Evaluation)
+        self.last_eval: dict[str, float] = {}  # the latest evaluation (callbacks.PeriodicEvaluation)
         self.out_dir = Path(cfg["out"]) if cfg.get("out") else None
         self.replay_buffer = None
         self._stream: CollectorStream | None = None
@@ -69,7 +70,7 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.last_log_step = self.last_eval_step = self.last_checkpoint_step = 0
         self.resume_state: dict | None = None  # set by run.train_module before fit
         self.resume_path: Path | None = None
-        self.stop_signal: str | None = None    # set by callbacks.Checkpointing's handlers
+        self.stop_signal: str | None = None    # set by callbacks.Durability handlers
 
     # ----------------------------------------------------------------- algorithm interface
     actor: torch.nn.Module
@@ -96,12 +97,6 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
     def fault_parts(self) -> dict[str, list[torch.nn.Module | torch.nn.Parameter]]:
         """What a fault in each optimized part restores (subclasses declare theirs)."""
         return {}
-
-    def guarded_step(self, part: str, optimizer, loss: torch.Tensor, params,
-                     clip: float | None = None) -> torch.Tensor:
-        """backward, clipping and the optimizer step of ``part``, skipped and undone when not
-        finite (:class:`mpdp_pl.guard.NonfiniteGuard`); the gradient norm before clipping."""
-        return self.guard.step(self, part, optimizer, loss, params, clip)
 
     def store(self, batch: TensorDictBase) -> None:
         """Add a collected round to the replay buffer (before ``env_steps`` counts it)."""

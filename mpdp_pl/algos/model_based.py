@@ -2,7 +2,7 @@
 
 Every ``model_train_freq`` env steps, once updates have started, the ensemble is trained on the
 real buffer by its own (fourth) optimizer, inside Lightning's manual step
-(:mod:`mpdp_pl.models.training`; ``model_max_steps`` bounds its cost).
+(:mod:`mpdp_pl.models.fitting`; ``model_max_steps`` bounds its cost).
 
 ``model_holdout=fixed`` (the default): every real transition is assigned to the holdout or not
 once, when it is stored (a ``holdout`` flag in the replay buffer, so checkpoints keep it on every
@@ -25,7 +25,7 @@ import torch
 
 from ..data import buffer_contents, chronological_order, newest_transitions
 from ..models.dynamics import DynamicsModel, open_loop_error
-from ..models.training import (TrainSettings, fixed_split, holdout_flags, holdout_split,
+from ..models.fitting import (TrainSettings, fixed_split, holdout_flags, holdout_split,
                                         param_groups, train_dynamics)
 from ..termination import TERMINATION_FNS
 from .sac import SAC

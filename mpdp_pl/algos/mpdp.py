@@ -177,8 +177,8 @@ class MPDP(ModelBasedSAC):
             terminal_critic=c["terminal_critic"], form=self.form(),
         )
         # long unrolls can explode (the paper warns of it): clip, and log the norm before clipping
-        grad_norm = self.guarded_step("actor", self.optimizers()[1], result.loss,
-                                      self.actor.parameters(), c["actor_grad_clip"])
+        grad_norm = self.guard.step(self, "actor", self.optimizers()[1], result.loss,
+                                    self.actor.parameters(), c["actor_grad_clip"])
         self.temperature_step(result.log_prob0)
         if self.cfg["u_T_rule"] == "first_step":
             self.follow_first_step(result.u_first)

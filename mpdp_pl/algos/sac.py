@@ -81,7 +81,7 @@ class SAC(OffPolicyModule):
 
     def critic_step(self) -> None:
         loss, q = self.critic_loss(self.sample_batch())
-        self.guarded_step("critic", self.optimizers()[0], loss, self.critic.parameters())
+        self.guard.step(self, "critic", self.optimizers()[0], loss, self.critic.parameters())
         polyak_update(self.critic_target, self.critic, self.cfg["tau"])
         self.record({"train/critic_loss": loss, "train/q_mean": q.mean()})
 
@@ -95,15 +95,15 @@ class SAC(OffPolicyModule):
 
     def actor_step(self) -> None:
         loss, log_prob = self.actor_loss(self.actor_states())
-        norm = self.guarded_step("actor", self.optimizers()[1], loss, self.actor.parameters(),
-                                 self.actor_grad_clip())
+        norm = self.guard.step(self, "actor", self.optimizers()[1], loss, self.actor.parameters(),
+                               self.actor_grad_clip())
         self.temperature_step(log_prob)
         self.record({"train/actor_loss": loss, "train/actor_grad_norm": norm})
 
     def temperature_step(self, log_prob: torch.Tensor) -> None:
         """alpha from pi_0's log-probabilities at real states only."""
         loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-        self.guarded_step("alpha", self.optimizers()[2], loss, [self.log_alpha])
+        self.guard.step(self, "alpha", self.optimizers()[2], loss, [self.log_alpha])
         self.record({"train/alpha_loss": loss, "train/alpha": self.alpha,
                      "train/entropy": -log_prob.mean()})
 

@@ -4,13 +4,13 @@ final, on SIGTERM/SIGINT)."""
 
 from __future__ import annotations
 
-from .checkpointing import Checkpointing
-from .evaluation import Evaluation
-from .training_metrics import TrainingMetrics
+from .durability import Durability
+from .periodic_eval import PeriodicEvaluation
+from .metric_logging import MetricLogging
 
 
 def loop_callbacks() -> list:
-    return [TrainingMetrics(), Evaluation(), Checkpointing()]
+    return [MetricLogging(), PeriodicEvaluation(), Durability()]
 
 
-__all__ = ["Checkpointing", "Evaluation", "TrainingMetrics", "loop_callbacks"]
+__all__ = ["Durability", "MetricLogging", "PeriodicEvaluation", "loop_callbacks"]

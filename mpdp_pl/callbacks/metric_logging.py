@@ -11,7 +11,7 @@ def training_scalars(module) -> dict[str, float]:
             "train/nonfinite_skips": float(module.guard.skips)}
 
 
-class TrainingMetrics(Callback):
+class MetricLogging(Callback):
     """Pushes the recorded metrics (interval means closed), ``time/elapsed`` and the env-step
     rate since the previous push, with ``env_steps`` as the x-axis. A push with no part in a
     streak of faults also keeps the weights as the guard's last good ones."""

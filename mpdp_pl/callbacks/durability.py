@@ -14,7 +14,7 @@ from ..guard import FAILED_MARKER
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Checkpointing(Callback):
+class Durability(Callback):
     def __init__(self):
         self._previous_handlers: dict = {}
 

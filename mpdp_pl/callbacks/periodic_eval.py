@@ -9,14 +9,14 @@ from lightning.pytorch.callbacks import Callback
 from ..episodes import evaluate
 from ..envs import make_env
 from ..loggers import MetricsCSV
-from .training_metrics import training_scalars
+from .metric_logging import training_scalars
 
 BASE_COLUMNS = ["env_steps", "eval/return", "eval/return_std", "eval/episode_length",
                 "eval/q_bias", "time/elapsed", "time/env_steps_per_s", "train/updates",
                 "train/nonfinite_skips"]
 
 
-class Evaluation(Callback):
+class PeriodicEvaluation(Callback):
     def __init__(self):
         self.last_step = 0
         self.metrics_csv: MetricsCSV | None = None
