@@ -14,7 +14,7 @@ from mpdp_pl.config import ConfigError, load_config, parse_overrides
 from mpdp_pl.data import chronological_order, load_buffer, make_replay_buffer
 from mpdp_pl.models.dynamics import DynamicsModel
 from mpdp_pl.models.fitting import (TrainSettings, fixed_split, holdout_flags,
-                                              holdout_scores, param_groups, train_dynamics)
+                                     holdout_scores, param_groups, train_dynamics)
 
 
 # ------------------------------------------------------------------ the split itself

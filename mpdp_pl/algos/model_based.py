@@ -26,7 +26,7 @@ import torch
 from ..data import buffer_contents, chronological_order, newest_transitions
 from ..models.dynamics import DynamicsModel, open_loop_error
 from ..models.fitting import (TrainSettings, fixed_split, holdout_flags, holdout_split,
-                                        param_groups, train_dynamics)
+                              param_groups, train_dynamics)
 from ..termination import TERMINATION_FNS
 from .sac import SAC
 
