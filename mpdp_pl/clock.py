@@ -11,6 +11,7 @@ class RunClock:
         self.elapsed_before = 0.0  # wall seconds of the run before it was resumed
         self.start_time: float | None = None
         self._windows: dict[str, tuple[float, int]] = {}
+        self._start_steps = 0
 
     def start(self, env_steps: int) -> None:
         self.start_time = time.perf_counter() - self.elapsed_before

@@ -3,6 +3,7 @@ docs/ points at a file (and a heading) that exists, and the layout page lists ev
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -51,8 +52,6 @@ def test_layout_page_lists_every_module_and_no_other():
 def test_no_two_modules_differ_only_by_a_suffix():
     """One name per idea: no module name is another's stem plus a suffix (evaluate/evaluation,
     checkpoint/checkpointing, dynamics/dynamics_training)."""
-    import os
-
     stems = sorted({p.stem for p in (ROOT / "mpdp_pl").rglob("*.py") if p.stem != "__init__"})
     clashes = []
     for i, a in enumerate(stems):
