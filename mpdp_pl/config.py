@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,8 @@ def validate(cfg: dict) -> None:
         raise ConfigError(
             f"wandb.mode={cfg['wandb']['mode']!r}: must be auto, online, offline or disabled"
         )
+    if cfg["logger"] == "wandb":  # the environment is input too: checked before anything is written
+        wandb_mode_from_env()
     if cfg["ensemble_size"] < 2:
         raise ConfigError(f"ensemble_size={cfg['ensemble_size']}: must be >= 2 (Eq. 8 compares members)")
     if not 2 <= cfg["num_elites"] <= cfg["ensemble_size"]:
@@ -313,6 +316,24 @@ def validate(cfg: dict) -> None:
         not isinstance(cfg["obs_truncate"], int) or cfg["obs_truncate"] <= 0
     ):
         raise ConfigError(f"obs_truncate={cfg['obs_truncate']!r}: must be a positive int or null")
+
+
+# The modes wandb itself accepts in WANDB_MODE (wandb/sdk/wandb_settings.py, ``mode``).
+WANDB_ENV_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
+
+
+def wandb_mode_from_env() -> str | None:
+    """``WANDB_MODE`` as a mode, None when unset. Set but empty counts as unset and is removed
+    from the environment (wandb itself would fail on it with a pydantic traceback); an unknown
+    mode is a ConfigError (one line, exit 2)."""
+    value = os.environ.get("WANDB_MODE")
+    if value is None or value.strip() == "":
+        os.environ.pop("WANDB_MODE", None)
+        return None
+    if value not in WANDB_ENV_MODES:
+        raise ConfigError(f"WANDB_MODE={value!r}: must be one of {', '.join(WANDB_ENV_MODES)} "
+                          f"(or unset)")
+    return {"dryrun": "offline", "run": "online"}.get(value, value)
 
 
 def to_yaml(cfg: dict) -> str:

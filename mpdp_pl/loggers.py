@@ -13,6 +13,8 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from .config import wandb_mode_from_env
+
 
 class MetricsCSV:
     """Append-only CSV with a fixed header; one row per env step at most.
@@ -86,8 +88,8 @@ def _can_reach(host: str, port: int = 443, timeout: float = 2.0) -> bool:
 def resolve_wandb_mode(mode: str) -> str:
     """``auto`` -> ``online`` with an API key and a reachable server, else ``offline``.
     A ``WANDB_MODE`` environment variable wins over the config, as in wandb itself."""
-    env_mode = os.environ.get("WANDB_MODE")
-    if env_mode in ("online", "offline", "disabled"):
+    env_mode = wandb_mode_from_env()
+    if env_mode is not None:
         return env_mode
     if mode != "auto":
         return mode

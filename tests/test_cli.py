@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -109,6 +110,19 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert re.search(match, lines[0]), lines[0]
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_wandb_mode_in_the_environment_is_one_line_exit_2(tmp_path):
+    """The environment is input too: wandb would end an unknown WANDB_MODE in a pydantic
+    traceback after the run directory exists."""
+    env = {**os.environ, "WANDB_MODE": "ofline"}
+    proc = run_train(["--steps", "10", "--out", str(tmp_path / "run"), "--logger", "wandb"],
+                     cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: WANDB_MODE='ofline': must be one of online, offline, disabled, dryrun, run, "
+        "shared (or unset)"]
     assert not (tmp_path / "run").exists()
 
 
