@@ -16,7 +16,10 @@ with other overrides is refused, as is a second runner on a grid in use. Outputs
 - ``results.csv``: every evaluation of every run (algo, env, seed, env_steps, return, elapsed s);
 - ``curves.png``: one panel per task, mean and min-max over seeds against env steps;
 - ``table.md``: return at fixed env-step counts (mean +- std over seeds) and wall time per 1k env
-  steps, one row per (task, algorithm).
+  steps, one row per (task, algorithm), then the rliable statistics of the final returns
+  (:mod:`mpdp_pl.aggregate`: IQM and mean with 95% stratified-bootstrap intervals per task,
+  normalized aggregates across tasks, the probability that MPDP improves on each other row);
+- ``stats.csv``: those statistics; ``profiles.png``: their performance profiles.
 
 ``--variant NAME ALGO KEY=VALUE ...`` (repeatable) adds a named configuration of an algorithm
 (an ablation, another update ratio) whose runs are ``NAME-seedS`` and whose rows are ``NAME``;
@@ -41,6 +44,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import aggregate
 
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 
@@ -341,6 +346,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
                    help="env steps between a run's checkpoints, from which an interrupted grid "
                         "continues (0: only at the end of a run)")
+    p.add_argument("--bootstrap-reps", type=int, default=2000, metavar="N",
+                   help="stratified-bootstrap resamples of the rliable statistics (default 2000)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     return p.parse_args(argv)
@@ -350,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from .algos import ALGOS
 
+    if a.bootstrap_reps < 1:
+        raise SystemExit(f"error: --bootstrap-reps {a.bootstrap_reps}: must be >= 1")
     budgets = _pairs(a.envs, "--envs")
     max_seeds = _pairs(a.max_seeds, "--max-seeds")
     variants = {}  # name -> (algo, overrides)
@@ -416,9 +425,16 @@ def main(argv: list[str] | None = None) -> int:
     write_results(results, a.out / "results.csv")
     plot(results, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}", anchors)
     md = table(results, at, a.threshold, anchors)
+    scores = aggregate.final_scores(results, at)
+    if scores:
+        stats = aggregate.summarize(scores, reps=a.bootstrap_reps)
+        md += aggregate.markdown(stats, scores, at, a.bootstrap_reps)
+        aggregate.write_csv(stats, a.out / "stats.csv")
+        aggregate.plot_profiles(scores, a.out / "profiles.png", a.bootstrap_reps)
     (a.out / "table.md").write_text(md)
     print(md, end="")
-    print(f"wrote {a.out / 'results.csv'}, {a.out / 'curves.png'}, {a.out / 'table.md'}")
+    print(f"wrote {a.out / 'results.csv'}, {a.out / 'curves.png'}, {a.out / 'table.md'}"
+          + (f", {a.out / 'stats.csv'}, {a.out / 'profiles.png'}" if scores else ""))
     return 1 if failed else 0
 
 

@@ -15,6 +15,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from .config import wandb_mode_from_env
 
+_USER_WANDB_CACHE = os.environ.get("WANDB_CACHE_DIR")  # as the user started the app
+
 
 class MetricsCSV:
     """Append-only CSV with a fixed header; one row per env step at most.
@@ -119,6 +121,10 @@ def make_logger(cfg: dict, out_dir: Path) -> Logger | None:
     if mode == "disabled":
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
+    # wandb-core writes its debug logs under its cache dir (~/.cache/wandb/logs): keep them with
+    # the run, so that a run writes nothing outside its directory (a user's own setting wins)
+    if _USER_WANDB_CACHE is None:
+        os.environ["WANDB_CACHE_DIR"] = str(Path(out_dir).resolve() / "wandb" / "cache")
     logger = WandbLogger(
         save_dir=str(out_dir), project=w["project"], entity=w["entity"], group=w["group"],
         tags=list(w["tags"]), mode=mode, config=cfg,

@@ -63,6 +63,30 @@ def test_outputs_match_the_runs(grid):
     assert (grid / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_rliable_statistics_match_the_runs(grid):
+    """stats.csv against the runs' own last evaluations: the mean, the IQM (= the mean with 2
+    seeds), the score normalized by InvertedPendulum's maximum, and P(mpdp > sac) counted pair
+    by pair."""
+    task = grid / "InvertedPendulum-v4"
+    sac = [evals(task / f"sac-seed{s}")[-1][1] for s in (0, 1)]
+    mpdp = evals(task / "mpdp-seed0")[-1][1]
+    with open(grid / "stats.csv") as f:
+        stats = {(r["scope"], r["algo"], r["metric"]): r for r in csv.DictReader(f)}
+    for metric in ("mean", "IQM"):
+        r = stats[("InvertedPendulum-v4", "sac", metric)]
+        assert float(r["value"]) == pytest.approx(statistics.mean(sac), rel=1e-5)
+        assert min(sac) - 1e-3 <= float(r["ci_low"]) <= float(r["ci_high"]) <= max(sac) + 1e-3
+        assert r["seeds"] == "2"
+    assert float(stats[("normalized", "sac", "mean")]["value"]) == pytest.approx(
+        statistics.mean(sac) / 1000, rel=1e-5)
+    pairs = [1.0 if mpdp > y else 0.5 if mpdp == y else 0.0 for y in sac]
+    assert float(stats[("P(mpdp > sac)", "sac", "P")]["value"]) == pytest.approx(
+        statistics.mean(pairs), abs=1e-6)
+    table = (grid / "table.md").read_text()
+    assert "## Statistics (rliable)" in table and "IQM = mean" in table
+    assert (grid / "profiles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_resume_reuses_finished_runs_and_restarts_partial_ones(grid):
     base = grid / "InvertedPendulum-v4"
     kept = {p: p.stat().st_mtime_ns for p in (base / "sac-seed0" / "metrics.csv",
@@ -130,7 +154,7 @@ def test_published_anchors_join_the_table_and_figure(grid, tmp_path):
     proc = compare(tmp_path, "--report-only", "--merge", str(grid / "results.csv"),
                    "--anchors", str(anchors), *OVERRIDES)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = [ln for ln in (tmp_path / "table.md").read_text().splitlines() if "published" in ln]
+    rows = [ln for ln in (tmp_path / "table.md").read_text().splitlines() if "(published)" in ln]
     # the budget is 400: columns at 200 and 400; the anchor reports 200 only
     assert rows == ["| InvertedPendulum-v4 | DHMBPO (published) | - | 512 ± 10 @ 200 | - | - |"]
     assert (tmp_path / "curves.png").stat().st_size > 0

@@ -59,3 +59,15 @@ def test_wandb_offline_run_holds_the_logged_metrics(tiny_run):
     evals = {r["env_steps"]: r["eval/return"] for r in rows if "eval/return" in r}
     csv_evals = {int(r["env_steps"]): float(r["eval/return"]) for r in _rows(tiny_run)}
     assert evals == csv_evals
+
+
+def test_a_run_writes_nothing_outside_its_directory(tiny_run):
+    """tiny_run ran with its working directory and HOME both set to the folder above --out:
+    nothing else may appear there (no outputs/, .hydra/, wandb/ or log files), W&B's own debug
+    logs included, which wandb-core would put under ~/.cache/wandb. The only exception is
+    matplotlib's font cache, a library cache that any matplotlib import writes."""
+    top = tiny_run.parent
+    written = sorted(str(p.relative_to(top)) for p in top.rglob("*")
+                     if p.is_file() and tiny_run not in p.parents)
+    assert all(w.startswith((".cache/matplotlib/", ".config/matplotlib/")) for w in written), written
+    assert list((tiny_run / "wandb" / "cache").rglob("core-debug-*.log")), "W&B logs are elsewhere"

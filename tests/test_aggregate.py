@@ -1,0 +1,72 @@
+"""The rliable statistics of mpdp_pl.aggregate against independent truths: a hand-computed
+IQM, zero-width intervals when every score is equal, and intervals that cover the known mean
+(and the known probability of improvement) of synthetic grids drawn from known distributions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mpdp_pl.aggregate import REFERENCE, iqm, markdown, summarize
+
+
+def rows_by_key(rows):
+    return {(r["scope"], r["algo"], r["metric"]): r for r in rows}
+
+
+def test_iqm_is_the_mean_of_the_middle_half_by_hand():
+    scores = np.array([7.0, 1, 100, 3, 5, 2, 6, 4])  # sorted: 1..7, 100; middle half 3, 4, 5, 6
+    assert iqm(scores[:, None]) == pytest.approx((3 + 4 + 5 + 6) / 4)
+    r = rows_by_key(summarize({"Hopper-v4": {"mpdp": scores}}, reps=200))
+    assert r[("Hopper-v4", "mpdp", "IQM")]["value"] == pytest.approx(4.5)
+    assert r[("Hopper-v4", "mpdp", "mean")]["value"] == pytest.approx(128 / 8)
+    assert r[("normalized", "mpdp", "IQM")]["value"] == pytest.approx(4.5 / REFERENCE["Hopper"])
+
+
+def test_equal_scores_give_zero_width_intervals():
+    same = np.full(5, 321.0)
+    rows = summarize({"Hopper-v4": {"mpdp": same, "sac": same.copy()}}, reps=200)
+    for r in rows:
+        assert r["ci_low"] == pytest.approx(r["value"]) and r["ci_high"] == pytest.approx(r["value"]), r
+    assert rows_by_key(rows)[("P(mpdp > sac)", "sac", "P")]["value"] == 0.5
+
+
+def test_intervals_cover_the_known_mean_of_synthetic_grids():
+    """20 grids of 10 seeds on 2 tasks from N(1000, 200): the mean's 95% interval covers 1000
+    in at least 16 of them (a correct interval misses 4 or more with probability ~1.6%), and the
+    normalized aggregate covers the known normalized mean."""
+    rng = np.random.default_rng(0)
+    covered = covered_norm = 0
+    truth_norm = (1000 / REFERENCE["Hopper"] + 1000 / REFERENCE["Walker2d"]) / 2
+    for i in range(20):
+        scores = {env: {"sac": rng.normal(1000, 200, 10)} for env in ("Hopper-v4", "Walker2d-v4")}
+        r = rows_by_key(summarize(scores, reps=1000, seed=i))
+        m = r[("Hopper-v4", "sac", "mean")]
+        covered += m["ci_low"] <= 1000 <= m["ci_high"]
+        n = r[("normalized", "sac", "mean")]
+        covered_norm += n["ci_low"] <= truth_norm <= n["ci_high"]
+        # and is not trivially wide: at most 1.5 x the normal-theory width with the true sigma
+        assert m["ci_high"] - m["ci_low"] < 1.5 * 2 * 1.96 * 200 / math.sqrt(10)
+    assert covered >= 16 and covered_norm >= 16, (covered, covered_norm)
+
+
+def test_probability_of_improvement_covers_its_known_value():
+    """X ~ N(1, 1), Y ~ N(0, 1): P(X > Y) = Phi(1 / sqrt 2) = 0.760."""
+    rng = np.random.default_rng(1)
+    truth = 0.5 * (1 + math.erf(1 / math.sqrt(2) / math.sqrt(2)))
+    scores = {"Hopper-v4": {"mpdp": rng.normal(1, 1, 40), "sac": rng.normal(0, 1, 40)}}
+    r = rows_by_key(summarize(scores, reps=1000))[("P(mpdp > sac)", "sac", "P")]
+    assert r["ci_low"] <= truth <= r["ci_high"] and r["ci_high"] - r["ci_low"] < 0.3, r
+
+
+def test_the_table_says_where_few_seeds_make_iqm_the_mean():
+    scores = {"Hopper-v4": {"mpdp": np.array([1.0, 2, 3]), "sac": np.array([1.0, 2, 3, 4])},
+              "Pendulum-v1": {"sac": np.array([-200.0, -150, -100, -120])}}
+    md = markdown(summarize(scores, reps=100), scores, {"Hopper-v4": [100], "Pendulum-v1": [50]}, 100)
+    rows = {tuple(c.strip() for c in ln.split("|")[1:3]): ln for ln in md.splitlines()
+            if ln.startswith("| Hopper") or ln.startswith("| Pendulum")}
+    assert "IQM = mean" in rows[("Hopper-v4 @ 100", "mpdp")]
+    assert "IQM = mean" not in rows[("Hopper-v4 @ 100", "sac")]
+    assert "left out: Pendulum-v1" in md  # no reference return: not in the aggregates
