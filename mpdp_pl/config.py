@@ -1,32 +1,39 @@
-"""Resolved run configuration: conf/base.yaml <- conf/algo/<algo>.yaml <- conf/env/<Task>.yaml
-<- the algorithm file's ``tasks: {<Task>: {...}}`` entry <- command-line ``key=value`` overrides.
+"""Resolved run configuration, composed by Hydra (Compose API) from the config groups of conf/:
+conf/config.yaml <- conf/algo/<algo>.yaml <- conf/env/<Task>.yaml <- conf/algo_env/<algo>_<Task>.yaml
+<- command-line ``key=value`` overrides.
 
 Values that depend on both the task and the algorithm (MPDP's Hmax, MBPO's rollout schedule)
-live in the algorithm file's ``tasks`` table: one visible place per algorithm and task. A preset
-(``--algo mpdp_paper``) is an algorithm file with ``preset_of: <algorithm>``: that algorithm's
-file and tasks table apply first, then the preset's own values.
+live in the optional group ``algo_env``: one visible file per algorithm and task. A preset
+(``--algo mpdp_paper``) is an algorithm file whose defaults list starts with its algorithm's
+file (``defaults: [mpdp, _self_]``); its per-task files start with that algorithm's.
 
-The config is a plain nested dict. Keys form one flat namespace in which nested keys are written
-with dots (``wandb.project=foo``). An override must name a key that the base config defines and
-must keep its type (an int key accepts ``3``, a float key ``3`` or ``3e-4``, a list key
-``[256,256]``); a key whose default is ``null`` accepts anything YAML can parse.
+The config is typed by an OmegaConf structured config (:func:`schema`: a dataclass whose fields
+are the keys of conf/config.yaml with the types of their defaults), so a group file with an
+unknown key or a wrong type fails composition. Keys form one flat namespace in which nested keys
+are written with dots (``wandb.project=foo``). An override must name a key that the base config
+defines and must keep its type (an int key accepts ``3``, a float key ``3`` or ``3e-4``, a list
+key ``[256,256]``); a key whose default is ``null`` accepts anything YAML can parse. Range
+checks that a type cannot express are :func:`validate`'s. Every failure is a
+:class:`ConfigError`: one line, exit code 2.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import functools
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-# MPDP and its presets (conf/algo/*.yaml with ``preset_of: mpdp``)
+# MPDP and its presets (conf/algo/*.yaml whose defaults list starts with mpdp)
 MPDP_ALGOS = ("mpdp", "mpdp_paper")
 
 # Keys whose default is the string "auto" and that also take a number (inf and -inf included).
@@ -137,37 +144,88 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _field_type(key: str, default: Any):
+    """The structured-config type of a key from its default (None for a nested mapping)."""
+    if default is None or key in AUTO_OR_NUMBER:
+        return Any
+    if isinstance(default, bool):
+        return Optional[bool]
+    if isinstance(default, int):
+        return Optional[int]
+    if isinstance(default, float):
+        return Optional[float]
+    if isinstance(default, str):
+        return Optional[str]
+    if isinstance(default, list):
+        return Optional[list[Any]]
+    return Any
+
+
+def _dataclass(name: str, values: dict, prefix: str = ""):
+    fields = []
+    for key, default in values.items():
+        if isinstance(default, dict) and default:
+            sub = _dataclass(f"{name}_{key}", default, f"{prefix}{key}.")
+            fields.append((key, sub, dataclasses.field(default_factory=sub)))
+        else:
+            kind = _field_type(prefix + key, default)
+            fields.append((key, kind, dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d))))
+    return dataclasses.make_dataclass(name, fields)
+
+
+@functools.cache
+def schema():
+    """The structured config: a dataclass with every key of conf/config.yaml, typed by its
+    default (``null`` defaults and ``auto``-or-number keys are ``Any``; every key takes null).
+    Registered in Hydra's ConfigStore as ``schema``, the first entry of the defaults list."""
+    from hydra.core.config_store import ConfigStore
+
+    base = {k: v for k, v in _read_yaml(CONF_DIR / "config.yaml").items() if k != "defaults"}
+    cls = _dataclass("RunConfig", base)
+    ConfigStore.instance().store(name="schema", node=cls)
+    return cls, base
+
+
+def _compose(algo: str, task: str) -> dict:
+    """conf/config.yaml's defaults list for this algorithm and task, as a plain dict."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema()
+    overrides = [f"algo={algo}"]
+    if (CONF_DIR / "env" / f"{task}.yaml").exists():
+        overrides.append(f"env={task}")
+    if GlobalHydra.instance().is_initialized():  # e.g. a job of Hydra's own multirun
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="mpdp_pl"):
+            cfg = compose("config", overrides=overrides)
+    except Exception as e:  # Hydra's and OmegaConf's composition errors: multi-line reports
+        if not isinstance(e, OmegaConfBaseException) and type(e).__module__.split(".")[0] != "hydra":
+            raise
+        raise ConfigError(" ".join(str(e).split())) from None
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
 def load_config(
     env: str | None = None, algo: str | None = None, overrides: dict[str, Any] | None = None
 ) -> dict:
     """Resolve the config of one run. ``env``/``algo`` select the task and algorithm files;
     ``overrides`` are dotted keys (CLI flags and ``key=value`` items), applied last."""
-    base = _read_yaml(CONF_DIR / "base.yaml")
+    _, base = schema()
     known = flatten(base)
-    cfg = copy.deepcopy(base)
     overrides = dict(overrides or {})
     algo = algo or overrides.pop("algo", None) or base["algo"]
     env = env or overrides.pop("env", None) or base["env"]
-    algo_file = CONF_DIR / "algo" / f"{algo}.yaml"
-    if not algo_file.exists():
+    if not isinstance(algo, str) or not (CONF_DIR / "algo" / f"{algo}.yaml").exists():
         raise ConfigError(
             f"unknown algorithm '{algo}' (available: {', '.join(available_algos())})"
         )
-    algo_layer = _read_yaml(algo_file)
-    per_task = algo_layer.pop("tasks", None) or {}
-    parent = algo_layer.pop("preset_of", None)  # a preset: its algorithm's file, then its own values
-    if parent is not None:
-        parent_layer = _read_yaml(CONF_DIR / "algo" / f"{parent}.yaml")
-        parent_tasks = parent_layer.pop("tasks", None) or {}
-        _merge(cfg, parent_layer, known, f"conf/algo/{parent}.yaml")
-        per_task = {t: {**parent_tasks.get(t, {}), **per_task.get(t, {})}
-                    for t in {*parent_tasks, *per_task}}
-    _merge(cfg, algo_layer, known, f"conf/algo/{algo}.yaml")
-    env_file = CONF_DIR / "env" / f"{task_name(env)}.yaml"
-    if env_file.exists():
-        _merge(cfg, _read_yaml(env_file), known, f"conf/env/{env_file.name}")
-    if task_name(env) in per_task:
-        _merge(cfg, per_task[task_name(env)], known, f"conf/algo/{algo}.yaml tasks.{task_name(env)}")
+    if not isinstance(env, str):
+        raise ConfigError(f"env={env!r}: expected a gymnasium id (str)")
+    cfg = _compose(algo, task_name(env))
     cfg["env"], cfg["algo"] = env, algo
     _merge(cfg, overrides, known, "override")
     validate(cfg)

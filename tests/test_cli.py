@@ -113,6 +113,41 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("line, match", [
+    ("horizn: 3", r"In 'env/Hopper'.*Key 'horizn' not in 'RunConfig'"),
+    ("batch_size: abc", r"In 'env/Hopper'.*'abc'.*could not be converted to Integer.*batch_size"),
+])
+def test_structured_config_rejects_a_bad_group_file_in_one_line(tmp_path, monkeypatch, line, match):
+    """A group file with an unknown key or a value of the wrong type fails Hydra's composition
+    against the structured schema; the report is one line (Hydra's own spans several)."""
+    import shutil
+
+    import mpdp_pl.config as config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(config.CONF_DIR, conf)
+    with open(conf / "env" / "Hopper.yaml", "a") as f:
+        f.write(f"\n{line}\n")
+    monkeypatch.setattr(config, "CONF_DIR", conf)
+    assert load_config("Walker2d-v4")["horizon"] == 10  # the other files still compose
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config("Hopper-v4")
+    assert "\n" not in str(err.value)
+
+
+def test_schema_types_every_key_by_its_default():
+    from typing import Any, Optional
+
+    import mpdp_pl.config as config
+
+    fields = {f.name: f.type for f in __import__("dataclasses").fields(config.schema()[0])}
+    assert fields["batch_size"] == Optional[int] and fields["gamma"] == Optional[float]
+    assert fields["compile"] == Optional[bool] and fields["hidden_sizes"] == Optional[list[Any]]
+    assert fields["u_T"] is Any and fields["obs_truncate"] is Any  # auto-or-number; null default
+    nested = {f.name: f.type for f in __import__("dataclasses").fields(fields["trainer"])}
+    assert nested["devices"] == Optional[int]
+
+
 def test_unknown_wandb_mode_in_the_environment_is_one_line_exit_2(tmp_path):
     """The environment is input too: wandb would end an unknown WANDB_MODE in a pydantic
     traceback after the run directory exists."""

@@ -21,7 +21,7 @@ TASKS = ["InvertedPendulum-v4", "Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "A
 
 def test_mpdp_is_the_default_algorithm():
     assert load_config()["algo"] == "mpdp"
-    assert load_config("Hopper-v4")["horizon"] == 15  # conf/algo/mpdp.yaml tasks table
+    assert load_config("Hopper-v4")["horizon"] == 15  # conf/algo_env/mpdp_Hopper.yaml
     assert load_config("Hopper-v4", "sac")["horizon"] == 10  # the table is MPDP's only
 
 
