@@ -10,6 +10,7 @@ import sys
 from .config import ConfigError, available_algos, load_config, parse_overrides, to_yaml
 
 EXIT_BAD_INPUT = 2
+HYDRA_RANK_ARGS = ("hydra.run.dir=", "hydra.job.name=", "hydra.output_subdir=")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "-m" in argv or "--multirun" in argv:  # a grid: Hydra's sweeper and a launcher plugin
+        from .multirun import main as multirun
+
+        try:
+            return multirun(argv)
+        except ConfigError as e:
+            return _fail(str(e))
+    # Lightning's DDP launcher re-runs sys.argv per rank and, where Hydra's config is set (a job
+    # of Hydra's own app), appends these three: they place Hydra's outputs, not the run's
+    argv = [a for a in argv if not a.startswith(HYDRA_RANK_ARGS)]
     from .video import headless
 
     headless()  # MUJOCO_GL=egl unless set: must precede MuJoCo's import (training videos)

@@ -105,6 +105,18 @@ def probe_env_spec(cfg: dict):
     return spec
 
 
+def cluster_plugins() -> list:
+    """Inside a submitit SLURM job (a grid of ``train.py -m hydra/launcher=submitit_slurm``),
+    submitit requeues a preempted or timed-out job (``hydra.launcher.max_num_timeout``) and the
+    requeued job resumes from the run's checkpoint; Lightning's own SLURM auto-requeue is turned
+    off there, so that one preemption is not requeued twice. Elsewhere: Lightning's defaults."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect():
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
 def train(cfg: dict, argv: list[str] | None = None, resume: Path | None = None) -> Path:
     """Train one run; returns its directory (``config.yaml``, ``metrics.csv``, logger files,
     ``checkpoints/``). ``resume``: a checkpoint of this run to continue from."""
@@ -141,7 +153,7 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
         strategy=strategy, precision=t["precision"], max_epochs=1, logger=logger if logger is not None else False,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         callbacks=[*loop_callbacks(), EnvStepProgressBar(refresh_rate=50)], default_root_dir=str(out),
-        log_every_n_steps=1,
+        log_every_n_steps=1, plugins=cluster_plugins(),
     )
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

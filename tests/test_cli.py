@@ -148,6 +148,13 @@ def test_schema_types_every_key_by_its_default():
     assert nested["devices"] == Optional[int]
 
 
+def test_child_ranks_accept_the_arguments_lightning_appends_under_hydra(tmp_path):
+    proc = run_train(["--print-config", "--env", "Hopper-v4", "hydra.run.dir=x", "hydra.job.name=y",
+                      "hydra.output_subdir=null"], cwd=tmp_path)
+    assert proc.returncode == 0 and yaml.safe_load(proc.stdout)["env"] == "Hopper-v4", proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_unknown_wandb_mode_in_the_environment_is_one_line_exit_2(tmp_path):
     """The environment is input too: wandb would end an unknown WANDB_MODE in a pydantic
     traceback after the run directory exists."""

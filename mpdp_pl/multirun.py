@@ -1,0 +1,207 @@
+"""Experiment grids on Hydra's multirun: ``python train.py -m --out DIR [sweeps] [hydra/launcher=...]``.
+
+    python train.py -m --env Hopper-v4 --out runs/grid algo=mpdp,sac seed=0,1,2 steps=15000
+    python train.py -m --out runs/grid env=Hopper-v4,Walker2d-v4 algo=mpdp,sac seed=0,1,2 \\
+        hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.timeout_min=1440
+
+Hydra's sweeper expands the sweeps (``a,b``, ``range(0,4)``, ``choice(...)``: its override
+grammar) into jobs, and a Hydra launcher plugin runs them:
+
+- ``mpdp_pool`` (default; ``hydra_plugins/mpdp_pool_launcher``): every job is its own
+  ``train.py`` process with one torch thread, ``hydra.launcher.workers`` (default: the core
+  count) at a time. Hydra's basic launcher would run them one after another in one process.
+- ``submitit_local`` / ``submitit_slurm`` (hydra-submitit-launcher): each job is a submitit job
+  (a local subprocess, or a SLURM job) that runs the same per-job function.
+
+Every job is validated (its whole config, as ``train.py`` would resolve it) before any job
+starts; a bad one is one line on stderr and exit 2. Each job writes to
+``<out>/<env>/<algo>/seed<S>`` (its log beside it, ``seed<S>.log``), so running the same grid
+again resumes it: a finished run is reused, a partial one continues from its latest checkpoint,
+and a partial one without a checkpoint is moved aside and started again. Hydra writes nothing
+of its own: no working-directory change, no ``outputs/``, no ``.hydra/``, no log files
+(``hydra.output_subdir=null``, job and Hydra logging off); submitit keeps its job files under
+``<out>/.submitit``. ``-m`` with ``trainer.strategy=ddp`` is refused (Lightning would re-run the
+whole sweep in every rank); a DDP grid on SLURM gives each job ``tasks_per_node`` =
+``trainer.devices`` (docs/usage.md, "Grids").
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, load_config, parse_overrides
+
+TRAIN = Path(__file__).resolve().parent.parent / "train.py"
+FLAGS = {"--env": "env", "--algo": "algo", "--steps": "steps", "--seed": "seed",
+         "--logger": "logger"}
+DEFAULT_LAUNCHER = "mpdp_pool"
+
+
+def split_argv(argv: list[str]) -> tuple[Path, list[str], list[str]]:
+    """(out, sweep overrides, hydra overrides) of ``-m``'s arguments; flags become overrides
+    (``--env A,B`` = ``env=A,B``)."""
+    out, sweep, hydra_args = None, [], []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("-m", "--multirun"):
+            continue
+        flag, eq, value = arg.partition("=")
+        if flag in (*FLAGS, "--out") and flag.startswith("--"):
+            if not eq:
+                value = next(it, None)
+                if value is None:
+                    raise ConfigError(f"{flag} expects a value")
+            if flag == "--out":
+                out = Path(value)
+            else:
+                sweep.append(f"{FLAGS[flag]}={value}")
+        elif arg.startswith("-"):
+            raise ConfigError(f"{arg} cannot be combined with -m (a grid takes --env, --algo, "
+                              f"--steps, --seed, --logger, --out and key=value sweeps)")
+        elif arg.startswith(("hydra/", "hydra.")):
+            hydra_args.append(arg)
+        elif "=" not in arg:
+            raise ConfigError(f"'{arg}': overrides are written key=value")
+        else:
+            sweep.append(arg)
+    if out is None:
+        raise ConfigError("-m needs --out DIR (the grid's runs go to DIR/<env>/<algo>/seed<S>)")
+    return out, sweep, hydra_args
+
+
+def expand(sweep: list[str]) -> list[list[str]]:
+    """The jobs of a sweep, as Hydra's basic sweeper makes them (its cartesian product)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(sweep)
+        batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    except HydraException as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    return [list(job) for batch in batches for job in batch]
+
+
+def job_config(job: list[str]) -> dict:
+    """The full config of one job, resolved and checked as ``train.py`` would."""
+    overrides = parse_overrides(job)
+    cfg = load_config(overrides.pop("env", None), overrides.pop("algo", None), overrides)
+    if str(cfg["trainer"]["strategy"]).startswith("ddp"):
+        raise ConfigError("-m with trainer.strategy=ddp is not supported: Lightning's DDP launcher "
+                          "re-runs the command in every rank, which would run the whole sweep in each")
+    return cfg
+
+
+def run_dir(out: Path, cfg: dict) -> Path:
+    return out / cfg["env"] / cfg["algo"] / f"seed{cfg['seed']}"
+
+
+def _finished(path: Path, steps: int) -> bool:
+    from .compare import read_evals
+
+    evals = read_evals(path) if (path / "metrics.csv").exists() else []
+    return (path / "failed.txt").exists() or (bool(evals) and evals[-1]["env_steps"] >= steps)
+
+
+def _resumable(path: Path, steps: int) -> bool:
+    from . import checkpoint
+
+    ckpt = checkpoint.latest(path) if path.exists() else None
+    if ckpt is None:
+        return False
+    try:
+        return checkpoint.read(ckpt)["counters"]["env_steps"] < steps
+    except (ConfigError, KeyError):
+        return False
+
+
+def run_job(job: list[str], out: Path) -> int:
+    """One job of the grid, in its own ``train.py`` process with one torch thread: reused when
+    finished, resumed from its checkpoint when partial, started otherwise. Returns its exit
+    code (0 for a reused run)."""
+    cfg = job_config(job)
+    path = run_dir(out, cfg)
+    log = path.with_name(path.name + ".log")
+    if _finished(path, cfg["steps"]):
+        return 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if _resumable(path, cfg["steps"]):
+        cmd = ["--resume", str(path), "--steps", str(cfg["steps"])]
+        mode = "a"
+    else:
+        if path.exists() and any(path.iterdir()):  # partial, nothing to continue from: keep it
+            path.rename(path.with_name(f"{path.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [*job, f"out={path}", "trainer.num_threads=1"]
+        mode = "w"
+    with open(log, mode) as f:
+        return subprocess.call([sys.executable, str(TRAIN), *cmd], stdout=f,
+                               stderr=subprocess.STDOUT, env=env)
+
+
+def task(cfg) -> int:
+    """Hydra's task function of one job (what submitit's launchers pickle and run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    return run_job(list(hc.overrides.task), Path(hc.sweep.dir))
+
+
+def hydra_overrides(out: Path, hydra_args: list[str]) -> list[str]:
+    """Hydra's settings for a grid: every run under ``out``, nothing else written."""
+    launcher = [] if any(a.startswith("hydra/launcher=") for a in hydra_args) else [
+        f"hydra/launcher={DEFAULT_LAUNCHER}"]
+    return [f"hydra.sweep.dir={out.resolve()}", "hydra.sweep.subdir=${env}/${algo}/seed${seed}",
+            "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none",
+            "hydra.job.chdir=False", *launcher, *hydra_args]
+
+
+def main(argv: list[str]) -> int:
+    """``train.py -m ...``: validate every job, then run the grid through Hydra."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import schema
+
+    out, sweep, hydra_args = split_argv(argv)
+    jobs = expand(sweep)
+    seen = {}
+    for job in jobs:  # every job's config, before any job starts: a typo must not cost a grid
+        try:
+            path = run_dir(out, job_config(job))
+        except ConfigError as e:
+            raise ConfigError(f"job {' '.join(job)}: {e}") from None
+        if path in seen:
+            raise ConfigError(f"jobs {' '.join(seen[path])} and {' '.join(job)} would share {path}")
+        seen[path] = job
+    schema()  # the grid's Hydra config: the structured schema (algo and env as plain keys)
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name="mpdp_pl", config_search_path=create_config_search_path(None))
+        results = hydra.multirun(config_name="schema", task_function=task,
+                                 overrides=[*sweep, *hydra_overrides(out, hydra_args)],
+                                 with_log_configuration=False)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    finally:
+        GlobalHydra.instance().clear()
+    failed = []
+    for r in itertools.chain.from_iterable(results):
+        try:
+            rc = r.return_value
+        except Exception as e:  # noqa: BLE001 - a job that raised: report it, keep the others
+            rc = f"{type(e).__name__}: {e}"
+        if rc != 0:
+            failed.append(f"{' '.join(r.overrides)} ({rc})")
+    n = sum(len(batch) for batch in results)
+    print(f"{n} jobs in {out}; " + (f"failed: {'; '.join(failed)}" if failed else "all done"))
+    return 1 if failed else 0

@@ -1,0 +1,102 @@
+"""Grids on Hydra's multirun (train.py -m): a local grid of real tiny runs that resumes when run
+again, the same through submitit's local executor (real subprocesses, no SLURM), and bad grids
+refused in one line before anything is written."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+import yaml
+from conftest import run_train
+
+TINY = ["--env", "Pendulum-v1", "algo=sac", "init_random_steps=100", "eval_every=150",
+        "eval_episodes=1", "hidden_sizes=[32,32]", "batch_size=64", "--logger", "csv",
+        "checkpoint_every=150"]
+
+
+def evals(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [int(r["env_steps"]) for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    top = tmp_path_factory.mktemp("multirun")
+    (top / "cwd").mkdir()
+    proc = run_train(["-m", *TINY, "--out", str(top / "grid"), "seed=0,1", "steps=300"], cwd=top / "cwd")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return top
+
+
+def test_each_job_is_its_own_run_in_a_fixed_directory(grid):
+    runs = grid / "grid" / "Pendulum-v1" / "sac"
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["seed0", "seed1"]
+    for s in (0, 1):
+        assert evals(runs / f"seed{s}") == [150, 300]
+        cfg = yaml.safe_load((runs / f"seed{s}" / "config.yaml").read_text())
+        assert cfg["seed"] == s and cfg["trainer"]["num_threads"] == 1
+    assert not list((grid / "cwd").iterdir())  # no outputs/, .hydra/ or logs in the working dir
+    assert not list((grid / "grid").rglob(".hydra"))
+
+
+def test_running_the_grid_again_reuses_and_continues_runs(grid):
+    runs = grid / "grid" / "Pendulum-v1" / "sac"
+    before = (runs / "seed0" / "metrics.csv").stat().st_mtime_ns
+    proc = run_train(["-m", *TINY, "--out", str(grid / "grid"), "seed=0,1", "steps=300"], cwd=grid / "cwd")
+    assert proc.returncode == 0 and "2 jobs" in proc.stdout, proc.stderr[-2000:]
+    assert (runs / "seed0" / "metrics.csv").stat().st_mtime_ns == before  # finished: reused
+    # a larger budget continues seed 1 from its checkpoint: its first rows stay, one more comes
+    first = (runs / "seed1" / "metrics.csv").read_text()
+    proc = run_train(["-m", *TINY, "--out", str(grid / "grid"), "seed=1", "steps=450"], cwd=grid / "cwd")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (runs / "seed1" / "metrics.csv").read_text().startswith(first)
+    assert evals(runs / "seed1") == [150, 300, 450]
+    assert (runs / "seed1.log").read_text().count("run written to") == 2  # resumed: log appended
+    assert not list(runs.glob("seed1.incomplete-*"))  # not moved aside and started again
+
+
+def test_submitit_local_executor_runs_the_grid(tmp_path):
+    proc = run_train(["-m", *TINY, "--out", str(tmp_path / "grid"), "seed=3", "steps=150",
+                      "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert evals(tmp_path / "grid" / "Pendulum-v1" / "sac" / "seed3") == [150]
+    assert list((tmp_path / "grid" / ".submitit").rglob("*_result.pkl"))  # a real submitit job
+
+
+@pytest.mark.parametrize("args, match", [
+    (["seed=0,1", "batch_size=abc"], r"job .*batch_size=abc.*: batch_size='abc': expected int"),
+    (["seed=0,1", "horizn=3"], r"unknown key 'horizn'"),
+    (["algo=sac,ppo"], r"unknown algorithm 'ppo'"),
+    (["trainer.strategy=ddp"], r"-m with trainer.strategy=ddp is not supported"),
+    (["seed=0", "hydra/launcher=nope"], r"hydra/launcher"),
+    (["seed=0,1", "--resume", "x"], r"--resume cannot be combined with -m"),
+])
+def test_bad_grids_are_one_line_exit_2_and_write_nothing(tmp_path, args, match):
+    proc = run_train(["-m", *TINY, "steps=150", "--out", str(tmp_path / "grid"), *args], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert re.search(match, lines[0]), lines[0]
+    assert not (tmp_path / "grid").exists()
+
+
+def test_a_grid_needs_out(tmp_path):
+    proc = run_train(["-m", "--env", "Pendulum-v1", "seed=0,1"], cwd=tmp_path)
+    assert proc.returncode == 2 and "needs --out" in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_submitit_owns_requeueing_inside_a_slurm_job(monkeypatch):
+    from mpdp_pl.run import cluster_plugins
+
+    for k in ("SUBMITIT_EXECUTOR", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(k, raising=False)
+    assert cluster_plugins() == []
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", "grid")
+    assert cluster_plugins() == []  # sbatch without submitit: Lightning's own SLURM handling
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    (plugin,) = cluster_plugins()
+    assert plugin.auto_requeue is False
