@@ -4,9 +4,11 @@
         --algos mpdp sac mbpo mppve --seeds 0 1 --max-seeds mbpo=1 mppve=1 --out runs/grid \\
         init_random_steps=1000
 
-Every run is ``train.py --env E --algo A --seed S --steps N --out OUT/E/A-seedS OVERRIDES`` in a
-subprocess with one torch thread; ``--workers`` runs (default: the number of cores) go side by
-side. A run whose ``metrics.csv`` already reaches its budget is reused, so an interrupted grid
+Every run is ``train.py`` with ``env=E algo=A seed=S steps=N out=OUT/E/A-seedS OVERRIDES`` in a
+subprocess with one torch thread, launched by a Hydra launcher plugin (``mpdp_pl.multirun``):
+by default ``mpdp_pool``, ``--workers`` runs (default: the number of cores) side by side;
+``hydra/launcher=submitit_slurm hydra.launcher.partition=...`` among the overrides sends the
+runs to SLURM instead. A run whose ``metrics.csv`` already reaches its budget is reused, so an interrupted grid
 resumes where it stopped. A partly done run continues from its latest checkpoint (runs write one
 every ``--checkpoint-every`` env steps) with ``train.py --resume``; this also extends a finished
 grid to a larger budget. A partly written run without a usable checkpoint is moved aside (never
@@ -38,17 +40,11 @@ import fcntl
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import aggregate
-
-TRAIN = Path(__file__).resolve().parent.parent / "train.py"
-
 
 @dataclass(frozen=True)
 class Run:
@@ -120,14 +116,34 @@ def collect(runs: list[Run], earlier: Results | None = None) -> Results:
 
 def run_all(runs: list[Run], overrides: list[str], workers: int,
             checkpoint_every: int = 1000) -> list[Run]:
-    """Launch the unfinished runs, ``workers`` at a time; returns the ones that failed."""
+    """Run the unfinished runs through Hydra's launcher plugins (``mpdp_pl.multirun``;
+    ``hydra/...`` items of ``overrides`` choose and set the launcher, default mpdp_pool with
+    ``workers`` processes); returns the ones that failed. A finished run is reused, a partial
+    one continues from its checkpoint or, without one, is moved aside and started afresh."""
+    from .multirun import launch_jobs
+
+    hydra_args = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
+    pool = all(o.split("=", 1)[1] == "mpdp_pool" for o in hydra_args if o.startswith("hydra/launcher="))
+    if pool and not any(o.startswith("hydra.launcher.workers=") for o in hydra_args):
+        hydra_args.append(f"hydra.launcher.workers={workers}")
+    overrides = [o for o in overrides if o not in hydra_args]
     todo = [r for r in runs if not finished(r)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        codes = list(pool.map(lambda r: launch(r, overrides, checkpoint_every), todo))
+    if not todo:
+        return []
+    codes = launch_jobs(todo[0].out.resolve(), [job(r, overrides, checkpoint_every) for r in todo],
+                        hydra_args)
     failed = [r for r, rc in zip(todo, codes) if rc != 0]
     for r in failed:
         print(f"{r.env} {r.name}: failed, see {r.log}")
     return failed
+
+
+def job(run: Run, overrides: list[str], checkpoint_every: int = 1000) -> list[str]:
+    """The run as a job of :func:`mpdp_pl.multirun.run_job`: its own ``out`` (this runner's
+    layout), no logger, a checkpoint every ``checkpoint_every`` env steps to resume from."""
+    return [f"env={run.env}", f"algo={run.algo}", f"seed={run.seed}", f"steps={run.steps}",
+            f"out={run.dir.resolve()}", "logger=none", f"checkpoint_every={checkpoint_every}",
+            *run.overrides, *overrides]
 
 
 def stopped_by_fault(run: Run) -> bool:
@@ -136,41 +152,9 @@ def stopped_by_fault(run: Run) -> bool:
 
 
 def finished(run: Run) -> bool:
-    evals = read_evals(run.dir)
-    return stopped_by_fault(run) or (bool(evals) and evals[-1]["env_steps"] >= run.steps)
+    from .multirun import finished
 
-
-def resumable(run: Run) -> bool:
-    """Whether the run's directory holds a checkpoint short of the run's budget."""
-    from . import checkpoint
-    from .config import ConfigError
-
-    ckpt = checkpoint.latest(run.dir) if run.dir.exists() else None
-    if ckpt is None:
-        return False
-    try:
-        return checkpoint.read(ckpt)["counters"]["env_steps"] < run.steps
-    except (ConfigError, KeyError):
-        return False
-
-
-def launch(run: Run, overrides: list[str], checkpoint_every: int = 1000) -> int:
-    """One training run in a subprocess with one torch thread; returns its exit code. A partial
-    run continues from its checkpoint, or, without one, is moved aside and started afresh."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    if resumable(run):  # the run keeps its own config (the grid's, checked through grid.json)
-        cmd = [sys.executable, str(TRAIN), "--resume", str(run.dir), "--steps", str(run.steps)]
-        with open(run.log, "a") as log:
-            return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if run.dir.exists():  # a partial run with nothing to continue from: keep it, start afresh
-        run.dir.rename(run.dir.with_name(f"{run.dir.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"))
-    run.dir.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(TRAIN), "--env", run.env, "--algo", run.algo, "--seed",
-           str(run.seed), "--steps", str(run.steps), "--out", str(run.dir), "--logger", "none",
-           f"checkpoint_every={checkpoint_every}", *run.overrides, *overrides,
-           "trainer.num_threads=1"]
-    with open(run.log, "w") as log:
-        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return finished(run.dir, run.steps)
 
 
 def value_at(evals: list[dict], step: int) -> float | None:
@@ -404,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, load_config, parse_overrides
     for r in runs:  # every run's config, before any run starts: a typo must not cost a grid
         try:
-            load_config(r.env, r.algo, parse_overrides([*r.overrides, *a.overrides]))
+            load_config(r.env, r.algo, parse_overrides(
+                [*r.overrides, *(o for o in a.overrides if not o.startswith(("hydra/", "hydra.")))]))
         except ConfigError as e:
             raise SystemExit(f"error: {r.env} {r.name}: {e}") from None
     a.out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,9 @@ again resumes it: a finished run is reused, a partial one continues from its lat
 and a partial one without a checkpoint is moved aside and started again. Hydra writes nothing
 of its own: no working-directory change, no ``outputs/``, no ``.hydra/``, no log files
 (``hydra.output_subdir=null``, job and Hydra logging off); submitit keeps its job files under
-``<out>/.submitit``. ``-m`` with ``trainer.strategy=ddp`` is refused (Lightning would re-run the
+``<out>/.submitit``. When jobs have completed, the comparison runner's report of the grid
+(``results.csv``, ``curves.png``, ``table.md`` with rliable's statistics, ``stats.csv``,
+``profiles.png``) goes to ``<out>``. ``-m`` with ``trainer.strategy=ddp`` is refused (Lightning would re-run the
 whole sweep in every rank); a DDP grid on SLURM gives each job ``tasks_per_node`` =
 ``trainer.devices`` (docs/usage.md, "Grids").
 """
@@ -99,10 +101,16 @@ def job_config(job: list[str]) -> dict:
 
 
 def run_dir(out: Path, cfg: dict) -> Path:
+    """A job's run directory: its ``out`` where the job sets one (the comparison runner's
+    layout), else ``<out>/<env>/<algo>/seed<S>``."""
+    if cfg["out"]:
+        return Path(cfg["out"])
     return out / cfg["env"] / cfg["algo"] / f"seed{cfg['seed']}"
 
 
-def _finished(path: Path, steps: int) -> bool:
+def finished(path: Path, steps: int) -> bool:
+    """The run reached ``steps``, or stopped at ``nonfinite_limit`` (``failed.txt``: a result,
+    never rerun)."""
     from .compare import read_evals
 
     evals = read_evals(path) if (path / "metrics.csv").exists() else []
@@ -128,7 +136,7 @@ def run_job(job: list[str], out: Path) -> int:
     cfg = job_config(job)
     path = run_dir(out, cfg)
     log = path.with_name(path.name + ".log")
-    if _finished(path, cfg["steps"]):
+    if finished(path, cfg["steps"]):
         return 0
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if _resumable(path, cfg["steps"]):
@@ -162,31 +170,69 @@ def hydra_overrides(out: Path, hydra_args: list[str]) -> list[str]:
             "hydra.job.chdir=False", *launcher, *hydra_args]
 
 
-def main(argv: list[str]) -> int:
-    """``train.py -m ...``: validate every job, then run the grid through Hydra."""
+def _hydra():
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import schema
+
+    schema()  # the grid's Hydra config: the structured schema (algo and env as plain keys)
+    GlobalHydra.instance().clear()
+    return Hydra.create_main_hydra2(task_name="mpdp_pl", config_search_path=create_config_search_path(None))
+
+
+def launch_jobs(out: Path, jobs: list[list[str]], hydra_args: list[str] = ()) -> list:
+    """Run explicit jobs (override lists that may set ``out``) through a Hydra launcher plugin
+    (``hydra_args``, e.g. ``hydra/launcher=submitit_slurm``; default mpdp_pool), without a
+    sweep: the comparison runner's grids, which are not one cartesian product. Returns each
+    job's exit code, or the exception it raised."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.plugins import Plugins
+    from hydra.errors import HydraException
+    from hydra.types import HydraContext, RunMode
+    from hydra._internal.callbacks import Callbacks
+    from omegaconf.errors import OmegaConfBaseException
+
+    hydra = _hydra()
+    try:
+        cfg = hydra.compose_config("schema", overrides=hydra_overrides(out, list(hydra_args)),
+                                   run_mode=RunMode.MULTIRUN, with_log_configuration=False)
+        HydraConfig.instance().set_config(cfg)
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(cfg)),
+            task_function=task, config=cfg)
+        returns = launcher.launch(jobs, initial_job_idx=0)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return [r._return_value for r in returns]  # an exit code, or what a failed job raised
+
+
+def main(argv: list[str]) -> int:
+    """``train.py -m ...``: validate every job, then run the grid through Hydra."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import schema
-
     out, sweep, hydra_args = split_argv(argv)
+    if any(o.split("=", 1)[0] == "out" for o in sweep):
+        raise ConfigError("a grid's runs go to --out DIR/<env>/<algo>/seed<S>; out= cannot be set per job")
     jobs = expand(sweep)
-    seen = {}
+    seen, cfgs = {}, []
     for job in jobs:  # every job's config, before any job starts: a typo must not cost a grid
         try:
-            path = run_dir(out, job_config(job))
+            cfgs.append(job_config(job))
         except ConfigError as e:
             raise ConfigError(f"job {' '.join(job)}: {e}") from None
+        path = run_dir(out, cfgs[-1])
         if path in seen:
             raise ConfigError(f"jobs {' '.join(seen[path])} and {' '.join(job)} would share {path}")
         seen[path] = job
-    schema()  # the grid's Hydra config: the structured schema (algo and env as plain keys)
-    GlobalHydra.instance().clear()
+    hydra = _hydra()
     try:
-        hydra = Hydra.create_main_hydra2(task_name="mpdp_pl", config_search_path=create_config_search_path(None))
         results = hydra.multirun(config_name="schema", task_function=task,
                                  overrides=[*sweep, *hydra_overrides(out, hydra_args)],
                                  with_log_configuration=False)
@@ -204,4 +250,33 @@ def main(argv: list[str]) -> int:
             failed.append(f"{' '.join(r.overrides)} ({rc})")
     n = sum(len(batch) for batch in results)
     print(f"{n} jobs in {out}; " + (f"failed: {'; '.join(failed)}" if failed else "all done"))
+    if any(r.status.name == "COMPLETED" for r in itertools.chain.from_iterable(results)):
+        report(out, cfgs)
     return 1 if failed else 0
+
+
+def report(out: Path, cfgs: list[dict]) -> None:
+    """The comparison runner's report of the grid's runs, written to ``out``: ``results.csv``,
+    ``curves.png``, ``table.md`` (returns at half the budget and at the budget, then rliable's
+    statistics), ``stats.csv`` and ``profiles.png``."""
+    from . import aggregate
+    from .compare import plot, read_evals, table, write_results
+
+    results = {(c["env"], c["algo"], c["seed"]): read_evals(run_dir(out, c)) for c in cfgs
+               if (run_dir(out, c) / "metrics.csv").exists()}
+    if not any(results.values()):
+        return
+    at: dict[str, list[int]] = {}
+    for c in cfgs:
+        at[c["env"]] = sorted({*at.get(c["env"], []), c["steps"] // 2, c["steps"]})
+    write_results(results, out / "results.csv")
+    plot(results, out / "curves.png", f"train.py -m, {len(cfgs)} jobs")
+    md = table(results, at)
+    scores = aggregate.final_scores(results, at)
+    if scores:
+        rows = aggregate.summarize(scores)
+        md += aggregate.markdown(rows, scores, at, 2000)
+        aggregate.write_csv(rows, out / "stats.csv")
+        aggregate.plot_profiles(scores, out / "profiles.png")
+    (out / "table.md").write_text(md)
+    print(md, end="")

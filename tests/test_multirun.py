@@ -38,6 +38,13 @@ def test_each_job_is_its_own_run_in_a_fixed_directory(grid):
         cfg = yaml.safe_load((runs / f"seed{s}" / "config.yaml").read_text())
         assert cfg["seed"] == s and cfg["trainer"]["num_threads"] == 1
     assert not list((grid / "cwd").iterdir())  # no outputs/, .hydra/ or logs in the working dir
+    table = (grid / "grid" / "table.md").read_text()  # the grid's report, from the runs' own rows
+    with open(runs / "seed0" / "metrics.csv") as f:
+        last = float(list(csv.DictReader(f))[-1]["eval/return"])
+    assert "## Statistics (rliable)" in table and (grid / "grid" / "profiles.png").exists()
+    with open(grid / "grid" / "results.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["seed"] == "0" and r["env_steps"] == "300"]
+    assert [float(r["eval/return"]) for r in rows] == [last]
     assert not list((grid / "grid").rglob(".hydra"))
 
 
