@@ -24,6 +24,7 @@ WORKDIR /app
 COPY pyproject.toml README.md train.py ./
 COPY conf ./conf
 COPY mpdp_pl ./mpdp_pl
+COPY hydra_plugins ./hydra_plugins
 # The README's install: the dependencies live in pyproject.toml only.
 RUN pip install -e .
 

@@ -31,8 +31,10 @@ def test_pip_installs_the_project_as_the_readme_does_and_nothing_else():
 
 def test_image_copies_what_the_install_needs_and_runs_train_py():
     copied = " ".join(instructions("COPY"))
-    for path in ("pyproject.toml", "README.md", "train.py", "conf", "mpdp_pl"):
-        assert path in copied
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]  # mpdp_pl and hydra_plugins (the mpdp_pool launcher)
+    for path in ("pyproject.toml", "README.md", "train.py", "conf", *(p.rstrip("*") for p in packages)):
+        assert path in copied, path
     assert instructions("ENTRYPOINT") == ['["python", "train.py"]']
     assert "MUJOCO_GL=egl" in DOCKERFILE and '"/app/runs"' in DOCKERFILE
     assert instructions("FROM")[0].startswith("nvidia/cuda:")
