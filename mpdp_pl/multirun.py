@@ -108,6 +108,25 @@ def run_dir(out: Path, cfg: dict) -> Path:
     return out / cfg["env"] / cfg["algo"] / f"seed{cfg['seed']}"
 
 
+def check_existing(path: Path, cfg: dict) -> None:
+    """A run already in the job's directory must have been started with the job's config
+    (``steps`` aside, which may grow): a grid run again with other values would otherwise reuse
+    or continue runs of the old ones under the new grid's name."""
+    from .config import flatten
+
+    if not (path / "config.yaml").exists():
+        return
+    from . import checkpoint
+
+    ignore = {"steps", "out", "trainer.num_threads"}
+    stored = {k: v for k, v in flatten(checkpoint.run_config(path)).items() if k not in ignore}
+    wanted = {k: v for k, v in flatten(cfg).items() if k not in ignore}
+    diff = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
+    if diff:
+        raise ConfigError(f"{path} holds a run with other values of {', '.join(diff[:5])}"
+                          f"{' ...' if len(diff) > 5 else ''}; use another --out")
+
+
 def finished(path: Path, steps: int) -> bool:
     """The run reached ``steps``, or stopped at ``nonfinite_limit`` (``failed.txt``: a result,
     never rerun)."""
@@ -228,6 +247,7 @@ def main(argv: list[str]) -> int:
         except ConfigError as e:
             raise ConfigError(f"job {' '.join(job)}: {e}") from None
         path = run_dir(out, cfgs[-1])
+        check_existing(path, cfgs[-1])
         if path in seen:
             raise ConfigError(f"jobs {' '.join(seen[path])} and {' '.join(job)} would share {path}")
         seen[path] = job

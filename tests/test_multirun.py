@@ -64,6 +64,13 @@ def test_running_the_grid_again_reuses_and_continues_runs(grid):
     assert not list(runs.glob("seed1.incomplete-*"))  # not moved aside and started again
 
 
+def test_a_grid_run_again_with_other_values_is_refused(grid):
+    proc = run_train(["-m", *TINY, "--out", str(grid / "grid"), "seed=0", "steps=300", "gamma=0.95"],
+                     cwd=grid / "cwd")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.strip().endswith("holds a run with other values of gamma; use another --out")
+
+
 def test_submitit_local_executor_runs_the_grid(tmp_path):
     proc = run_train(["-m", *TINY, "--out", str(tmp_path / "grid"), "seed=3", "steps=150",
                       "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], cwd=tmp_path)
