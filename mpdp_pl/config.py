@@ -145,7 +145,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _field_type(key: str, default: Any):
-    """The structured-config type of a key from its default (None for a nested mapping)."""
+    """The structured-config type of a key from its default (nested mappings: their own dataclass)."""
     if default is None or key in AUTO_OR_NUMBER:
         return Any
     if isinstance(default, bool):
@@ -190,6 +190,7 @@ def _compose(algo: str, task: str) -> dict:
     """conf/config.yaml's defaults list for this algorithm and task, as a plain dict."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -197,8 +198,8 @@ def _compose(algo: str, task: str) -> dict:
     overrides = [f"algo={algo}"]
     if (CONF_DIR / "env" / f"{task}.yaml").exists():
         overrides.append(f"env={task}")
-    if GlobalHydra.instance().is_initialized():  # e.g. a job of Hydra's own multirun
-        GlobalHydra.instance().clear()
+    backup = get_gh_backup()  # a running Hydra app (a grid's job) gets its state back after
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="mpdp_pl"):
             cfg = compose("config", overrides=overrides)
@@ -206,6 +207,8 @@ def _compose(algo: str, task: str) -> dict:
         if not isinstance(e, OmegaConfBaseException) and type(e).__module__.split(".")[0] != "hydra":
             raise
         raise ConfigError(" ".join(str(e).split())) from None
+    finally:
+        restore_gh_from_backup(backup)
     return OmegaConf.to_container(cfg, resolve=True)
 
 
