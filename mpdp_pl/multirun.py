@@ -258,6 +258,9 @@ def main(argv: list[str]) -> int:
                                  with_log_configuration=False)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(" ".join(str(e).split())) from None
+    except Exception as e:  # noqa: BLE001 - Hydra's sweeper re-raises what a job raised
+        print(f"error: a job of the grid raised {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     finally:
         GlobalHydra.instance().clear()
     failed = []
