@@ -122,7 +122,7 @@ def run_all(runs: list[Run], overrides: list[str], workers: int,
     one continues from its checkpoint or, without one, is moved aside and started afresh."""
     from .multirun import launch_jobs
 
-    hydra_args = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
+    hydra_args = [o for o in overrides if is_hydra(o)]
     pool = all(o.split("=", 1)[1] == "mpdp_pool" for o in hydra_args if o.startswith("hydra/launcher="))
     if pool and not any(o.startswith("hydra.launcher.workers=") for o in hydra_args):
         hydra_args.append(f"hydra.launcher.workers={workers}")
@@ -136,6 +136,11 @@ def run_all(runs: list[Run], overrides: list[str], workers: int,
     for r in failed:
         print(f"{r.env} {r.name}: failed, see {r.log}")
     return failed
+
+
+def is_hydra(override: str) -> bool:
+    """``hydra/launcher=...`` and ``hydra.launcher.x=...``: settings of the launcher, not of a run."""
+    return override.startswith(("hydra/", "hydra."))
 
 
 def job(run: Run, overrides: list[str], checkpoint_every: int = 1000) -> list[str]:
@@ -292,6 +297,26 @@ def plot(results: Results, path: Path, title: str,
     plt.close(fig)
 
 
+def write_report(out: Path, results: Results, at: dict[str, list[int]], title: str,
+                 threshold: float | None = None, anchors=None, reps: int = 2000) -> None:
+    """A grid's report in ``out``: ``results.csv``, ``curves.png``, ``table.md`` (returns at the
+    ``at`` steps, then rliable's statistics of the final returns), ``stats.csv`` and
+    ``profiles.png``; the table is printed too. Used by this runner and by ``train.py -m``."""
+    write_results(results, out / "results.csv")
+    plot(results, out / "curves.png", title, anchors)
+    md = table(results, at, threshold, anchors)
+    scores = aggregate.final_scores(results, at)
+    if scores:
+        stats = aggregate.summarize(scores, reps=reps)
+        md += aggregate.markdown(stats, scores, at, reps)
+        aggregate.write_csv(stats, out / "stats.csv")
+        aggregate.plot_profiles(scores, out / "profiles.png", reps)
+    (out / "table.md").write_text(md)
+    print(md, end="")
+    print(f"wrote {out / 'results.csv'}, {out / 'curves.png'}, {out / 'table.md'}"
+          + (f", {out / 'stats.csv'}, {out / 'profiles.png'}" if scores else ""))
+
+
 def _pairs(items: list[str], what: str) -> dict[str, int]:
     out = {}
     for item in items:
@@ -389,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:  # every run's config, before any run starts: a typo must not cost a grid
         try:
             load_config(r.env, r.algo, parse_overrides(
-                [*r.overrides, *(o for o in a.overrides if not o.startswith(("hydra/", "hydra.")))]))
+                [*r.overrides, *(o for o in a.overrides if not is_hydra(o))]))
         except ConfigError as e:
             raise SystemExit(f"error: {r.env} {r.name}: {e}") from None
     a.out.mkdir(parents=True, exist_ok=True)
@@ -407,19 +432,8 @@ def main(argv: list[str] | None = None) -> int:
           f"overrides {a.overrides} trainer.num_threads=1; output {a.out}", flush=True)
     failed = [] if a.report_only else run_all(runs, a.overrides, a.workers, a.checkpoint_every)
     results = collect(runs, earlier)
-    write_results(results, a.out / "results.csv")
-    plot(results, a.out / "curves.png", f"overrides: {' '.join(a.overrides) or 'none'}", anchors)
-    md = table(results, at, a.threshold, anchors)
-    scores = aggregate.final_scores(results, at)
-    if scores:
-        stats = aggregate.summarize(scores, reps=a.bootstrap_reps)
-        md += aggregate.markdown(stats, scores, at, a.bootstrap_reps)
-        aggregate.write_csv(stats, a.out / "stats.csv")
-        aggregate.plot_profiles(scores, a.out / "profiles.png", a.bootstrap_reps)
-    (a.out / "table.md").write_text(md)
-    print(md, end="")
-    print(f"wrote {a.out / 'results.csv'}, {a.out / 'curves.png'}, {a.out / 'table.md'}"
-          + (f", {a.out / 'stats.csv'}, {a.out / 'profiles.png'}" if scores else ""))
+    write_report(a.out, results, at, f"overrides: {' '.join(a.overrides) or 'none'}",
+                 a.threshold, anchors, a.bootstrap_reps)
     return 1 if failed else 0
 
 

@@ -282,8 +282,7 @@ def report(out: Path, cfgs: list[dict]) -> None:
     """The comparison runner's report of the grid's runs, written to ``out``: ``results.csv``,
     ``curves.png``, ``table.md`` (returns at half the budget and at the budget, then rliable's
     statistics), ``stats.csv`` and ``profiles.png``."""
-    from . import aggregate
-    from .compare import plot, read_evals, table, write_results
+    from .compare import read_evals, write_report
 
     results = {(c["env"], c["algo"], c["seed"]): read_evals(run_dir(out, c)) for c in cfgs
                if (run_dir(out, c) / "metrics.csv").exists()}
@@ -292,14 +291,4 @@ def report(out: Path, cfgs: list[dict]) -> None:
     at: dict[str, list[int]] = {}
     for c in cfgs:
         at[c["env"]] = sorted({*at.get(c["env"], []), c["steps"] // 2, c["steps"]})
-    write_results(results, out / "results.csv")
-    plot(results, out / "curves.png", f"train.py -m, {len(cfgs)} jobs")
-    md = table(results, at)
-    scores = aggregate.final_scores(results, at)
-    if scores:
-        rows = aggregate.summarize(scores)
-        md += aggregate.markdown(rows, scores, at, 2000)
-        aggregate.write_csv(rows, out / "stats.csv")
-        aggregate.plot_profiles(scores, out / "profiles.png")
-    (out / "table.md").write_text(md)
-    print(md, end="")
+    write_report(out, results, at, f"train.py -m, {len(cfgs)} jobs")
