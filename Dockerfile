@@ -1,22 +1,29 @@
-# mpdp_pl on a GPU box:
-#   docker build -t mpdp_pl .
+# mpdp_pl on a GPU box (bench/docker_check.sh builds and runs it for real):
+#   docker build --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -t mpdp_pl .
 #   docker run --gpus all -e WANDB_API_KEY -v "$PWD/runs:/app/runs" mpdp_pl --env Humanoid-v4
-# CUDA runtime base; the host needs the NVIDIA driver and the container toolkit. torch comes
-# from pyproject.toml's pin like every other dependency: PyPI's Linux x86_64 wheel of that
-# release is the CUDA build.
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+#
+# A plain OS base, no CUDA base: PyPI's torch==2.13.0 wheel for Linux x86_64 is 2.13.0+cu130 and
+# brings its own CUDA 13.0 runtime, cuBLAS and cuDNN as nvidia-* wheels, so a CUDA base image
+# would only add a second, unused CUDA. The host needs an NVIDIA driver for CUDA 13.0 (R580 or
+# newer) and the NVIDIA Container Toolkit. Debian bookworm's Python is 3.11, the version this
+# project is tested with. BASE_IMAGE is for bench/docker_check.sh: where no registry can be
+# reached it builds on a stand-in made from Debian's own packages.
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     MUJOCO_GL=egl \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics \
     PATH=/opt/venv/bin:$PATH
 
-# Python, EGL/GL for headless MuJoCo rendering (training videos, evaluate --video), git so
-# runs record their commit.
+# Python, and EGL/GL for headless MuJoCo rendering (training videos, evaluate --video): Mesa's
+# EGL on the CPU; with --gpus the toolkit adds the driver's EGL ("graphics" capability above).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv libegl1 libgl1 \
-       libglib2.0-0 git \
+       libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv
 
@@ -27,6 +34,11 @@ COPY mpdp_pl ./mpdp_pl
 COPY hydra_plugins ./hydra_plugins
 # The README's install: the dependencies live in pyproject.toml only.
 RUN pip install -e .
+
+# The image holds no .git: runs record this commit instead (mpdp_pl/run.py, source_commit).
+# Declared last, so that a new commit does not invalidate the layers above.
+ARG GIT_COMMIT=unknown
+ENV MPDP_GIT_COMMIT=${GIT_COMMIT}
 
 # W&B: pass WANDB_API_KEY with -e to log online; without it runs log offline under /app/runs.
 VOLUME ["/app/runs"]

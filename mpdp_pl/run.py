@@ -31,6 +31,7 @@ from .progress import EnvStepProgressBar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR_ENV = "MPDP_RUN_DIR"  # set once, so that DDP's re-launched ranks agree on the run dir
+GIT_COMMIT_ENV = "MPDP_GIT_COMMIT"  # the image's commit (Dockerfile: ARG GIT_COMMIT)
 
 # Lightning's advice for map-style datasets does not apply to a collector stream.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -66,14 +67,22 @@ def prepare_out_dir(cfg: dict, resuming: bool = False) -> Path:
     return out
 
 
-def run_metadata(argv: list[str] | None) -> dict:
+def source_commit() -> str:
+    """The commit of the code that runs: ``git rev-parse HEAD`` in a checkout; where there is
+    none (the Docker image copies no ``.git``), the commit the image was built from, which the
+    Dockerfile's ``GIT_COMMIT`` build argument leaves in ``$MPDP_GIT_COMMIT``; else "unknown"."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
             capture_output=True, text=True, timeout=5,
-        ).stdout.strip() or "unknown"
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+        commit = ""
+    return commit or os.environ.get(GIT_COMMIT_ENV, "").strip() or "unknown"
+
+
+def run_metadata(argv: list[str] | None) -> dict:
+    commit = source_commit()
     versions = {"python": sys.version.split()[0]}
     for pkg in ("mpdp_pl", "torch", "torchrl", "tensordict", "lightning", "gymnasium",
                 "mujoco", "wandb", "numpy"):
