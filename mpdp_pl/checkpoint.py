@@ -139,11 +139,9 @@ def _canonical(cfg: dict) -> dict:
 def check_compatible(saved: dict, cfg: dict) -> None:
     """A checkpoint continues only the run it came from: same config except the budget and
     where it runs (``PLACEMENT_KEYS``)."""
-    from .config import flatten
+    from .config import differing_keys
 
-    saved, cfg = flatten(_canonical(saved)), flatten(_canonical(cfg))
-    diff = sorted(k for k in set(saved) | set(cfg)
-                  if k not in RESUMABLE_KEYS and saved.get(k) != cfg.get(k))
+    diff = differing_keys(_canonical(saved), _canonical(cfg), RESUMABLE_KEYS)
     if diff:
         raise ConfigError(f"the checkpoint was written under another config (differs in: "
                           f"{', '.join(diff[:5])})")

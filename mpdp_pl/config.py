@@ -73,6 +73,18 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def differing_keys(saved: dict, cfg: dict, ignore=()) -> list[str]:
+    """Dotted keys whose values differ between a stored run config and ``cfg``. A key that the
+    stored config lacks (the run predates it) counts as at its default: a new switch that
+    defaults to the old behaviour leaves earlier runs resumable."""
+    _, base = schema()
+    defaults = flatten(yaml.safe_load(to_yaml(base)))
+    saved, cfg = flatten(saved), flatten(cfg)
+    return sorted(k for k in saved.keys() | cfg.keys()
+                  if k not in ignore and saved.get(k) != cfg.get(k)
+                  and not (k not in saved and k in defaults and cfg.get(k) == defaults[k]))
+
+
 def _set(cfg: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = cfg
@@ -295,6 +307,20 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"start_states={cfg['start_states']!r}: must be real or model")
     if cfg["critic_states"] not in ("real", "model"):
         raise ConfigError(f"critic_states={cfg['critic_states']!r}: must be real or model")
+    if cfg["algo"] == "mppve" and (cfg["critic_scale"] or cfg["obs_norm"]):
+        raise ConfigError("critic_scale and obs_norm are not built for MPPVE's plan-value critic")
+    if cfg["algo"] == "sac" and (cfg["warmup_updates"] or cfg["model_first_fit_scale"] != 1):
+        raise ConfigError("warmup_updates and model_first_fit_scale act at the first model "
+                          "training: SAC has no model")
+    if cfg["warmup_updates"] < 0 or cfg["model_first_fit_scale"] < 1:
+        raise ConfigError("warmup_updates must be >= 0 and model_first_fit_scale >= 1")
+    if cfg["critic_scale"] and cfg["gamma"] >= 1:
+        raise ConfigError("critic_scale needs gamma < 1 (its bounds are r / (1 - gamma))")
+    if cfg["critic_data"] not in ("real", "branched"):
+        raise ConfigError(f"critic_data={cfg['critic_data']!r}: must be real or branched")
+    if cfg["critic_data"] == "branched" and cfg["critic_states"] == "model":
+        raise ConfigError("critic_data=branched and critic_states=model are two sources of the "
+                          "critics' states; choose one")
     needs = cfg["critic_target"] != "mve" or cfg["start_states"] != "model" or cfg["mve_horizon"] < 1
     if cfg["critic_states"] == "model" and cfg["algo"] in MPDP_ALGOS and needs:
         raise ConfigError("critic_states=model needs critic_target=mve, mve_horizon >= 1 and "
@@ -307,6 +333,7 @@ def validate(cfg: dict) -> None:
                           f"({cfg['batch_size']})")
     if cfg["algo"] not in MPDP_ALGOS:
         for k, default in (("start_states", "real"), ("critic_states", "real"),
+                           ("critic_data", "real"),
                            ("single_policy", False), ("u_T_rule", "holdout"),
                            ("mve_target_bound", False)):
             if cfg[k] != default:

@@ -112,16 +112,13 @@ def check_existing(path: Path, cfg: dict) -> None:
     """A run already in the job's directory must have been started with the job's config
     (``steps`` aside, which may grow): a grid run again with other values would otherwise reuse
     or continue runs of the old ones under the new grid's name."""
-    from .config import flatten
+    from .config import differing_keys
 
     if not (path / "config.yaml").exists():
         return
     from . import checkpoint
 
-    ignore = {"steps", "out", "trainer.num_threads"}
-    stored = {k: v for k, v in flatten(checkpoint.run_config(path)).items() if k not in ignore}
-    wanted = {k: v for k, v in flatten(cfg).items() if k not in ignore}
-    diff = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
+    diff = differing_keys(checkpoint.run_config(path), cfg, {"steps", "out", "trainer.num_threads"})
     if diff:
         raise ConfigError(f"{path} holds a run with other values of {', '.join(diff[:5])}"
                           f"{' ...' if len(diff) > 5 else ''}; use another --out")

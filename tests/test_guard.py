@@ -49,8 +49,8 @@ class NaNInjection(MPDP):
         finally:
             self.improve = original
 
-    def fit_dynamics(self, data, split):
-        metrics = super().fit_dynamics(data, split)
+    def fit_dynamics(self, data, split, first=False):
+        metrics = super().fit_dynamics(data, split, first)
         if self._maybe_nan("model", torch.tensor(0.0)).isnan():  # a diverged training
             with torch.no_grad():
                 next(self.dynamics.ensemble.parameters()).fill_(float("nan"))
@@ -91,3 +91,20 @@ def test_a_repeating_fault_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
     assert ckpt is not None and ckpt.name == "step000000300"
     # the verdict stays with the run, for the comparison runner's table
     assert "non-finite critic updates in a row" in (tmp_path / "run" / "failed.txt").read_text()
+
+
+@pytest.mark.parametrize("guard", ["sync", "deferred"])
+def test_the_guard_holds_at_twenty_critic_updates_on_model_data(tmp_path, guard):
+    """MPDP's critics on MBPO's mix at 20 updates per env step: faults deep into the bursts are
+    skipped and undone, the run ends finite and logs the model data's age."""
+    NaNInjection.part, NaNInjection.bad = "critic", {900, 901, 1700}
+    cfg = fault_cfg(tmp_path, nonfinite_guard=guard, steps=300, critic_data="branched",
+                    critic_updates_per_step=20.0, rollout_batch_size=100, epoch_length=50,
+                    rollout_schedule=[0, 1, 1, 2])
+    out = train_module(NaNInjection, cfg)
+    last = rows(out)[-1]
+    assert float(last["train/nonfinite_skips"]) == 3 and int(last["env_steps"]) == 300
+    assert float(last["train/updates"]) == 20 * 101  # env steps 200..300, 20 critic updates each
+    assert float(last["train/model_buffer_size"]) > 0 and float(last["train/model_data_age"]) > 0
+    state = checkpoint.read(checkpoint.latest(out))["module"]
+    assert all(torch.isfinite(v.float()).all() for v in state.values())

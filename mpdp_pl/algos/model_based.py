@@ -21,6 +21,8 @@ of the elites' mean prediction, in the env's own units (the quantity of the pape
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..data import buffer_contents, chronological_order, newest_transitions
@@ -79,12 +81,20 @@ class ModelBasedSAC(SAC):
     def fault_parts(self) -> dict:
         return {**super().fault_parts(), "model": [self.dynamics]}
 
-    def fit_dynamics(self, data, split) -> dict:
+    def fit_dynamics(self, data, split, first: bool = False) -> dict:
+        """One model training; the ``first`` one ``model_first_fit_scale`` times as long (its
+        step and epoch caps and its patience; DHMBPO's first fit is 5 times as long)."""
         nxt = data["next"]
+        settings = self.model_settings
+        if first and self.cfg["model_first_fit_scale"] > 1:
+            k = self.cfg["model_first_fit_scale"]
+            settings = dataclasses.replace(
+                settings, patience=settings.patience * k, max_epochs=settings.max_epochs * k,
+                max_steps=None if settings.max_steps is None else settings.max_steps * k)
         return train_dynamics(
             self.dynamics, data["observation"], data["action"], nxt["observation"],
             nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.optimizers()[3],
-            self.model_settings, backward=self.manual_backward, split=split,
+            settings, backward=self.manual_backward, split=split,
         )
 
     def model_is_finite(self, metrics: dict) -> bool:
@@ -102,9 +112,19 @@ class ModelBasedSAC(SAC):
                 torch.optim.Adam(param_groups(self.dynamics, c["model_lr"], c["model_weight_decay"]))]
 
     def before_updates(self) -> None:
+        super().before_updates()
         freq = self.cfg["model_train_freq"]
         if not self.model_ready or self.env_steps // freq > self.last_model_train_step // freq:
+            first = not self.model_ready
             self.train_model()
+            if first and self.model_ready:
+                self.warm_start()
+
+    def warm_start(self) -> None:
+        """``warmup_updates`` critic and actor updates, interleaved, right after the first model
+        training (DHMBPO's warm start: 5 iterations' worth of updates at its first model)."""
+        for _ in range(self.cfg["warmup_updates"]):
+            self.update(1, 1)
 
     @torch.no_grad()
     def model_error(self) -> torch.Tensor:
@@ -130,7 +150,7 @@ class ModelBasedSAC(SAC):
         data = buffer_contents(self.replay_buffer).to(self.device)
         split = self.model_split(data)
         self.guard.snapshot(self, only="model")
-        metrics = self.fit_dynamics(data, split)
+        metrics = self.fit_dynamics(data, split, first=not self.model_ready)
         if not self.model_is_finite(metrics):
             self.optimizers()[3].optimizer.state.clear()  # moments may hold the NaN
             self.last_model_train_step = self.env_steps  # retry at the next training time

@@ -25,7 +25,9 @@ trains the critics on value-expansion targets over model steps of pi_0
 ``critic_states=model`` trains them at the start-state FIFO's model states instead of real ones;
 ``start_states=model`` starts the unroll at states of pi_0's model rollouts
 (:mod:`mpdp_pl.start_states`); ``single_policy`` uses pi_0 at every unroll step instead of the
-heads. docs/hopper_probes.md has what they measured on Hopper.
+heads; ``critic_data=branched`` trains the critics on MBPO's real/model mix (branched rollouts of
+pi_0 after every model training, :mod:`mpdp_pl.algos.model_data`) while the farsighted
+improvement still starts at real states. docs/hopper_probes.md has what they measured on Hopper.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ..improvement import farsighted_improvement
 from ..start_states import StartStateFIFO, distribution_rollout
 from ..value_expansion import expansion_loss, expansion_targets, state_expansion_targets
 from .model_based import ModelBasedSAC
+from .model_data import MODEL_DATA_KEYS, ModelData
 
 FIRST_STEP_RATE = 0.01  # u_T_rule=first_step: rate of the running mean (about 100 actor updates)
 
@@ -57,7 +60,7 @@ def _older_checkpoints(module, state_dict, prefix, *args) -> None:
         state_dict[prefix + "u_T"] = state_dict.pop(prefix + "u_threshold")
 
 
-class MPDP(ModelBasedSAC):
+class MPDP(ModelData, ModelBasedSAC):
     def __init__(self, cfg: dict, spec):
         # single_policy: one policy for every step of the unroll (SVG, DHMBPO) instead of the
         # paper's heads pi_0..pi_{Hmax-1}
@@ -75,8 +78,9 @@ class MPDP(ModelBasedSAC):
         self.unroll_form = cfg["unroll_form"]
         self.start_fifo: StartStateFIFO | None = None  # start_states=model (mpdp_pl/start_states.py)
         self._start_rollout_in = 0                     # actor updates until the next rollout
-        self.metric_keys = (*ModelBasedSAC.metric_keys, *IMPROVEMENT_KEYS,
-                            *(f"train/cut_frac/{t}" for t in range(self.horizon)))
+        self.metric_keys = (*self.metric_keys, *IMPROVEMENT_KEYS,
+                            *(f"train/cut_frac/{t}" for t in range(self.horizon)),
+                            *(MODEL_DATA_KEYS if cfg["critic_data"] == "branched" else ()))
 
     @torch.no_grad()
     def after_model_training(self, holdout) -> None:
@@ -90,6 +94,12 @@ class MPDP(ModelBasedSAC):
             elif not self.fixed_u_T:  # first_step: the holdout's value until an unroll measured u_0
                 self.u_T.copy_(torch.where(self.u_first_ref > 0, self.u_T, scaled))
         self.record({"model/u_T": self.u_T, "model/u_ref": self.u_ref})
+        if self.cfg["critic_data"] == "branched":
+            self.branched_rollouts()
+
+    def critic_batch(self):
+        """``critic_data=branched``: MBPO's real/model mix; real transitions otherwise."""
+        return self.mixed_batch() if self.cfg["critic_data"] == "branched" else self.sample_batch()
 
     def open_loop_horizon(self) -> int:
         """The realized horizon of the updates since the last push (else the last interval's),

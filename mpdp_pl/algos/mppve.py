@@ -20,7 +20,6 @@ import torch
 
 from ..models.critic import TwinQ, make_target
 from ..plan_value import make_plan, model_segments, plan_value_target, real_segments
-from ..rollouts import rollout_length
 from .mbpo import MBPO
 
 
@@ -37,15 +36,10 @@ class MPPVE(MBPO):
 
     # ------------------------------------------------------------------ data
     def after_model_training(self, holdout) -> None:
-        c = self.cfg
-        length = rollout_length(self.env_steps, c["rollout_schedule"], c["epoch_length"])
-        self.resize_model_buffer(self.model_buffer_size_for(length))
-        segments = model_segments(self.replay_buffer, self.dynamics, self.actor,
-                                  c["rollout_batch_size"], length, self.k)
-        if segments.numel():
-            self.model_buffer.extend(segments.to(self._buffer_device()))
-        self.record({"train/rollout_length": float(length),
-                     "train/model_buffer_size": float(len(self.model_buffer))})
+        length = self.rollout_length()
+        self.refill_model_buffer(model_segments(self.replay_buffer, self.dynamics, self.actor,
+                                                self.cfg["rollout_batch_size"], length, self.k),
+                                 length)
 
     def sample_batch(self):
         """k-step segments: ``real_ratio`` of the batch real, the rest from the model buffer."""

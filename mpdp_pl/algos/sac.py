@@ -15,7 +15,9 @@ from torch import nn
 
 from .. import losses
 from ..models.actor import MultiHeadActor
+from ..distributed import mean_across_ranks
 from ..models.critic import TwinQ, make_target, polyak_update
+from ..models.normalization import RunningMoments
 from .base import OffPolicyModule
 
 
@@ -26,10 +28,16 @@ class SAC(OffPolicyModule):
         super().__init__(cfg, spec)
         hidden = cfg["hidden_sizes"]
         self.actor = MultiHeadActor(spec.obs_dim, spec.action_dim, hidden, actor_heads,
-                                    cfg["log_std_min"], cfg["log_std_max"])
+                                    cfg["log_std_min"], cfg["log_std_max"], obs_norm=cfg["obs_norm"])
         self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden,
-                            layer_norm=cfg["critic_layernorm"])
+                            layer_norm=cfg["critic_layernorm"], scaled=cfg["critic_scale"],
+                            obs_norm=cfg["obs_norm"])
         self.critic_target = make_target(self.critic)
+        # obs_norm: the moments of every real observation stored (models/normalization.py)
+        self.obs_moments = RunningMoments(spec.obs_dim) if cfg["obs_norm"] else None
+        self.obs_norm_step = -1  # env step of the last refresh of the networks' statistics
+        if cfg["critic_scale"]:
+            self.metric_keys = (*self.metric_keys, "train/q_lb", "train/q_ub")
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg["init_alpha"])))
         te = cfg["target_entropy"]
         self.target_entropy = -float(spec.action_dim) if te == "auto" else float(te)
@@ -45,6 +53,30 @@ class SAC(OffPolicyModule):
             torch.optim.Adam(self.actor.parameters(), lr=c["actor_lr"]),
             torch.optim.Adam([self.log_alpha], lr=c["alpha_lr"]),
         ]
+
+    # ------------------------------------------------------------------ data
+    def store(self, batch: TensorDictBase) -> None:
+        if self.obs_moments is not None:
+            self.obs_moments.update(batch["observation"].to(self.obs_moments.sum.device))
+        super().store(batch)
+
+    def counters(self) -> dict:
+        return {**super().counters(), "obs_norm_step": self.obs_norm_step}
+
+    def load_counters(self, c: dict) -> None:
+        super().load_counters(c)
+        self.obs_norm_step = c.get("obs_norm_step", -1)
+
+    def before_updates(self) -> None:
+        """obs_norm: the networks take the pooled statistics of the stored observations every
+        ``model_train_freq`` env steps (before a model-based algorithm's model training)."""
+        freq = self.cfg["model_train_freq"]
+        if self.obs_moments is not None and self.env_steps // freq > self.obs_norm_step // freq:
+            m = self.obs_moments  # pooled over DDP ranks (each rank's moments cover its own data)
+            mean, std = RunningMoments.mean_std(*(mean_across_ranks(t) for t in (m.count, m.sum, m.sumsq)))
+            for net in (self.actor, self.critic, self.critic_target):
+                net.obs_norm.set(mean, std)
+            self.obs_norm_step = self.env_steps
 
     # ------------------------------------------------------------------ losses
     def critic_loss(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,8 +111,25 @@ class SAC(OffPolicyModule):
         return {"critic": [self.critic, self.critic_target], "actor": [self.actor],
                 "alpha": [self.log_alpha]}
 
+    def critic_batch(self) -> TensorDictBase:
+        """The transitions of a critic update (SAC: a real batch)."""
+        return self.sample_batch()
+
+    @torch.no_grad()
+    def update_critic_bounds(self, batch: TensorDictBase) -> None:
+        """critic_scale: the batch's soft reward ``r - alpha log pi_0(a'|s')``, a' drawn afresh,
+        moves the critics' bounds (:meth:`TwinQ.update_bounds`; rate: the critic's lr, as DHMBPO)."""
+        nxt = batch["next"]
+        _, log_prob = self.actor.sample(nxt["observation"])
+        soft_reward = nxt["reward"].squeeze(-1) - self.alpha * log_prob
+        self.critic.update_bounds(soft_reward, self.cfg["gamma"], self.cfg["critic_lr"])
+        self.record({"train/q_lb": self.critic.q_bounds[0], "train/q_ub": self.critic.q_bounds[1]})
+
     def critic_step(self) -> None:
-        loss, q = self.critic_loss(self.sample_batch())
+        batch = self.critic_batch()
+        if self.critic.scaled:
+            self.update_critic_bounds(batch)
+        loss, q = self.critic_loss(batch)
         self.guard.step(self, "critic", self.optimizers()[0], loss, self.critic.parameters())
         polyak_update(self.critic_target, self.critic, self.cfg["tau"])
         self.record({"train/critic_loss": loss, "train/q_mean": q.mean()})

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import BatchedMLP
+from .normalization import Standardize
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_2 = math.log(2.0)
@@ -41,11 +42,13 @@ class MultiHeadActor(nn.Module):
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int],
-                 num_heads: int = 1, log_std_min: float = -5.0, log_std_max: float = 2.0):
+                 num_heads: int = 1, log_std_min: float = -5.0, log_std_max: float = 2.0,
+                 obs_norm: bool = False):
         super().__init__()
         self.num_heads, self.action_dim = num_heads, action_dim
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.net = BatchedMLP(num_heads, obs_dim, 2 * action_dim, hidden_sizes)
+        self.obs_norm = Standardize(obs_dim) if obs_norm else None  # obs_norm (normalization.py)
 
     def head_params(self) -> list[list]:
         """Every head's layers as views, for :meth:`sample` ``params=``: an unroll that uses
@@ -55,6 +58,8 @@ class MultiHeadActor(nn.Module):
     def distribution(self, obs: torch.Tensor, head: int = 0, detach_params: bool = False,
                      params: list | None = None):
         """``(mean, log_std)`` of head ``head`` at ``obs`` (``[B, obs_dim]``), each ``[B, A]``."""
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
         mean, raw = self.net.member(obs, head, detach_params,
                                     params[head] if params is not None else None).chunk(2, dim=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (

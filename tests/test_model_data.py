@@ -1,0 +1,84 @@
+"""MBPO's model data as one shared part (mpdp_pl/algos/model_data.py): MPDP's critics on the
+real/model mix with critic_data=branched while its farsighted improvement starts at real states,
+and the model buffer's age against a hand computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from mpdp_pl.algos.mbpo import MBPO
+from mpdp_pl.algos.mpdp import MPDP
+from mpdp_pl.config import ConfigError, load_config
+from mpdp_pl.data import make_replay_buffer
+from mpdp_pl.envs import EnvSpec
+
+SPEC = EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100)
+SMALL = {"rollout_batch_size": 40, "model_train_freq": 250, "epoch_length": 1000,
+         "batch_size": 100, "real_ratio": 0.05, "hidden_sizes": [16, 16], "model_hidden": 16}
+
+
+def transitions(n, value):
+    """n transitions whose observation and reward are all ``value`` (to tell sources apart)."""
+    return TensorDict({
+        "observation": torch.full((n, 3), value), "action": torch.zeros(n, 2),
+        "next": {"observation": torch.full((n, 3), value), "reward": torch.full((n, 1), value),
+                 "terminated": torch.zeros(n, 1, dtype=torch.bool),
+                 "truncated": torch.zeros(n, 1, dtype=torch.bool),
+                 "done": torch.zeros(n, 1, dtype=torch.bool)}}, [n])
+
+
+def module(cls, algo, **extra):
+    m = cls(load_config("Hopper-v4", algo, {**SMALL, **extra}), SPEC)
+    m.replay_buffer = make_replay_buffer(1000, "cpu")
+    m.replay_buffer.extend(transitions(500, 1.0))
+    return m
+
+
+def test_mpdp_critics_take_mbpos_mix_and_its_improvement_real_states():
+    mpdp = module(MPDP, "mpdp", critic_data="branched")
+    assert mpdp.critic_batch()["next", "reward"].eq(1.0).all()  # no rollouts yet: all real
+    mpdp.refill_model_buffer(transitions(160, -1.0), length=1)
+    for _ in range(3):
+        r = mpdp.critic_batch()["next", "reward"].squeeze(-1)
+        assert r.shape == (100,) and (r == 1.0).sum() == 5 and (r == -1.0).sum() == 95
+        assert mpdp.actor_start_states().eq(1.0).all()  # the unroll's s_0: real states only
+    default = module(MPDP, "mpdp")  # critic_data=real: Algorithm 2's real batches
+    default.refill_model_buffer(transitions(160, -1.0), length=1)
+    assert default.critic_batch()["next", "reward"].eq(1.0).all()
+
+
+def test_mpdp_refills_the_model_buffer_with_pi0_rollouts_after_each_model_training():
+    mpdp = module(MPDP, "mpdp", critic_data="branched", rollout_schedule=[0, 1, 2, 2])
+    mpdp.env_steps = 5000
+    mpdp.after_model_training(mpdp.replay_buffer[:50])
+    # 40 start states, 2 model steps each (minus any predicted terminal), all model transitions
+    assert 40 <= len(mpdp.model_buffer) <= 80
+    assert mpdp.model_buffer[:]["observation"][:40].eq(1.0).all()  # they start at real states
+    assert "train/model_data_age" in mpdp.metric_keys
+
+
+def test_model_data_age_is_the_mean_age_of_the_rows_held():
+    mbpo = module(MBPO, "mbpo", rollout_batch_size=25)  # MBPO's pool: 25 * 4 trainings * 1 step
+    for step, rows in ((1000, 60), (1250, 30), (1500, 50)):
+        mbpo.env_steps = step
+        mbpo.refill_model_buffer(transitions(rows, float(step)), length=1)
+    # the FIFO of 100 holds the newest 50 (step 1500), 30 (1250) and 20 of the 60 (1000)
+    held = mbpo.model_buffer[:]["next", "reward"].squeeze(-1)
+    assert sorted(held.unique().tolist()) == [1000.0, 1250.0, 1500.0] and held.numel() == 100
+    mbpo.env_steps = 1750
+    by_hand = (1750 - held).mean().item()  # (20 * 750 + 30 * 500 + 50 * 250) / 100 = 425
+    assert mbpo.model_data_age() == pytest.approx(by_hand) == pytest.approx(425.0)
+    mbpo.refill_model_buffer(transitions(0, 0.0), length=1)  # logged before the next refill
+    assert mbpo.recorder.latest["train/model_data_age"] == pytest.approx(425.0)
+
+
+def test_critic_data_is_checked():
+    with pytest.raises(ConfigError, match="critic_data"):
+        load_config("Hopper-v4", "mpdp", {"critic_data": "model"})
+    with pytest.raises(ConfigError, match="choose one"):
+        load_config("Hopper-v4", "mpdp", {"critic_data": "branched", "critic_states": "model",
+                                          "critic_target": "mve", "start_states": "model"})
+    with pytest.raises(ConfigError, match="MPDP's"):
+        load_config("Hopper-v4", "sac", {"critic_data": "branched"})
