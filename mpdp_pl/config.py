@@ -307,11 +307,13 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"start_states={cfg['start_states']!r}: must be real or model")
     if cfg["critic_states"] not in ("real", "model"):
         raise ConfigError(f"critic_states={cfg['critic_states']!r}: must be real or model")
-    if cfg["algo"] == "mppve" and (cfg["critic_scale"] or cfg["obs_norm"]):
-        raise ConfigError("critic_scale and obs_norm are not built for MPPVE's plan-value critic")
-    if cfg["algo"] == "sac" and (cfg["warmup_updates"] or cfg["model_first_fit_scale"] != 1):
-        raise ConfigError("warmup_updates and model_first_fit_scale act at the first model "
-                          "training: SAC has no model")
+    if cfg["algo"] in ("mppve", "ddpg") and (cfg["critic_scale"] or cfg["obs_norm"]):
+        raise ConfigError(f"critic_scale and obs_norm are not built for {cfg['algo']}'s critic")
+    if cfg["algo"] in ("sac", "ddpg") and (cfg["warmup_updates"] or cfg["model_first_fit_scale"] != 1):
+        raise ConfigError(f"warmup_updates and model_first_fit_scale act at the first model "
+                          f"training: {cfg['algo']} has no model")
+    if cfg["exploration_noise"] < 0:
+        raise ConfigError(f"exploration_noise={cfg['exploration_noise']}: must be >= 0")
     if cfg["warmup_updates"] < 0 or cfg["model_first_fit_scale"] < 1:
         raise ConfigError("warmup_updates must be >= 0 and model_first_fit_scale >= 1")
     if cfg["critic_scale"] and cfg["gamma"] >= 1:

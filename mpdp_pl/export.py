@@ -4,8 +4,8 @@ The exported module maps raw gymnasium observations ``[B, obs_dim]`` (any float 
 actions ``[B, action_dim]`` the env receives: the training-time observation handling (the task's
 truncation, float32) and the deterministic action ``tanh(mean)`` of pi_0, rescaled from
 [-1, 1] to the env's bounds exactly as TorchRL's ``ActionScaling`` does
-(``a_env = a * (high - low) / 2 + (high + low) / 2``). The actor takes raw observations (no
-learned normalization), so nothing else is needed.
+(``a_env = a * (high - low) / 2 + (high + low) / 2``). The actor takes raw observations; with
+``obs_norm`` its standardization is a layer of the actor and is traced with it.
 
     import torch, gymnasium as gym
     policy = torch.jit.load("hopper_pi0.pt")
@@ -22,11 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models.actor import MultiHeadActor
-
 
 class ExportedPolicy(nn.Module):
-    def __init__(self, actor: MultiHeadActor, obs_truncate: int | None, low, high):
+    def __init__(self, actor: nn.Module, obs_truncate: int | None, low, high):
         super().__init__()
         self.actor = actor
         self.obs_truncate = obs_truncate

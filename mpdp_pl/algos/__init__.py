@@ -1,9 +1,10 @@
 """One LightningModule per algorithm, all on the shared loop of :mod:`.base`."""
 
+from .ddpg import DDPG
 from .mbpo import MBPO
 from .mpdp import MPDP
 from .mppve import MPPVE
 from .sac import SAC
 
 # mpdp_paper: MPDP's Algorithm 2 as printed (conf/algo/mpdp_paper.yaml, a preset of mpdp)
-ALGOS = {"mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP, "mppve": MPPVE, "sac": SAC}
+ALGOS = {"ddpg": DDPG, "mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP, "mppve": MPPVE, "sac": SAC}

@@ -97,3 +97,23 @@ class ActorPolicy(nn.Module):
         else:
             action = self.actor.sample(obs)[0]
         return action.reshape(*batch_shape, action.shape[-1])
+
+
+class DeterministicActor(nn.Module):
+    """DDPG's actor mu(s) = tanh(MLP(s)) in [-1, 1]^action_dim (sfujim/TD3 ``OurDDPG.py``), with
+    the interface the loop and the evaluation use: :meth:`deterministic` is mu, :meth:`sample`
+    adds DDPG's Gaussian exploration noise N(0, ``noise``^2) and clips to [-1, 1] (actions are
+    in the normalized box, so the noise is ``noise`` x max_action in the env's units)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int], noise: float):
+        super().__init__()
+        self.net = BatchedMLP(1, obs_dim, action_dim, hidden_sizes)
+        self.noise = noise
+
+    def deterministic(self, obs: torch.Tensor, head: int = 0) -> torch.Tensor:
+        return torch.tanh(self.net.member(obs, 0))
+
+    def sample(self, obs: torch.Tensor, head: int = 0):
+        """``(mu(s) + N(0, noise^2) clipped to [-1, 1], None)``: there is no log-probability."""
+        mu = self.deterministic(obs)
+        return (mu + self.noise * torch.randn_like(mu)).clamp(-1.0, 1.0), None
