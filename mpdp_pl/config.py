@@ -312,6 +312,8 @@ def validate(cfg: dict) -> None:
     if cfg["algo"] in ("sac", "ddpg") and (cfg["warmup_updates"] or cfg["model_first_fit_scale"] != 1):
         raise ConfigError(f"warmup_updates and model_first_fit_scale act at the first model "
                           f"training: {cfg['algo']} has no model")
+    if cfg["m2ac_horizon"] < 1 or not 0 < cfg["m2ac_keep_h1"] <= 1 or cfg["m2ac_penalty"] < 0:
+        raise ConfigError("m2ac_horizon must be >= 1, m2ac_keep_h1 in (0, 1] and m2ac_penalty >= 0")
     if cfg["exploration_noise"] < 0:
         raise ConfigError(f"exploration_noise={cfg['exploration_noise']}: must be >= 0")
     if cfg["warmup_updates"] < 0 or cfg["model_first_fit_scale"] < 1:

@@ -1,10 +1,11 @@
 """One LightningModule per algorithm, all on the shared loop of :mod:`.base`."""
 
 from .ddpg import DDPG
+from .m2ac import M2AC
 from .mbpo import MBPO
 from .mpdp import MPDP
 from .mppve import MPPVE
 from .sac import SAC
 
 # mpdp_paper: MPDP's Algorithm 2 as printed (conf/algo/mpdp_paper.yaml, a preset of mpdp)
-ALGOS = {"ddpg": DDPG, "mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP, "mppve": MPPVE, "sac": SAC}
+ALGOS = {"ddpg": DDPG, "m2ac": M2AC, "mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP, "mppve": MPPVE, "sac": SAC}

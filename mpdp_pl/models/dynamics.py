@@ -23,7 +23,7 @@ from torch import nn
 
 from ..distributed import mean_across_ranks, world_size
 from .layers import BatchedMLP
-from .ovr import ovr_model_error
+from .ovr import ovr_member_kl, ovr_model_error
 
 
 class Normalizer(nn.Module):
@@ -112,6 +112,7 @@ class ModelStep(NamedTuple):
     terminated: torch.Tensor  # [B] bool
     u: torch.Tensor | None    # [B] OvR model error of the elites at (s, a), Eq. (8)
     member: torch.Tensor      # [B] index of the member that served each sample
+    u_member: torch.Tensor | None = None  # [B] that member's One-vs-Rest KL (M2AC's uncertainty)
 
 
 class DynamicsModel(nn.Module):
@@ -188,8 +189,9 @@ class DynamicsModel(nn.Module):
             terminated = logit[pos, rows] > 0
         else:
             terminated = self.termination_fn(next_obs)
-        u = ovr_model_error(mean, log_var.exp())
-        return ModelStep(next_obs, reward, terminated, u, member)
+        kl = ovr_member_kl(mean, log_var.exp())  # [E, B]
+        return ModelStep(next_obs, reward, terminated, kl.sum(0).clamp_min(0.0), member,
+                         kl[pos, rows])
 
     def sample_step(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False,
                     noise: torch.Tensor | None = None,

@@ -20,6 +20,12 @@ def ovr_model_error(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     Vectorized over members: the rest-of-i moments come from leave-one-out sums.
     Differentiable in ``mean`` and ``var`` (MPDP's beta * u regularizer steers actions with it).
     """
+    return ovr_member_kl(mean, var).sum(0).clamp_min(0.0)
+
+
+def ovr_member_kl(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mu_i, S_i) || N(mu_-i, S_-i))`` of each member i, summed over the output dims:
+    ``[E, B]`` (M2AC's uncertainty of the member that served a sample is its row)."""
     e = mean.shape[0]
     if e < 2:
         raise ValueError("the One-vs-Rest error needs at least two members")
@@ -30,4 +36,4 @@ def ovr_model_error(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     spread = (dev.pow(2).sum(1) - (mean - mean_rest).pow(2)) / (e - 1)
     var_rest = var_rest + spread
     kl = 0.5 * (torch.log(var_rest / var) + (var + (mean - mean_rest).pow(2)) / var_rest - 1.0)
-    return kl.sum(-1).sum(0).clamp_min(0.0)
+    return kl.sum(-1)
