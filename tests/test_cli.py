@@ -220,3 +220,19 @@ def test_bad_mpdp_switches_raise(items, match):
 def test_mpdp_switches_are_refused_elsewhere(algo, key, value):
     with pytest.raises(ConfigError, match=f"{key}=.*(MPDP's|is MPDP)"):
         load_config("Hopper-v4", algo, {key: value})
+
+
+def test_keys_a_run_predates_count_as_their_defaults():
+    """A run started before a switch existed resumes (and its grid is reused) when the switch
+    is at its default, and is refused when it is not."""
+    import copy
+
+    from mpdp_pl.config import differing_keys
+
+    cfg = load_config("Hopper-v4", "mpdp")
+    old = copy.deepcopy(cfg)
+    for key in ("critic_scale", "obs_norm", "critic_data"):
+        del old[key]
+    assert differing_keys(old, cfg) == []
+    assert differing_keys(old, load_config("Hopper-v4", "mpdp", {"critic_scale": True})) == ["critic_scale"]
+    assert differing_keys(cfg, load_config("Hopper-v4", "mpdp", {"beta": 0.7})) == ["beta"]

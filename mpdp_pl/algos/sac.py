@@ -14,8 +14,8 @@ from tensordict import TensorDictBase
 from torch import nn
 
 from .. import losses
-from ..models.actor import MultiHeadActor
 from ..distributed import mean_across_ranks
+from ..models.actor import MultiHeadActor
 from ..models.critic import TwinQ, make_target, polyak_update
 from ..models.normalization import RunningMoments
 from .base import OffPolicyModule
