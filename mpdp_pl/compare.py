@@ -132,9 +132,16 @@ def run_all(runs: list[Run], overrides: list[str], workers: int,
         return []
     codes = launch_jobs(todo[0].out.resolve(), [job(r, overrides, checkpoint_every) for r in todo],
                         hydra_args)
-    failed = [r for r, rc in zip(todo, codes) if rc != 0]
-    for r in failed:
+    failed = []
+    for r, rc in zip(todo, codes):
+        if rc == 0:
+            continue
+        if not isinstance(rc, int):  # the job raised before its train.py started: keep why
+            r.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(r.log, "a") as f:
+                f.write(f"the launcher's job failed before train.py started: {rc!r}\n")
         print(f"{r.env} {r.name}: failed, see {r.log}")
+        failed.append(r)
     return failed
 
 

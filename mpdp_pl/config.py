@@ -25,6 +25,7 @@ import difflib
 import functools
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -198,8 +199,20 @@ def schema():
     return cls, base
 
 
+# Hydra's GlobalHydra is one per process: a grid's launcher threads (mpdp_pool) resolve their
+# jobs' configs side by side, and two compositions at once fail ("GlobalHydra is already
+# initialized"), which made a fixed-seed run of a grid fail now and then under load.
+_COMPOSE_LOCK = threading.Lock()
+
+
 def _compose(algo: str, task: str) -> dict:
-    """conf/config.yaml's defaults list for this algorithm and task, as a plain dict."""
+    """conf/config.yaml's defaults list for this algorithm and task, as a plain dict (one
+    composition at a time in a process)."""
+    with _COMPOSE_LOCK:
+        return _compose_unlocked(algo, task)
+
+
+def _compose_unlocked(algo: str, task: str) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
@@ -307,13 +320,23 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"start_states={cfg['start_states']!r}: must be real or model")
     if cfg["critic_states"] not in ("real", "model"):
         raise ConfigError(f"critic_states={cfg['critic_states']!r}: must be real or model")
-    if cfg["algo"] in ("mppve", "ddpg") and (cfg["critic_scale"] or cfg["obs_norm"]):
+    if cfg["algo"] in ("mppve", "ddpg", "pets") and (cfg["critic_scale"] or cfg["obs_norm"]):
         raise ConfigError(f"critic_scale and obs_norm are not built for {cfg['algo']}'s critic")
-    if cfg["algo"] in ("sac", "ddpg") and (cfg["warmup_updates"] or cfg["model_first_fit_scale"] != 1):
-        raise ConfigError(f"warmup_updates and model_first_fit_scale act at the first model "
-                          f"training: {cfg['algo']} has no model")
+    if cfg["algo"] in ("sac", "ddpg", "pets") and cfg["warmup_updates"]:
+        raise ConfigError(f"warmup_updates: {cfg['algo']} has no policy updates to warm start")
+    if cfg["algo"] in ("sac", "ddpg") and cfg["model_first_fit_scale"] != 1:
+        raise ConfigError(f"model_first_fit_scale acts at the first model training: "
+                          f"{cfg['algo']} has no model")
     if cfg["m2ac_horizon"] < 1 or not 0 < cfg["m2ac_keep_h1"] <= 1 or cfg["m2ac_penalty"] < 0:
         raise ConfigError("m2ac_horizon must be >= 1, m2ac_keep_h1 in (0, 1] and m2ac_penalty >= 0")
+    if cfg["algo"] == "pets":
+        if cfg["pets_particles"] % cfg["num_elites"]:
+            raise ConfigError(f"pets_particles={cfg['pets_particles']}: must be a multiple of "
+                              f"num_elites ({cfg['num_elites']}), one member per particle")
+        if not 1 <= cfg["pets_elites"] <= cfg["pets_population"] or cfg["pets_horizon"] < 1 \
+                or cfg["pets_iterations"] < 1 or not 0 <= cfg["pets_momentum"] < 1:
+            raise ConfigError("pets: need 1 <= pets_elites <= pets_population, pets_horizon >= 1, "
+                              "pets_iterations >= 1 and 0 <= pets_momentum < 1")
     if cfg["exploration_noise"] < 0:
         raise ConfigError(f"exploration_noise={cfg['exploration_noise']}: must be >= 0")
     if cfg["warmup_updates"] < 0 or cfg["model_first_fit_scale"] < 1:

@@ -114,3 +114,41 @@ def test_submitit_owns_requeueing_inside_a_slurm_job(monkeypatch):
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     (plugin,) = cluster_plugins()
     assert plugin.auto_requeue is False
+
+
+def test_jobs_resolve_their_configs_side_by_side():
+    """mpdp_pool resolves its jobs' configs in threads; Hydra's composition is one global state,
+    and two at once failed now and then ("GlobalHydra is already initialized": the flaky
+    fig2 grid). 60 concurrent resolutions must all succeed and agree."""
+    import threading
+
+    from mpdp_pl.multirun import job_config
+
+    results, errors = [], []
+
+    def work(seed):
+        for _ in range(20):
+            try:
+                results.append(job_config(["env=InvertedPendulum-v4", "algo=mpdp", f"seed={seed}"]))
+            except Exception as e:  # noqa: BLE001 - counted, not raised in a thread
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 60
+    assert {r["seed"] for r in results} == {0, 1, 2}
+
+
+def test_a_job_that_fails_before_train_py_leaves_its_reason_in_the_log(tmp_path, monkeypatch, capsys):
+    """A job that raises in the launcher (no train.py, hence no log of its own) gets the
+    exception written where the runner's message points."""
+    from mpdp_pl import compare, multirun
+
+    monkeypatch.setattr(multirun, "launch_jobs", lambda out, jobs, args: [ValueError("boom")])
+    run = compare.Run("InvertedPendulum-v4", "sac", 0, 100, tmp_path)
+    assert compare.run_all([run], [], 1) == [run]
+    assert f"failed, see {run.log}" in capsys.readouterr().out
+    assert "ValueError('boom')" in run.log.read_text()
