@@ -78,7 +78,7 @@ def test_help_lists_options_and_algorithms(tmp_path):
     proc = run_train(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for word in ("--env", "--algo", "--steps", "--seed", "--out", "--logger", "--print-config",
-                 "--resume", "algorithms: ddpg, m2ac, mbpo, mpdp, mpdp_paper, mppve, sac"):
+                 "--resume", "algorithms: ddpg, m2ac, mbpo, mpdp, mpdp_paper, mppve, pets, sac"):
         assert word in proc.stdout, word
 
 

@@ -5,7 +5,9 @@ from .m2ac import M2AC
 from .mbpo import MBPO
 from .mpdp import MPDP
 from .mppve import MPPVE
+from .pets import PETS
 from .sac import SAC
 
 # mpdp_paper: MPDP's Algorithm 2 as printed (conf/algo/mpdp_paper.yaml, a preset of mpdp)
-ALGOS = {"ddpg": DDPG, "m2ac": M2AC, "mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP, "mppve": MPPVE, "sac": SAC}
+ALGOS = {"ddpg": DDPG, "m2ac": M2AC, "mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP,
+         "mppve": MPPVE, "pets": PETS, "sac": SAC}

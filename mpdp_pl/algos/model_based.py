@@ -1,7 +1,8 @@
-"""SAC plus the dynamics ensemble (Algorithm 2, line 4): the shared base of MPDP, MBPO and MPPVE.
+"""The dynamics ensemble and its training (Algorithm 2, line 4): :class:`ModelLearning`, with SAC
+:class:`ModelBasedSAC`, the shared base of MPDP, MBPO, MPPVE and M2AC; PETS uses the mixin alone.
 
 Every ``model_train_freq`` env steps, once updates have started, the ensemble is trained on the
-real buffer by its own (fourth) optimizer, inside Lightning's manual step
+real buffer by its own (the module's last) optimizer, inside Lightning's manual step
 (:mod:`mpdp_pl.models.fitting`; ``model_max_steps`` bounds its cost).
 
 ``model_holdout=fixed`` (the default): every real transition is assigned to the holdout or not
@@ -36,11 +37,14 @@ MODEL_METRIC_KEYS = ("model/holdout_nll", "model/holdout_mse", "model/elites", "
                      "model/steps", "model/train_seconds", "model/error", "model/holdout_size")
 
 
-class ModelBasedSAC(SAC):
-    metric_keys = SAC.metric_keys + MODEL_METRIC_KEYS
+class ModelLearning:
+    """Mixin for an :class:`~mpdp_pl.algos.base.OffPolicyModule`: the dynamics ensemble, its
+    trainings every ``model_train_freq`` env steps by the last of the module's optimizers
+    (:meth:`model_optimizer`), and its diagnostics. With SAC it is :class:`ModelBasedSAC`; a
+    planner without actor-critic (PETS) uses it alone."""
 
-    def __init__(self, cfg: dict, spec, actor_heads: int = 1):
-        super().__init__(cfg, spec, actor_heads)
+    def __init__(self, cfg: dict, spec, *args, **kwargs):
+        super().__init__(cfg, spec, *args, **kwargs)
         term = cfg["termination"]
         self.dynamics = DynamicsModel(
             spec.obs_dim, spec.action_dim, cfg["ensemble_size"], cfg["num_elites"],
@@ -93,7 +97,7 @@ class ModelBasedSAC(SAC):
                 max_steps=None if settings.max_steps is None else settings.max_steps * k)
         return train_dynamics(
             self.dynamics, data["observation"], data["action"], nxt["observation"],
-            nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.optimizers()[3],
+            nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.model_optimizer(),
             settings, backward=self.manual_backward, split=split,
         )
 
@@ -101,15 +105,19 @@ class ModelBasedSAC(SAC):
         """One host sync per model training: weights, normalizers, the optimizer's moments and
         the holdout loss all finite."""
         tensors = [*self.dynamics.state_dict().values(),
-                   *(v for st in self.optimizers()[3].optimizer.state.values() for v in st.values()
+                   *(v for st in self.model_optimizer().optimizer.state.values() for v in st.values()
                      if torch.is_tensor(v)),
                    torch.as_tensor(metrics.get("model/holdout_nll", 0.0))]
         return bool(torch.stack([torch.isfinite(t.float()).all() for t in tensors]).all())
 
-    def configure_optimizers(self):
+    def make_model_optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
-        return [*super().configure_optimizers(),
-                torch.optim.Adam(param_groups(self.dynamics, c["model_lr"], c["model_weight_decay"]))]
+        return torch.optim.Adam(param_groups(self.dynamics, c["model_lr"], c["model_weight_decay"]))
+
+    def model_optimizer(self):
+        """The model's optimizer: the last one (Lightning hands back a lone optimizer unlisted)."""
+        opts = self.optimizers()
+        return opts[-1] if isinstance(opts, (list, tuple)) else opts
 
     def before_updates(self) -> None:
         super().before_updates()
@@ -152,7 +160,7 @@ class ModelBasedSAC(SAC):
         self.guard.snapshot(self, only="model")
         metrics = self.fit_dynamics(data, split, first=not self.model_ready)
         if not self.model_is_finite(metrics):
-            self.optimizers()[3].optimizer.state.clear()  # moments may hold the NaN
+            self.model_optimizer().optimizer.state.clear()  # moments may hold the NaN
             self.last_model_train_step = self.env_steps  # retry at the next training time
             self.guard.report(self, "model")  # back to the weights before this training
             return
@@ -165,3 +173,12 @@ class ModelBasedSAC(SAC):
     def after_model_training(self, holdout) -> None:
         """Runs after each model training with the real transitions the model was not fitted on
         (MPDP calibrates its cut threshold u_T there)."""
+
+
+class ModelBasedSAC(ModelLearning, SAC):
+    """SAC plus the dynamics ensemble: the shared base of MPDP, MBPO, MPPVE and M2AC."""
+
+    metric_keys = SAC.metric_keys + MODEL_METRIC_KEYS
+
+    def configure_optimizers(self):
+        return [*super().configure_optimizers(), self.make_model_optimizer()]

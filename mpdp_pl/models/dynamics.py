@@ -230,6 +230,26 @@ class DynamicsModel(nn.Module):
             terminated = self.termination_fn(next_obs)
         return ModelStep(next_obs, reward, terminated, None, member)
 
+    def grouped_step(self, obs: torch.Tensor, action: torch.Tensor,
+                     noise: torch.Tensor | None = None) -> ModelStep:
+        """One sampled model step for rows already grouped by member: ``obs`` ``[E, G, obs_dim]``
+        and ``action`` ``[E, G, A]``, group e served by the e-th elite, in one batched forward
+        (the fixed member of each particle in TS-infinity propagation, PETS). Returns
+        ``next_obs`` ``[E, G, obs_dim]``, ``reward`` and ``terminated`` ``[E, G]``; u is None."""
+        e, g, _ = obs.shape
+        x = self.input_norm(torch.cat([obs, action], dim=-1))
+        mean, log_var, logit = self.ensemble(x, members=self.elites)
+        if noise is None:
+            noise = torch.randn_like(mean)
+        y = self.target_norm.inverse(mean + (0.5 * log_var).exp() * noise)
+        next_obs, reward = obs + y[..., :-1], y[..., -1]
+        if self.learned_termination:
+            terminated = logit > 0
+        else:
+            terminated = self.termination_fn(next_obs.reshape(e * g, -1)).reshape(e, g)
+        member = self.elites.unsqueeze(-1).expand(e, g)
+        return ModelStep(next_obs, reward, terminated, None, member)
+
     def ovr_error(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """u(s, a) of Eq. (8) over the elites, ``[B]``."""
         mean, log_var, _ = self.forward_normalized(obs, action, members=self.elites)
