@@ -1,6 +1,7 @@
-"""Side-by-side report of several comparison-runner grids (each ``python -m mpdp_pl.compare``
-output folder): every run's eval return at chosen env steps, realized horizon, wall time, and
-the overrides that set its grid apart (from the grid's ``grid.json``).
+"""Side-by-side report of several grids (``python -m mpdp_pl.compare`` output folders, or
+``python train.py -m`` ones): every run's eval return at chosen env steps, realized horizon,
+wall time, and the overrides that set its grid apart (from the grid's ``grid.json``, or the
+sweep's task overrides in its ``multirun.yaml``).
 
     python bench/grids_report.py GRID_DIR [GRID_DIR ...] [--at 6000 10000 15000] [--csv OUT]
 
@@ -17,10 +18,25 @@ from pathlib import Path
 
 
 def runs_of(grid: Path):
-    for metrics in sorted(grid.glob("*/*/metrics.csv")):
+    """(run name, evaluation rows by env step): compare's <env>/<name>-seedS, or -m's
+    <env>/<algo>/seedS named <algo>-seedS."""
+    multirun = (grid / "multirun.yaml").exists()
+    for metrics in sorted(grid.glob("*/*/*/metrics.csv" if multirun else "*/*/metrics.csv")):
         with open(metrics) as f:
             rows = {int(r["env_steps"]): r for r in csv.DictReader(f) if r.get("eval/return")}
-        yield metrics.parent, rows
+        run = metrics.parent
+        yield (f"{run.parent.name}-{run.name}" if multirun else run.name), rows
+
+
+def grid_overrides(grid: Path) -> list[str]:
+    if (grid / "grid.json").exists():
+        return json.loads((grid / "grid.json").read_text())["overrides"]
+    if (grid / "multirun.yaml").exists():
+        import yaml
+
+        task = yaml.safe_load((grid / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+        return [o for o in task if not o.startswith(("seed=", "env="))]
+    raise SystemExit(f"error: {grid} is not a grid (no grid.json or multirun.yaml)")
 
 
 def main() -> None:
@@ -31,9 +47,7 @@ def main() -> None:
     a = p.parse_args()
     overrides = {}
     for g in a.grids:
-        if not (g / "grid.json").exists():
-            raise SystemExit(f"error: {g} is not a comparison-runner grid (no grid.json)")
-        overrides[g] = json.loads((g / "grid.json").read_text())["overrides"]
+        overrides[g] = grid_overrides(g)
     common = set.intersection(*(set(o) for o in overrides.values()))
     print(f"common overrides: {' '.join(sorted(common)) or 'none'}\n")
     head = ["grid", "run", "own overrides", *(f"return @{s // 1000}k" for s in a.at),
@@ -43,12 +57,12 @@ def main() -> None:
     table = []
     for g in a.grids:
         own = " ".join(o for o in overrides[g] if o not in common) or "-"
-        for run_dir, rows in runs_of(g):
+        for name, rows in runs_of(g):
             last = max(rows) if rows else 0
             cell = lambda s, k: (f"{float(rows[s][k]):.0f}" if k == "eval/return" else  # noqa: E731
                                  f"{float(rows[s][k]):.2f}") if s in rows and rows[s].get(k) else "-"
             wall = float(rows[last]["time/elapsed"]) / (last / 1000) if last else float("nan")
-            line = [g.name, run_dir.name, own, *(cell(s, "eval/return") for s in a.at),
+            line = [g.name, name, own, *(cell(s, "eval/return") for s in a.at),
                     *(cell(s, "train/realized_horizon") for s in a.at), str(last), f"{wall:.0f}"]
             table.append(dict(zip(head, line)))
             print("| " + " | ".join(line) + " |")
