@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import BatchedMLP
-from .normalization import Standardize
+from .normalization import Normalizer
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_2 = math.log(2.0)
@@ -48,7 +48,7 @@ class MultiHeadActor(nn.Module):
         self.num_heads, self.action_dim = num_heads, action_dim
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.net = BatchedMLP(num_heads, obs_dim, 2 * action_dim, hidden_sizes)
-        self.obs_norm = Standardize(obs_dim) if obs_norm else None  # obs_norm (normalization.py)
+        self.obs_norm = Normalizer(obs_dim) if obs_norm else None  # obs_norm (normalization.py)
 
     def head_params(self) -> list[list]:
         """Every head's layers as views, for :meth:`sample` ``params=``: an unroll that uses

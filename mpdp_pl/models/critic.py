@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .layers import BatchedMLP
-from .normalization import Standardize
+from .normalization import Normalizer
 
 REWARD_QUANTILES = (0.01, 0.99)  # DHMBPO's reward_q_th_lb and 1 - reward_q_th_lb
 
@@ -33,7 +33,7 @@ class TwinQ(nn.Module):
         super().__init__()
         self.net = BatchedMLP(num_critics, obs_dim + action_dim, 1, hidden_sizes,
                               layer_norm=layer_norm)
-        self.obs_norm = Standardize(obs_dim) if obs_norm else None
+        self.obs_norm = Normalizer(obs_dim) if obs_norm else None
         self.scaled, self.clip_output = scaled, False  # make_target sets clip_output on the copy
         if scaled:
             last = self.net.layers[-1]

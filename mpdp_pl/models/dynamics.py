@@ -21,38 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import mean_across_ranks, world_size
 from .layers import BatchedMLP
+from .normalization import Normalizer
 from .ovr import ovr_member_kl, ovr_model_error
-
-
-class Normalizer(nn.Module):
-    """``(x - mean) / std`` with statistics set from data (std of constant dims set to 1)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> None:
-        """Mean and unbiased std of ``x``; under DDP of every rank's ``x`` together (each rank
-        holds as many rows), so that every rank gets the same statistics."""
-        world = world_size()
-        if world == 1:
-            mean, std = x.mean(0), x.std(0)
-        else:
-            mean = mean_across_ranks(x.mean(0))
-            n = x.shape[0] * world
-            std = (mean_across_ranks((x - mean).pow(2).mean(0)) * n / max(n - 1, 1)).sqrt()
-        self.mean.copy_(mean)
-        self.std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self.std + self.mean
 
 
 class GaussianEnsemble(nn.Module):

@@ -2,7 +2,8 @@
 normalizer, 4kubo/erl_lib ``util/misc.py`` ``Normalizer`` with ``normalize_po_input``).
 
 :class:`RunningMoments` pools the exact mean and variance of every real observation stored;
-:class:`Standardize` is the input layer of each network, ``(obs - mean) / std``, whose statistics
+:class:`Normalizer` (also the ensemble's) is the input layer of each network, ``(obs - mean) /
+std``, whose statistics
 stay fixed between refreshes (DHMBPO refreshes them once per 1000-step iteration, before its
 updates; here every ``model_train_freq`` env steps), so that a network is not trained against
 inputs that move under it at every step. ``std = sqrt(max(var, eps^2))``, eps = 1e-4; the
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..distributed import mean_across_ranks, world_size
 
 EPS = 1e-4
 
@@ -44,13 +47,29 @@ class RunningMoments(nn.Module):
                 torch.where(seen, var.sqrt(), 1.0).float())
 
 
-class Standardize(nn.Module):
-    """``(x - mean) / std`` with the statistics of the last :meth:`set` (identity before it)."""
+class Normalizer(nn.Module):
+    """``(x - mean) / std`` with statistics fitted to data (:meth:`fit`; the ensemble's inputs and
+    targets, std of constant dims set to 1) or given (:meth:`set`; obs_norm's input layer of the
+    actor and the critics). Identity until then."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        """Mean and unbiased std of ``x``; under DDP of every rank's ``x`` together (each rank
+        holds as many rows), so that every rank gets the same statistics."""
+        world = world_size()
+        if world == 1:
+            mean, std = x.mean(0), x.std(0)
+        else:
+            mean = mean_across_ranks(x.mean(0))
+            n = x.shape[0] * world
+            std = (mean_across_ranks((x - mean).pow(2).mean(0)) * n / max(n - 1, 1)).sqrt()
+        self.mean.copy_(mean)
+        self.std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
 
     @torch.no_grad()
     def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -59,3 +78,6 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std + self.mean
