@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mpdp_pl.callbacks.periodic_eval import PeriodicEvaluation  # noqa: E402
+from mpdp_pl.runtime.callbacks.periodic_eval import PeriodicEvaluation  # noqa: E402
 from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
 from mpdp_pl.run import ALGOS, train_module  # noqa: E402
 

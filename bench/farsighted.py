@@ -35,8 +35,8 @@ from mpdp_pl import checkpoint  # noqa: E402
 from mpdp_pl.algos import ALGOS  # noqa: E402
 from mpdp_pl.cli import _flatten  # noqa: E402
 from mpdp_pl.config import MPDP_ALGOS, load_config  # noqa: E402
-from mpdp_pl.data import load_buffer, make_replay_buffer  # noqa: E402
-from mpdp_pl.improvement import FORMS, farsighted_improvement, sample_noise  # noqa: E402
+from mpdp_pl.environment.data import load_buffer, make_replay_buffer  # noqa: E402
+from mpdp_pl.lookahead.improvement import FORMS, farsighted_improvement, sample_noise  # noqa: E402
 from mpdp_pl.run import probe_env_spec  # noqa: E402
 
 

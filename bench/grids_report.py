@@ -1,7 +1,8 @@
-"""Side-by-side report of several grids (``python -m mpdp_pl.compare`` output folders, or
-``python train.py -m`` ones): every run's eval return at chosen env steps, realized horizon,
-wall time, and the overrides that set its grid apart (from the grid's ``grid.json``, or the
-sweep's task overrides in its ``multirun.yaml``).
+"""Side-by-side probes of several grids (``python train.py -m`` output folders, or those of the
+retired comparison runner), one row per run: its eval return at chosen env steps, realized
+horizon, wall time, and the overrides that set its grid apart (from the grid's ``grid.yaml``,
+or the older ``grid.json`` / ``multirun.yaml``). ``python -m mpdp_pl.report`` gives the
+per-configuration means, the curves and the statistics.
 
     python bench/grids_report.py GRID_DIR [GRID_DIR ...] [--at 6000 10000 15000] [--csv OUT]
 
@@ -16,27 +17,34 @@ import csv
 import json
 from pathlib import Path
 
+import yaml
+
+from mpdp_pl.experiments.results import find_runs, run_label
+
 
 def runs_of(grid: Path):
-    """(run name, evaluation rows by env step): compare's <env>/<name>-seedS, or -m's
-    <env>/<algo>/seedS named <algo>-seedS."""
-    multirun = (grid / "multirun.yaml").exists()
-    for metrics in sorted(grid.glob("*/*/*/metrics.csv" if multirun else "*/*/metrics.csv")):
-        with open(metrics) as f:
+    """(run name, evaluation rows by env step) of every run under ``grid``: ``<label>-seedS``,
+    the label as the report names it (mpdp_pl/experiments/results.py)."""
+    for run in find_runs(grid):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        with open(run / "metrics.csv") as f:
             rows = {int(r["env_steps"]): r for r in csv.DictReader(f) if r.get("eval/return")}
-        run = metrics.parent
-        yield (f"{run.parent.name}-{run.name}" if multirun else run.name), rows
+        yield f"{run_label(run, cfg)}-seed{cfg['seed']}", rows
 
 
 def grid_overrides(grid: Path) -> list[str]:
+    """The overrides every job of the grid shares (seed, env and out aside): from ``grid.yaml``
+    (train.py -m), or the retired runner's ``grid.json`` or Hydra's ``multirun.yaml``."""
+    if (grid / "grid.yaml").exists():
+        jobs = [job for entry in yaml.safe_load((grid / "grid.yaml").read_text()) for job in entry["jobs"]]
+        shared = set.intersection(*(set(j) for j in jobs))
+        return [o for o in jobs[0] if o in shared and not o.startswith(("seed=", "env=", "out="))]
     if (grid / "grid.json").exists():
         return json.loads((grid / "grid.json").read_text())["overrides"]
     if (grid / "multirun.yaml").exists():
-        import yaml
-
         task = yaml.safe_load((grid / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
         return [o for o in task if not o.startswith(("seed=", "env="))]
-    raise SystemExit(f"error: {grid} is not a grid (no grid.json or multirun.yaml)")
+    raise SystemExit(f"error: {grid} is not a grid (no grid.yaml, grid.json or multirun.yaml)")
 
 
 def main() -> None:

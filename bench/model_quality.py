@@ -23,7 +23,7 @@ import torch
 from mpdp_pl.config import load_config, parse_overrides
 from mpdp_pl.models.dynamics import DynamicsModel
 from mpdp_pl.models.fitting import TrainSettings, param_groups, train_dynamics
-from mpdp_pl.termination import TERMINATION_FNS
+from mpdp_pl.environment.termination import TERMINATION_FNS
 
 KS = (1, 5, 10)
 

@@ -18,8 +18,8 @@ import torch
 
 from mpdp_pl.algos.mppve import MPPVE
 from mpdp_pl.config import load_config
-from mpdp_pl.envs import env_spec, make_env
-from mpdp_pl.plan_value import make_plan
+from mpdp_pl.environment.envs import env_spec, make_env
+from mpdp_pl.lookahead.plan_value import make_plan
 
 
 def timed(fn, repeats: int) -> float:

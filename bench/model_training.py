@@ -42,11 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpdp_pl import checkpoint  # noqa: E402
 from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
-from mpdp_pl.data import chronological_order, load_buffer, make_replay_buffer  # noqa: E402
+from mpdp_pl.environment.data import chronological_order, load_buffer, make_replay_buffer  # noqa: E402
 from mpdp_pl.models.dynamics import DynamicsModel  # noqa: E402
 from mpdp_pl.models.fitting import (TrainSettings, fixed_split, holdout_flags,  # noqa: E402
                                      holdout_split, param_groups, train_dynamics)
-from mpdp_pl.termination import TERMINATION_FNS  # noqa: E402
+from mpdp_pl.environment.termination import TERMINATION_FNS  # noqa: E402
 
 OPEN_LOOP = 5
 

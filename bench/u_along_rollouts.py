@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from farsighted import load  # noqa: E402
 
-from mpdp_pl.unroll import Unroll  # noqa: E402
+from mpdp_pl.lookahead.unroll import Unroll  # noqa: E402
 
 
 @torch.no_grad()

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "-m" in argv or "--multirun" in argv:  # a grid: Hydra's sweeper and a launcher plugin
-        from .multirun import main as multirun
+        from .experiments.multirun import main as multirun
 
         try:
             return multirun(argv)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     # Lightning's DDP launcher re-runs sys.argv per rank and, where Hydra's config is set (a job
     # of Hydra's own app), appends these three: they place Hydra's outputs, not the run's
     argv = [a for a in argv if not a.startswith(HYDRA_RANK_ARGS)]
-    from .video import headless
+    from .environment.video import headless
 
     headless()  # MUJOCO_GL=egl unless set: must precede MuJoCo's import (training videos)
     parser = build_parser()
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .run import train  # heavy imports only when training
 
-        from .guard import NumericalFault
+        from .runtime.guard import NumericalFault
 
         try:
             out = train(cfg, ["train.py", *argv], resume=resume)
@@ -96,7 +96,7 @@ def resume_target(args, overrides: dict):
     nothing is written before the checks pass."""
     from pathlib import Path
 
-    from . import checkpoint
+    from .runtime import checkpoint
 
     if args.resume == "auto":
         run_dir = checkpoint.find_run(load_config(args.env, args.algo, overrides))

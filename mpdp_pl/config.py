@@ -31,6 +31,8 @@ from typing import Any, Optional
 
 import yaml
 
+from .errors import ConfigError
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -41,8 +43,6 @@ MPDP_ALGOS = ("mpdp", "mpdp_paper")
 AUTO_OR_NUMBER = {"target_entropy", "u_T"}
 
 
-class ConfigError(ValueError):
-    """Bad user input (config keys, values, CLI arguments); reported as one line, exit code 2."""
 
 
 def _read_yaml(path: Path) -> dict:
@@ -60,6 +60,21 @@ def task_name(env_id: str) -> str:
 
 def available_algos() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "algo").glob("*.yaml"))
+
+
+def available_variants() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "variant").glob("*.yaml"))
+
+
+def variant_algo(name: Any) -> str:
+    """The algorithm a variant (conf/variant/<name>.yaml) names; a one-line error otherwise."""
+    path = CONF_DIR / "variant" / f"{name}.yaml"
+    if not isinstance(name, str) or "/" in name or not path.exists():
+        raise ConfigError(f"unknown variant '{name}' (available: {', '.join(available_variants())})")
+    algo = _read_yaml(path).get("algo")
+    if not isinstance(algo, str):
+        raise ConfigError(f"{path}: a variant names its algorithm (algo: <name>)")
+    return algo
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -205,14 +220,14 @@ def schema():
 _COMPOSE_LOCK = threading.Lock()
 
 
-def _compose(algo: str, task: str) -> dict:
-    """conf/config.yaml's defaults list for this algorithm and task, as a plain dict (one
-    composition at a time in a process)."""
+def _compose(algo: str, task: str, variant: str | None = None) -> dict:
+    """conf/config.yaml's defaults list for this algorithm, task and variant, as a plain dict
+    (one composition at a time in a process)."""
     with _COMPOSE_LOCK:
-        return _compose_unlocked(algo, task)
+        return _compose_unlocked(algo, task, variant)
 
 
-def _compose_unlocked(algo: str, task: str) -> dict:
+def _compose_unlocked(algo: str, task: str, variant: str | None) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
@@ -223,6 +238,8 @@ def _compose_unlocked(algo: str, task: str) -> dict:
     overrides = [f"algo={algo}"]
     if (CONF_DIR / "env" / f"{task}.yaml").exists():
         overrides.append(f"env={task}")
+    if variant is not None:
+        overrides.append(f"variant={variant}")
     backup = get_gh_backup()  # a running Hydra app (a grid's job) gets its state back after
     GlobalHydra.instance().clear()
     try:
@@ -245,7 +262,14 @@ def load_config(
     _, base = schema()
     known = flatten(base)
     overrides = dict(overrides or {})
-    algo = algo or overrides.pop("algo", None) or base["algo"]
+    variant = overrides.pop("variant", None)
+    algo = algo or overrides.pop("algo", None)
+    if variant is not None:
+        named = variant_algo(variant)
+        if algo is not None and algo != named:
+            raise ConfigError(f"variant {variant} is a configuration of {named}, not of {algo}")
+        algo = named
+    algo = algo or base["algo"]
     env = env or overrides.pop("env", None) or base["env"]
     if not isinstance(algo, str) or not (CONF_DIR / "algo" / f"{algo}.yaml").exists():
         raise ConfigError(
@@ -253,8 +277,8 @@ def load_config(
         )
     if not isinstance(env, str):
         raise ConfigError(f"env={env!r}: expected a gymnasium id (str)")
-    cfg = _compose(algo, task_name(env))
-    cfg["env"], cfg["algo"] = env, algo
+    cfg = _compose(algo, task_name(env), variant)
+    cfg["env"], cfg["algo"], cfg["variant"] = env, algo, variant
     _merge(cfg, overrides, known, "override")
     validate(cfg)
     return cfg
@@ -422,7 +446,7 @@ def validate(cfg: dict) -> None:
     for k in ("rollout_batch_size", "model_retain_epochs", "epoch_length"):
         if cfg[k] <= 0:
             raise ConfigError(f"{k}={cfg[k]}: must be > 0")
-    from .termination import TERMINATION_CHOICES
+    from .environment.termination import TERMINATION_CHOICES
     if cfg["termination"] not in TERMINATION_CHOICES:
         raise ConfigError(
             f"termination={cfg['termination']!r}: must be one of {', '.join(TERMINATION_CHOICES)}"

@@ -25,7 +25,7 @@ EXIT_BAD_INPUT = 2
 
 def load_agent(path: Path, env_id: str | None = None):
     """(config, module with the checkpoint's weights, checkpoint dir) of a run dir or checkpoint."""
-    from . import checkpoint
+    from .runtime import checkpoint
     from .algos import ALGOS
     from .run import probe_env_spec
 
@@ -53,8 +53,8 @@ def load_agent(path: Path, env_id: str | None = None):
 def evaluate_agent(cfg: dict, module, episodes: int, seed: int, deterministic: bool) -> dict:
     import statistics
 
-    from .envs import make_env
-    from .episodes import run_episodes
+    from .environment.envs import make_env
+    from .environment.episodes import run_episodes
 
     env = make_env(cfg, seed=seed)
     try:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.episodes is not None and a.episodes < 1:
             raise ConfigError(f"--episodes {a.episodes}: must be >= 1")
         if a.video:
-            from .video import headless
+            from .environment.video import headless
 
             headless()  # before MuJoCo is imported
         cfg, module, ckpt = load_agent(Path(a.path), a.env)
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['return_max']:.2f}), length {result['length_mean']:.1f} over "
           f"{result['episodes']} episodes (seed {seed}); wrote {out}")
     if a.video:
-        from .envs import make_env
-        from .video import render_episode, write_video
+        from .environment.envs import make_env
+        from .environment.video import render_episode, write_video
 
         env = make_env(cfg, seed=seed, render=True)
         try:

@@ -20,14 +20,14 @@ from lightning.pytorch.utilities import rank_zero_only
 
 import yaml
 
-from . import checkpoint
+from .runtime import checkpoint
 from .algos import ALGOS
-from .callbacks import loop_callbacks
+from .runtime.callbacks import loop_callbacks
 from .config import ConfigError, to_yaml
-from .distributed import make_strategy
-from .envs import env_spec, make_env
-from .loggers import MetricsCSV, make_logger
-from .progress import EnvStepProgressBar
+from .runtime.distributed import make_strategy
+from .environment.envs import env_spec, make_env
+from .runtime.loggers import MetricsCSV, make_logger
+from .runtime.progress import EnvStepProgressBar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR_ENV = "MPDP_RUN_DIR"  # set once, so that DDP's re-launched ranks agree on the run dir
@@ -41,7 +41,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 def default_out_dir(cfg: dict) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / cfg["env"] / cfg["algo"] / f"seed{cfg['seed']}-{stamp}"
+    return Path("runs") / cfg["env"] / (cfg.get("variant") or cfg["algo"]) / f"seed{cfg['seed']}-{stamp}"
 
 
 def prepare_out_dir(cfg: dict, resuming: bool = False) -> Path:

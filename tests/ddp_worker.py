@@ -17,9 +17,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpdp_pl.algos.mpdp import MPDP  # noqa: E402
-from mpdp_pl.checkpoint import latest  # noqa: E402
+from mpdp_pl.runtime.checkpoint import latest  # noqa: E402
 from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
-from mpdp_pl.data import buffer_contents  # noqa: E402
+from mpdp_pl.environment.data import buffer_contents  # noqa: E402
 from mpdp_pl.run import train_module  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""The rliable statistics of mpdp_pl.aggregate against independent truths: a hand-computed
+"""The rliable statistics of mpdp_pl.experiments.aggregate against independent truths: a hand-computed
 IQM, zero-width intervals when every score is equal, and intervals that cover the known mean
 (and the known probability of improvement) of synthetic grids drawn from known distributions."""
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from mpdp_pl.aggregate import REFERENCE, iqm, markdown, summarize
+from mpdp_pl.experiments.aggregate import REFERENCE, iqm, markdown, summarize
 
 
 def rows_by_key(rows):

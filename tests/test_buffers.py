@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
-from mpdp_pl.data import load_buffer, make_replay_buffer, newest_transitions, save_buffer
+from mpdp_pl.environment.data import load_buffer, make_replay_buffer, newest_transitions, save_buffer
 
 
 def transitions(first: int, n: int) -> TensorDict:

@@ -9,8 +9,8 @@ import torch
 from conftest import run_train
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import load_config
-from mpdp_pl.envs import env_spec, make_env
-from mpdp_pl.improvement import farsighted_improvement, sample_noise
+from mpdp_pl.environment.envs import env_spec, make_env
+from mpdp_pl.lookahead.improvement import farsighted_improvement, sample_noise
 
 SMALL = {"batch_size": 16, "hidden_sizes": [16, 16], "model_hidden": 16, "horizon": 3}
 

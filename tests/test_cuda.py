@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from conftest import TINY, run_train
-from mpdp_pl import losses
-from mpdp_pl.improvement import farsighted_improvement, sample_noise
+from mpdp_pl.algos import losses
+from mpdp_pl.lookahead.improvement import farsighted_improvement, sample_noise
 from mpdp_pl.models.actor import MultiHeadActor
 from mpdp_pl.models.critic import TwinQ, make_target, polyak_update
 from mpdp_pl.models.dynamics import DynamicsModel, ensemble_nll
-from mpdp_pl.value_expansion import expansion_loss, expansion_targets
+from mpdp_pl.lookahead.value_expansion import expansion_loss, expansion_targets
 
 DEVICE = os.environ.get("MPDP_CHECK_DEVICE", "cuda")
 RTOL, ATOL = 1e-4, 1e-5
@@ -154,7 +154,7 @@ def test_rollout_model_steps_match_cpu():
     """MBPO's and MPPVE's rollouts step the model with ``sample_step`` (one elite per sample):
     with the same assignment and noise it gives the same step on both devices, and a branched
     rollout on the device stays there and stops at predicted terminals."""
-    from mpdp_pl.rollouts import branched_rollout
+    from mpdp_pl.lookahead.rollouts import branched_rollout
 
     actor, _, model = hopper_sized_parts(3)
     obs, action = torch.randn(B, OBS), torch.rand(B, ACT) * 2 - 1

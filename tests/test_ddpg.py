@@ -15,7 +15,7 @@ from tensordict import TensorDict
 from conftest import TINY, run_train
 from mpdp_pl.algos.ddpg import DDPG
 from mpdp_pl.config import ConfigError, load_config
-from mpdp_pl.envs import EnvSpec
+from mpdp_pl.environment.envs import EnvSpec
 
 SPEC = EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100)
 

@@ -1,4 +1,4 @@
-"""Data-parallel training (mpdp_pl/distributed.py): a real 2-process DDP run on CPU (gloo), and
+"""Data-parallel training (mpdp_pl/runtime/distributed.py): a real 2-process DDP run on CPU (gloo), and
 one 2-rank update of every optimizer against a single-process update on the union of the two
 ranks' batches."""
 
@@ -14,12 +14,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import ROOT, offline_env
-from mpdp_pl import losses
+from mpdp_pl.algos import losses
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import load_config
-from mpdp_pl.distributed import average_gradients, gather_across_ranks
-from mpdp_pl.envs import env_spec, make_env
-from mpdp_pl.improvement import farsighted_improvement
+from mpdp_pl.runtime.distributed import average_gradients, gather_across_ranks, ranks
+from mpdp_pl.environment.envs import env_spec, make_env
+from mpdp_pl.lookahead.improvement import farsighted_improvement
 from mpdp_pl.models.dynamics import DynamicsModel
 from mpdp_pl.models.fitting import _loss, holdout_scores, param_groups
 
@@ -161,9 +161,9 @@ def _rank_main(rank: int, init_file: str, result_file: str) -> None:
     x = module.dynamics.input_norm(torch.cat([batches[rank]["observation"], batches[rank]["action"]], -1))
     y = module.dynamics.target_norm(DynamicsModel.targets(
         batches[rank]["observation"], batches[rank]["next", "observation"], batches[rank]["next", "reward"].squeeze(-1)))
-    mse, _ = holdout_scores(module.dynamics, x, y, None)
+    mse, _ = holdout_scores(module.dynamics, x, y, None, ranks())
     norm = module.dynamics.input_norm
-    norm.fit(torch.cat([batches[rank]["observation"], batches[rank]["action"]], -1))
+    norm.fit(torch.cat([batches[rank]["observation"], batches[rank]["action"]], -1), ranks())
     if rank == 0:
         torch.save({"state": module.state_dict(), "u": u, "mse": mse,
                     "norm": (norm.mean.clone(), norm.std.clone())}, result_file)

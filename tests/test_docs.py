@@ -40,12 +40,24 @@ def test_relative_links_resolve(page):
 
 
 def test_layout_page_lists_every_module_and_no_other():
+    """The layout block names every module of the package and of bench/ by its path: a file's
+    path is the folders above it in the block (by indentation) and its own name."""
     text = (ROOT / "docs" / "architecture.md").read_text()
     block = text.split("```")[1]
-    listed = set(re.findall(r"^\s*((?:\w+/)?\w+\.(?:py|sh))\b", block, re.M))
-    package = {p.relative_to(ROOT / "mpdp_pl").as_posix() for p in (ROOT / "mpdp_pl").rglob("*.py")
-               if p.name != "__init__.py"}
-    bench = {p.name for p in (ROOT / "bench").iterdir() if p.suffix in (".py", ".sh")}
+    listed, folders = set(), []  # folders: (indent, name) of the headers above the current line
+    for line in block.splitlines():
+        m = re.match(r"^(\s*)((?:\w+/)*\w+(?:\.(?:py|sh)|/))(?:\s|$)", line)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        folders = [(i, n) for i, n in folders if i < indent]
+        if m.group(2).endswith("/"):
+            folders.append((indent, m.group(2)))
+        else:
+            listed.add("".join(n for _, n in folders) + m.group(2))
+    package = {"mpdp_pl/" + p.relative_to(ROOT / "mpdp_pl").as_posix()
+               for p in (ROOT / "mpdp_pl").rglob("*.py") if p.name != "__init__.py"}
+    bench = {"bench/" + p.name for p in (ROOT / "bench").iterdir() if p.suffix in (".py", ".sh")}
     assert listed - {"train.py"} == package | bench, "docs/architecture.md's layout is out of date"
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from mpdp_pl.models.dynamics import DynamicsModel
 from mpdp_pl.models.fitting import (TrainSettings, holdout_scores, holdout_split,
                                      param_groups, train_dynamics)
-from mpdp_pl.termination import hopper
+from mpdp_pl.environment.termination import hopper
 
 OBS, ACT, K = 3, 2, 7
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mpdp_pl.config import ConfigError, load_config
-from mpdp_pl.data import flat_transitions, make_collector
-from mpdp_pl.envs import env_spec, make_env
+from mpdp_pl.environment.data import flat_transitions, make_collector
+from mpdp_pl.environment.envs import env_spec, make_env
 from tensordict.nn import TensorDictModule
 
 

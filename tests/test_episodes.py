@@ -8,8 +8,8 @@ import torch
 from tensordict.nn import TensorDictModule
 
 from mpdp_pl.config import load_config
-from mpdp_pl.envs import make_env
-from mpdp_pl.episodes import evaluate
+from mpdp_pl.environment.envs import make_env
+from mpdp_pl.environment.episodes import evaluate
 
 
 class Constant(torch.nn.Module):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from mpdp_pl import checkpoint
+from mpdp_pl.runtime import checkpoint
 from mpdp_pl.evaluate import load_agent
 
 
@@ -64,7 +64,7 @@ def test_exported_policy_acts_identically_without_the_package(tiny_run, tmp_path
     exported = np.load(tmp_path / "act.npy")
     # the in-package policy: pi_0 on the env's observation, then the env's ActionScaling
     _, module, _ = load_agent(tiny_run)
-    from mpdp_pl.envs import make_env
+    from mpdp_pl.environment.envs import make_env
 
     tenv = make_env(module.cfg)
     from tensordict import TensorDict
@@ -83,7 +83,7 @@ def test_video_renders_headless_and_decodes(tiny_run, tmp_path):
     proc = evaluate(tiny_run, "--episodes", 1, "--video", path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     frames = int(proc.stdout.split("(")[-1].split(" frames")[0])
-    from mpdp_pl.video import count_frames
+    from mpdp_pl.environment.video import count_frames
 
     assert frames >= 2 and count_frames(path) == frames
 

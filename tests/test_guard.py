@@ -1,4 +1,4 @@
-"""The guard against non-finite updates (mpdp_pl/guard.py) on real runs with injected NaNs: a
+"""The guard against non-finite updates (mpdp_pl/runtime/guard.py) on real runs with injected NaNs: a
 non-finite update of each part is skipped and undone in both modes, and a repeating fault stops
 the run with its verdict while keeping the last checkpoint."""
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import TINY
-from mpdp_pl import checkpoint
+from mpdp_pl.runtime import checkpoint
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import load_config, parse_overrides
-from mpdp_pl.guard import NumericalFault
+from mpdp_pl.runtime.guard import NumericalFault
 from mpdp_pl.run import train_module
 
 
@@ -89,7 +89,7 @@ def test_a_repeating_fault_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
                                              nonfinite_guard=guard))
     ckpt = checkpoint.latest(tmp_path / "run")
     assert ckpt is not None and ckpt.name == "step000000300"
-    # the verdict stays with the run, for the comparison runner's table
+    # the verdict stays with the run, for the report's table
     assert "non-finite critic updates in a row" in (tmp_path / "run" / "failed.txt").read_text()
 
 

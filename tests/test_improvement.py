@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mpdp_pl.improvement import FORMS, farsighted_improvement, sample_noise
+from mpdp_pl.lookahead.improvement import FORMS, farsighted_improvement, sample_noise
 from mpdp_pl.models.actor import MultiHeadActor
 from mpdp_pl.models.critic import TwinQ
 from mpdp_pl.models.dynamics import DynamicsModel

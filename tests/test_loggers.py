@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TINY
 from mpdp_pl.config import load_config, parse_overrides
-from mpdp_pl.loggers import MetricsCSV, resolve_wandb_mode
+from mpdp_pl.runtime.loggers import MetricsCSV, resolve_wandb_mode
 from mpdp_pl.run import train
 
 
@@ -26,7 +26,7 @@ def test_wandb_auto_is_offline_without_a_key(no_wandb_key):
 
 def test_wandb_with_key_but_no_network_is_offline(no_wandb_key, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setattr("mpdp_pl.loggers._can_reach", lambda host: False)
+    monkeypatch.setattr("mpdp_pl.runtime.loggers._can_reach", lambda host: False)
     assert resolve_wandb_mode("auto") == "offline"
 
 

@@ -10,12 +10,12 @@ import torch
 from tensordict import TensorDict
 
 from conftest import TINY, run_train
-from mpdp_pl import checkpoint
+from mpdp_pl.runtime import checkpoint
 from mpdp_pl.algos.mbpo import MBPO
 from mpdp_pl.config import load_config, parse_overrides
-from mpdp_pl.data import load_buffer, make_replay_buffer
-from mpdp_pl.envs import EnvSpec
-from mpdp_pl.rollouts import branched_rollout, rollout_length
+from mpdp_pl.environment.data import load_buffer, make_replay_buffer
+from mpdp_pl.environment.envs import EnvSpec
+from mpdp_pl.lookahead.rollouts import branched_rollout, rollout_length
 from mpdp_pl.run import train
 
 
@@ -52,7 +52,7 @@ def mbpo():
                                              "real_ratio": 0.05, "hidden_sizes": [16, 16],
                                              "model_hidden": 16})
     module = MBPO(cfg, EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100))
-    from mpdp_pl.data import make_replay_buffer
+    from mpdp_pl.environment.data import make_replay_buffer
     module.replay_buffer = make_replay_buffer(1000, "cpu")
     module.replay_buffer.extend(_transitions(500, reward=1.0))
     return module

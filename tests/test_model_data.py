@@ -11,8 +11,8 @@ from tensordict import TensorDict
 from mpdp_pl.algos.mbpo import MBPO
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import ConfigError, load_config
-from mpdp_pl.data import make_replay_buffer
-from mpdp_pl.envs import EnvSpec
+from mpdp_pl.environment.data import make_replay_buffer
+from mpdp_pl.environment.envs import EnvSpec
 
 SPEC = EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100)
 SMALL = {"rollout_batch_size": 40, "model_train_freq": 250, "epoch_length": 1000,

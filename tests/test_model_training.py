@@ -8,10 +8,10 @@ import torch
 from tensordict import TensorDict
 
 from conftest import TINY, run_train
-from mpdp_pl import checkpoint
+from mpdp_pl.runtime import checkpoint
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import ConfigError, load_config, parse_overrides
-from mpdp_pl.data import chronological_order, load_buffer, make_replay_buffer
+from mpdp_pl.environment.data import chronological_order, load_buffer, make_replay_buffer
 from mpdp_pl.models.dynamics import DynamicsModel
 from mpdp_pl.models.fitting import (TrainSettings, fixed_split, holdout_flags,
                                      holdout_scores, param_groups, train_dynamics)

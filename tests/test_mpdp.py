@@ -11,8 +11,8 @@ import torch
 from conftest import offline_env, run_train
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import load_config
-from mpdp_pl.envs import env_spec, make_env
-from mpdp_pl.improvement import farsighted_improvement
+from mpdp_pl.environment.envs import env_spec, make_env
+from mpdp_pl.lookahead.improvement import farsighted_improvement
 from mpdp_pl.models.fitting import TrainSettings, param_groups, train_dynamics
 
 TASKS = ["InvertedPendulum-v4", "Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4",

@@ -15,10 +15,10 @@ from tensordict.nn import TensorDictModule
 from mpdp_pl.algos.mppve import MPPVE
 from mpdp_pl.algos.sac import SAC
 from mpdp_pl.config import load_config, parse_overrides
-from mpdp_pl.data import flat_transitions, make_collector, make_replay_buffer
-from mpdp_pl.envs import EnvSpec, env_spec, make_env
+from mpdp_pl.environment.data import flat_transitions, make_collector, make_replay_buffer
+from mpdp_pl.environment.envs import EnvSpec, env_spec, make_env
 from mpdp_pl.models.actor import ActorPolicy
-from mpdp_pl.plan_value import (
+from mpdp_pl.lookahead.plan_value import (
     make_plan,
     model_segments,
     plan_value_target,

@@ -122,7 +122,7 @@ def test_jobs_resolve_their_configs_side_by_side():
     fig2 grid). 60 concurrent resolutions must all succeed and agree."""
     import threading
 
-    from mpdp_pl.multirun import job_config
+    from mpdp_pl.experiments.multirun import job_config
 
     results, errors = [], []
 
@@ -144,11 +144,57 @@ def test_jobs_resolve_their_configs_side_by_side():
 
 def test_a_job_that_fails_before_train_py_leaves_its_reason_in_the_log(tmp_path, monkeypatch, capsys):
     """A job that raises in the launcher (no train.py, hence no log of its own) gets the
-    exception written where the runner's message points."""
-    from mpdp_pl import compare, multirun
+    exception written where the grid's message points."""
+    from mpdp_pl.experiments import multirun
 
-    monkeypatch.setattr(multirun, "launch_jobs", lambda out, jobs, args: [ValueError("boom")])
-    run = compare.Run("InvertedPendulum-v4", "sac", 0, 100, tmp_path)
-    assert compare.run_all([run], [], 1) == [run]
-    assert f"failed, see {run.log}" in capsys.readouterr().out
-    assert "ValueError('boom')" in run.log.read_text()
+    monkeypatch.setattr(multirun, "launch_jobs", lambda out, jobs, args, ready: (ready(), [ValueError("boom")])[1])
+    assert multirun.main(["-m", *TINY, "--out", str(tmp_path), "seed=0", "steps=150"]) == 1
+    log = tmp_path / "Pendulum-v1" / "sac" / "seed0.log"
+    assert f"see {log.resolve()}" in capsys.readouterr().out
+    assert "ValueError('boom')" in log.read_text()
+
+
+def test_variants_and_swept_keys_name_their_runs(tmp_path):
+    """A variant (conf/variant/<name>.yaml) runs under its name with its values; a key the sweep
+    varies joins the name; both reach the report's rows."""
+    proc = run_train(["-m", *TINY[3:], "--env", "InvertedPendulum-v4", "--out", str(tmp_path / "g"),
+                      "variant=beta0.2", "init_random_steps=100", "eval_every=100", "steps=100",
+                      "model_max_steps=20", "model_hidden=32", "horizon=3", "model_train_freq=100",
+                      "gamma=0.9,0.95"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    task = tmp_path / "g" / "InvertedPendulum-v4"
+    assert sorted(p.name for p in task.iterdir() if p.is_dir()) == ["beta0.2,gamma=0.9", "beta0.2,gamma=0.95"]
+    cfg = yaml.safe_load((task / "beta0.2,gamma=0.95" / "seed0" / "config.yaml").read_text())
+    assert (cfg["variant"], cfg["algo"], cfg["beta"], cfg["gamma"]) == ("beta0.2", "mpdp", 0.2, 0.95)
+    with open(tmp_path / "g" / "results.csv") as f:
+        assert {r["algo"] for r in csv.DictReader(f)} == {"beta0.2,gamma=0.9", "beta0.2,gamma=0.95"}
+    # a variant is a configuration of one algorithm
+    proc = run_train(["-m", *TINY, "--out", str(tmp_path / "bad"), "variant=beta0.2"], cwd=tmp_path)
+    assert proc.returncode == 2 and "variant beta0.2 is a configuration of mpdp, not of sac" in proc.stderr
+
+
+def test_an_experiment_takes_the_command_lines_values(tmp_path):
+    """experiment=NAME expands its sweeps; an item on the command line replaces the experiment's
+    value of that key in every sweep. Validated only: a typo in the command is refused first."""
+    from mpdp_pl.experiments.multirun import experiment, plan
+
+    sweeps, report = experiment("fig4_quick", ["seed=5", "steps=300"])
+    assert report == {} and len(sweeps) == 2
+    jobs = plan(tmp_path, sweeps)
+    names = sorted(j[-1].split("=", 1)[1].removeprefix(str(tmp_path.resolve()) + "/") for j in jobs)
+    assert names == [f"InvertedPendulum-v4/{n}/seed5" for n in ("beta0.2", "beta0.5", "beta0.7", "mbpo")]
+    assert all("steps=300" in j and "seed=5" in j and "steps=2000" not in j for j in jobs)
+    proc = run_train(["-m", "--out", str(tmp_path / "x"), "experiment=fig9"], cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown experiment 'fig9'" in proc.stderr
+
+
+def test_a_second_grid_on_a_grid_in_use_is_refused(tmp_path):
+    import fcntl
+
+    (tmp_path / "g").mkdir()
+    with open(tmp_path / "g" / ".grid.lock", "w") as held:  # as a running train.py -m holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_train(["-m", *TINY, "--out", str(tmp_path / "g"), "seed=0", "steps=150"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "another train.py -m is working on" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == [".grid.lock"]

@@ -10,7 +10,7 @@ import csv
 import torch
 
 from conftest import TINY, run_train
-from mpdp_pl import checkpoint
+from mpdp_pl.runtime import checkpoint
 from mpdp_pl.algos.sac import SAC
 from mpdp_pl.config import load_config, parse_overrides
 from mpdp_pl.models.actor import MultiHeadActor
@@ -49,8 +49,8 @@ def test_actor_and_critic_read_standardized_observations():
 
 
 def test_statistics_refresh_every_model_train_freq_env_steps():
-    from mpdp_pl.data import make_replay_buffer
-    from mpdp_pl.envs import EnvSpec
+    from mpdp_pl.environment.data import make_replay_buffer
+    from mpdp_pl.environment.envs import EnvSpec
     from tensordict import TensorDict
 
     cfg = load_config("Hopper-v4", "sac", {"obs_norm": True, "model_train_freq": 100,

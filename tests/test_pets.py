@@ -1,4 +1,4 @@
-"""PETS (mpdp_pl/planning.py, algos/pets.py) against independent truths: CEM finds the optimum of
+"""PETS (mpdp_pl/lookahead/planning.py, algos/pets.py) against independent truths: CEM finds the optimum of
 a known quadratic, the planner with a small system's true dynamics reaches its known optimal
 return, the grouped model step equals the per-sample one with the same member and noise; and a
 run through the shared CLI that checkpoints, resumes and evaluates."""
@@ -15,7 +15,7 @@ import torch
 from conftest import TINY, run_train
 from mpdp_pl.config import ConfigError, load_config
 from mpdp_pl.models.dynamics import DynamicsModel, ModelStep
-from mpdp_pl.planning import CEMPlanner, CEMSettings, cem, particle_returns
+from mpdp_pl.lookahead.planning import CEMPlanner, CEMSettings, cem, particle_returns
 
 
 def test_cem_finds_the_optimum_of_a_quadratic():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 from conftest import ROOT, TINY, run_train
-from mpdp_pl import checkpoint
+from mpdp_pl.runtime import checkpoint
 
 RUN = ["--env", "InvertedPendulum-v4", "--algo", "sac", "--logger", "none", *TINY]
 
@@ -38,7 +38,7 @@ def wait_for(cond, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def buffer_size(ckpt: Path) -> int:
-    from mpdp_pl.data import load_buffer, make_replay_buffer
+    from mpdp_pl.environment.data import load_buffer, make_replay_buffer
 
     rb = make_replay_buffer(10**6, "cpu")
     load_buffer(rb, ckpt / "replay_buffer")

@@ -12,7 +12,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 from mpdp_pl.algos.base import UpdateSchedule
 from mpdp_pl.algos.sac import SAC
 from mpdp_pl.config import load_config
-from mpdp_pl.envs import EnvSpec
+from mpdp_pl.environment.envs import EnvSpec
 from mpdp_pl.models.actor import tanh_gaussian_sample
 from mpdp_pl.models.critic import polyak_update
 
@@ -104,7 +104,7 @@ def test_critic_loss_equals_hand_computation(sac):
 
 
 def test_target_bootstraps_through_truncation_not_termination(sac):
-    from mpdp_pl import losses
+    from mpdp_pl.algos import losses
     batch = make_batch()
     r = batch["next", "reward"].squeeze(-1)
     nq = torch.randn(2, B)
@@ -130,7 +130,7 @@ def test_actor_loss_equals_hand_computation(sac):
 
 
 def test_alpha_loss_equals_hand_computation(sac):
-    from mpdp_pl import losses
+    from mpdp_pl.algos import losses
     logp = torch.tensor([-1.0, 0.5, 2.0])
     loss = losses.alpha_loss(sac.log_alpha, logp, target_entropy=-3.0)
     expected = -math.log(0.3) * ((-1.0 - 3.0) + (0.5 - 3.0) + (2.0 - 3.0)) / 3

@@ -1,4 +1,4 @@
-"""Start states from model rollouts (mpdp_pl/start_states.py): the FIFO's ring order and the
+"""Start states from model rollouts (mpdp_pl/lookahead/start_states.py): the FIFO's ring order and the
 rollout's terminal handling, checked by hand."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import torch
 
 from mpdp_pl.models.actor import MultiHeadActor
 from mpdp_pl.models.dynamics import DynamicsModel
-from mpdp_pl.start_states import StartStateFIFO, distribution_rollout
+from mpdp_pl.lookahead.start_states import StartStateFIFO, distribution_rollout
 
 
 def test_fifo_keeps_the_newest_states_in_ring_order():

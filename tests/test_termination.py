@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mpdp_pl.config import load_config
-from mpdp_pl.termination import TERMINATION_FNS
+from mpdp_pl.environment.termination import TERMINATION_FNS
 
 # task -> [(qpos index, boundary values)] to perturb around
 BOUNDARIES = {

@@ -1,4 +1,4 @@
-"""MVE critic targets (mpdp_pl/value_expansion.py) against independent computations: SAC's own
+"""MVE critic targets (mpdp_pl/lookahead/value_expansion.py) against independent computations: SAC's own
 TD target at K = 0, a per-sample loop with Python control flow for K >= 1 (cuts, predicted
 terminals, real terminals), and gradient isolation of the critic loss."""
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from mpdp_pl import losses
-from mpdp_pl.improvement import sample_noise
+from mpdp_pl.algos import losses
+from mpdp_pl.lookahead.improvement import sample_noise
 from mpdp_pl.models.actor import MultiHeadActor
 from mpdp_pl.models.critic import TwinQ, make_target
 from mpdp_pl.models.dynamics import DynamicsModel
-from mpdp_pl.value_expansion import expansion_loss, expansion_targets, state_expansion_targets
+from mpdp_pl.lookahead.value_expansion import expansion_loss, expansion_targets, state_expansion_targets
 
 OBS, ACT, N = 4, 2, 16
 GAMMA, ALPHA = 0.9, torch.tensor(0.3)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mpdp_pl.config import ConfigError, load_config
-from mpdp_pl.data import load_buffer, make_replay_buffer
-from mpdp_pl.envs import make_env
+from mpdp_pl.environment.data import load_buffer, make_replay_buffer
+from mpdp_pl.environment.envs import make_env
 from mpdp_pl.run import train
 
 TINY = {"steps": 600, "init_random_steps": 150, "batch_size": 32, "hidden_sizes": [32, 32],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 
 from conftest import TINY, offline_env, run_train
-from mpdp_pl.video import count_frames
+from mpdp_pl.environment.video import count_frames
 
 
 def test_videos_every_evaluation(tmp_path):

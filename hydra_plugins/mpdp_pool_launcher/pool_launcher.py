@@ -33,7 +33,7 @@ class PoolLauncher(Launcher):
         self.config = config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from mpdp_pl.multirun import run_job
+        from mpdp_pl.experiments.multirun import run_job
 
         out = Path(str(self.config.hydra.sweep.dir))
 

@@ -11,7 +11,7 @@ record in ``metric_keys`` (columns of metrics.csv), expose ``actor``, and may ov
 :meth:`before_updates` (model-based algorithms train their model there). Their optimizer steps
 go through ``self.guard.step`` (:mod:`mpdp_pl.guard`), which restores the ``fault_parts``. The
 side jobs of the loop (logging, evaluation, checkpoints and signals) are the callbacks of
-:mod:`mpdp_pl.callbacks`.
+:mod:`mpdp_pl.runtime.callbacks`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import lightning.pytorch as pl
 import torch
 from tensordict import TensorDictBase
 
-from .. import checkpoint
-from ..clock import RunClock
-from ..data import CollectorStream, make_replay_buffer
-from ..envs import EnvSpec
-from ..guard import NonfiniteGuard
-from ..recorder import MetricsRecorder
+from ..runtime import checkpoint
+from ..runtime.clock import RunClock
+from ..environment.data import CollectorStream, make_replay_buffer
+from ..environment.envs import EnvSpec
+from ..runtime.guard import NonfiniteGuard
+from ..runtime.recorder import MetricsRecorder
 from .env_setup import EnvSetup
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from .. import losses
+from . import losses
 from ..models.actor import DeterministicActor
 from ..models.critic import TwinQ, make_target, polyak_update
 from .base import OffPolicyModule

@@ -9,8 +9,8 @@ import torch
 from tensordict.nn import TensorDictModule
 from torch.utils.data import DataLoader
 
-from ..data import CollectorStream, make_collector
-from ..envs import make_env
+from ..environment.data import CollectorStream, make_collector
+from ..environment.envs import make_env
 from ..models.actor import ActorPolicy
 
 EVAL_SEED_OFFSET = 10_000  # the eval env's seed is seed + this, so it never replays training episodes

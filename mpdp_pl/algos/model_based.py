@@ -26,11 +26,12 @@ import dataclasses
 
 import torch
 
-from ..data import buffer_contents, chronological_order, newest_transitions
+from ..environment.data import buffer_contents, chronological_order, newest_transitions
 from ..models.dynamics import DynamicsModel, open_loop_error
 from ..models.fitting import (TrainSettings, fixed_split, holdout_flags, holdout_split,
                               param_groups, train_dynamics)
-from ..termination import TERMINATION_FNS
+from ..environment.termination import TERMINATION_FNS
+from ..runtime import distributed
 from .sac import SAC
 
 MODEL_METRIC_KEYS = ("model/holdout_nll", "model/holdout_mse", "model/elites", "model/epochs",
@@ -98,7 +99,7 @@ class ModelLearning:
         return train_dynamics(
             self.dynamics, data["observation"], data["action"], nxt["observation"],
             nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.model_optimizer(),
-            settings, backward=self.manual_backward, split=split,
+            settings, backward=self.manual_backward, split=split, ranks=distributed.ranks(),
         )
 
     def model_is_finite(self, metrics: dict) -> bool:

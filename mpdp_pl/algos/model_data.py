@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from ..data import make_replay_buffer, newest_transitions
-from ..rollouts import branched_rollout, rollout_length
+from ..environment.data import make_replay_buffer, newest_transitions
+from ..lookahead.rollouts import branched_rollout, rollout_length
 
 MODEL_DATA_KEYS = ("train/rollout_length", "train/model_buffer_size", "train/model_data_age")
 TRANSITION_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"),

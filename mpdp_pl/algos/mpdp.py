@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import torch
 
-from ..distributed import gather_across_ranks
-from ..improvement import farsighted_improvement
-from ..start_states import StartStateFIFO, distribution_rollout
-from ..value_expansion import expansion_loss, expansion_targets, state_expansion_targets
+from ..runtime.distributed import gather_across_ranks
+from ..lookahead.improvement import farsighted_improvement
+from ..lookahead.start_states import StartStateFIFO, distribution_rollout
+from ..lookahead.value_expansion import expansion_loss, expansion_targets, state_expansion_targets
 from .model_based import ModelBasedSAC
 from .model_data import MODEL_DATA_KEYS, ModelData
 
@@ -76,7 +76,7 @@ class MPDP(ModelData, ModelBasedSAC):
         # first farsighted update; worth it on GPUs (many small fused ops), not on CPUs
         self.improve = torch.compile(farsighted_improvement) if cfg["compile"] else farsighted_improvement
         self.unroll_form = cfg["unroll_form"]
-        self.start_fifo: StartStateFIFO | None = None  # start_states=model (mpdp_pl/start_states.py)
+        self.start_fifo: StartStateFIFO | None = None  # start_states=model (mpdp_pl/lookahead/start_states.py)
         self._start_rollout_in = 0                     # actor updates until the next rollout
         self.metric_keys = (*self.metric_keys, *IMPROVEMENT_KEYS,
                             *(f"train/cut_frac/{t}" for t in range(self.horizon)),

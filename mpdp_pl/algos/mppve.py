@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..models.critic import TwinQ, make_target
-from ..plan_value import make_plan, model_segments, plan_value_target, real_segments
+from ..lookahead.plan_value import make_plan, model_segments, plan_value_target, real_segments
 from .mbpo import MBPO
 
 

@@ -6,7 +6,7 @@ loop's update ratios do nothing here."""
 
 from __future__ import annotations
 
-from ..planning import CEMPlanner, CEMSettings
+from ..lookahead.planning import CEMPlanner, CEMSettings
 from .base import OffPolicyModule
 from .model_based import MODEL_METRIC_KEYS, ModelLearning
 

@@ -13,8 +13,8 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 
-from .. import losses
-from ..distributed import mean_across_ranks
+from . import losses
+from ..runtime.distributed import mean_across_ranks
 from ..models.actor import MultiHeadActor
 from ..models.critic import TwinQ, make_target, polyak_update
 from ..models.normalization import RunningMoments

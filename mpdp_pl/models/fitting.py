@@ -25,8 +25,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..distributed import average_gradients, mean_across_ranks
 from .dynamics import DynamicsModel, ensemble_nll
+from .ranks import ONE_PROCESS, Ranks
 
 
 @dataclass
@@ -99,25 +99,29 @@ def fixed_split(flags: torch.Tensor, order: torch.Tensor, settings: TrainSetting
 
 
 @torch.no_grad()
-def holdout_scores(model: DynamicsModel, x, y, done) -> tuple[torch.Tensor, torch.Tensor]:
+def holdout_scores(model: DynamicsModel, x, y, done,
+                   ranks: Ranks = ONE_PROCESS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-member holdout MSE and Gaussian NLL (normalized units), each ``[K]``; under DDP
-    averaged over ranks (equal holdout sizes), so early stopping and elites agree on every rank."""
+    (``ranks``) averaged over ranks (equal holdout sizes), so early stopping and elites agree on
+    every rank."""
     k = model.members
     mean, log_var, _ = model.ensemble(x.expand(k, *x.shape))
     mse = (mean - y).pow(2).mean(dim=(1, 2))
     nll = ((mean - y).pow(2) * torch.exp(-log_var) + log_var).mean(dim=(1, 2))
-    both = mean_across_ranks(torch.stack([mse, nll]))
+    both = ranks.mean(torch.stack([mse, nll]))
     return both[0], both[1]
 
 
 def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminated,
                    optimizer: torch.optim.Optimizer, settings: TrainSettings,
                    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                   split: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+                   split: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   ranks: Ranks = ONE_PROCESS) -> dict[str, float]:
     """Train ``model`` on real transitions (tensors ``[N, ...]`` on the model's device).
 
     ``backward`` lets a LightningModule pass ``self.manual_backward``; ``split`` fixes the
-    (train, holdout) indices instead of a fresh random split. Returns the metrics
+    (train, holdout) indices instead of a fresh random split; ``ranks`` (the runtime's, under DDP)
+    averages the normalizers' moments, the gradients and the holdout scores over ranks. Returns the metrics
     ``model/holdout_mse``, ``model/holdout_nll`` (elite means), ``model/epochs`` (rounds),
     ``model/steps`` (minibatch steps), ``model/train_seconds`` and ``model/elites`` (as a string of member indices).
     """
@@ -126,8 +130,8 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
     inputs = torch.cat([obs, action], -1).to(device)
     targets = DynamicsModel.targets(obs, next_obs, reward).to(device)
     done = terminated.reshape(-1).float().to(device)
-    model.input_norm.fit(inputs)
-    model.target_norm.fit(targets)
+    model.input_norm.fit(inputs, ranks)
+    model.target_norm.fit(targets, ranks)
     x_all, y_all = model.input_norm(inputs), model.target_norm(targets)
 
     train, hold = split if split is not None else holdout_split(x_all.shape[0], settings, device)
@@ -138,7 +142,7 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
 
     params = [p for p in model.ensemble.parameters()]
     best = [p.detach().clone() for p in params]
-    best_mse, _ = holdout_scores(model, x_hold, y_hold, d_hold) if n_hold else (None, None)
+    best_mse, _ = holdout_scores(model, x_hold, y_hold, d_hold, ranks) if n_hold else (None, None)
     since_update, rounds, steps = 0, 0, 0
     boot = torch.randint(n_tr, (k, n_tr), device=device)  # one bootstrap per member
     while True:
@@ -157,12 +161,12 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
             loss = _loss(model, x_tr[idx], y_tr[idx], d_tr[idx])
             optimizer.zero_grad(set_to_none=True)
             backward(loss)
-            average_gradients(params)  # DDP: the mean over ranks (nothing on one device)
+            ranks.average_gradients(params)  # DDP: the mean over ranks (nothing on one device)
             optimizer.step()
         rounds, steps = rounds + 1, steps + len(batches)
         if not n_hold:
             continue
-        mse, _ = holdout_scores(model, x_hold, y_hold, d_hold)
+        mse, _ = holdout_scores(model, x_hold, y_hold, d_hold, ranks)
         improved = (best_mse - mse) / best_mse.clamp_min(1e-12) > settings.improvement
         if improved.any():
             best_mse = torch.where(improved, mse, best_mse)
@@ -180,7 +184,7 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
     metrics = {"model/epochs": float(rounds), "model/steps": float(steps),
                "model/train_seconds": 0.0}
     if n_hold:
-        mse, nll = holdout_scores(model, x_hold, y_hold, d_hold)
+        mse, nll = holdout_scores(model, x_hold, y_hold, d_hold, ranks)
         elites = torch.argsort(mse)[: len(model.elites)]
         model.elites.copy_(torch.sort(elites).values)
         metrics["model/holdout_mse"] = mse[model.elites].mean().item()

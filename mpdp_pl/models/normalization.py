@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..distributed import mean_across_ranks, world_size
+from .ranks import ONE_PROCESS, Ranks
 
 EPS = 1e-4
 
@@ -58,16 +58,15 @@ class Normalizer(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> None:
-        """Mean and unbiased std of ``x``; under DDP of every rank's ``x`` together (each rank
-        holds as many rows), so that every rank gets the same statistics."""
-        world = world_size()
-        if world == 1:
+    def fit(self, x: torch.Tensor, ranks: Ranks = ONE_PROCESS) -> None:
+        """Mean and unbiased std of ``x``; under DDP (``ranks``) of every rank's ``x`` together
+        (each rank holds as many rows), so that every rank gets the same statistics."""
+        if ranks.world == 1:
             mean, std = x.mean(0), x.std(0)
         else:
-            mean = mean_across_ranks(x.mean(0))
-            n = x.shape[0] * world
-            std = (mean_across_ranks((x - mean).pow(2).mean(0)) * n / max(n - 1, 1)).sqrt()
+            mean = ranks.mean(x.mean(0))
+            n = x.shape[0] * ranks.world
+            std = (ranks.mean((x - mean).pow(2).mean(0)) * n / max(n - 1, 1)).sqrt()
         self.mean.copy_(mean)
         self.std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
 

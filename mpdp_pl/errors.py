@@ -1,0 +1,5 @@
+"""The error of bad user input, importable by every layer of the package."""
+
+
+class ConfigError(ValueError):
+    """Bad user input (config keys, values, CLI arguments); reported as one line, exit code 2."""

@@ -1,0 +1,345 @@
+"""Grids on Hydra's multirun: ``python train.py -m --out DIR [experiment=NAME] [sweeps] [hydra/launcher=...]``.
+
+    python train.py -m --env Hopper-v4 --out runs/grid algo=mpdp,sac seed=0,1,2 steps=15000
+    python train.py -m --env Hopper-v4 --out runs/ablate variant=beta0.2,beta0.7 seed=0,1
+    python train.py -m --out runs/fig2 experiment=fig2_quick
+    python train.py -m --out runs/grid env=Hopper-v4,Walker2d-v4 algo=mpdp,sac seed=0,1,2 \\
+        hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.timeout_min=1440
+
+Hydra's sweeper grammar (``a,b``, ``range(0,4)``, ``choice(...)``) expands the sweeps into jobs
+(their cartesian product). A named configuration is a ``variant`` (``conf/variant/<name>.yaml``:
+its algorithm and values). An experiment (``conf/experiment/<name>.yaml``: the paper's figures)
+is a short list of sweeps whose jobs run together and the report's settings; ``key=value`` items
+on the command line replace the experiment's values of that key in every sweep. A Hydra
+launcher plugin runs the jobs:
+
+- ``mpdp_pool`` (default; ``hydra_plugins/mpdp_pool_launcher``): every job is its own
+  ``train.py`` process with one torch thread, ``hydra.launcher.workers`` (default: the core
+  count) at a time. Hydra's basic launcher would run them one after another in one process.
+- ``submitit_local`` / ``submitit_slurm`` (hydra-submitit-launcher): each job is a submitit job
+  (a local subprocess, or a SLURM job) that runs the same per-job function.
+
+Every job is validated (its whole config, as ``train.py`` would resolve it) before any job
+starts; a bad one is one line on stderr and exit 2. Each job writes to
+``<out>/<env>/<label>/seed<S>`` (its log beside it, ``seed<S>.log``), where the label is the
+variant or algorithm followed by ``,key=value`` for every other key the sweep varies
+(``mpdp,beta=0.2``). Running the same grid again resumes it: a finished run is reused, a partial
+one continues from its latest checkpoint, and a partial one without a checkpoint is moved aside
+and started again; a run started with other values is refused, and so is a second ``-m`` on a
+grid in use. Hydra writes nothing of its own: no working-directory change, no ``outputs/``, no
+``.hydra/``, no log files (``hydra.output_subdir=null``, job and Hydra logging off); submitit
+keeps its job files under ``<out>/.submitit``. ``<out>/grid.yaml`` records every command's
+jobs. When jobs have completed, the report of every run under ``<out>``
+(:mod:`.report`: ``results.csv``, ``curves.png``, ``table.md`` with rliable's statistics,
+``stats.csv``, ``profiles.png``) goes to ``<out>``. ``-m`` with ``trainer.strategy=ddp`` is
+refused (Lightning would re-run the whole sweep in every rank); a DDP grid on SLURM gives each
+job ``tasks_per_node`` = ``trainer.devices`` (docs/usage.md, "Grids").
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ..config import CONF_DIR, ConfigError, load_config, parse_overrides
+
+TRAIN = Path(__file__).resolve().parents[2] / "train.py"
+FLAGS = {"--env": "env", "--algo": "algo", "--steps": "steps", "--seed": "seed",
+         "--logger": "logger"}
+DEFAULT_LAUNCHER = "mpdp_pool"
+
+
+def split_argv(argv: list[str]) -> tuple[Path, list[str], list[str]]:
+    """(out, sweep overrides, hydra overrides) of ``-m``'s arguments; flags become overrides
+    (``--env A,B`` = ``env=A,B``)."""
+    out, sweep, hydra_args = None, [], []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("-m", "--multirun"):
+            continue
+        flag, eq, value = arg.partition("=")
+        if flag in (*FLAGS, "--out") and flag.startswith("--"):
+            if not eq:
+                value = next(it, None)
+                if value is None:
+                    raise ConfigError(f"{flag} expects a value")
+            if flag == "--out":
+                out = Path(value)
+            else:
+                sweep.append(f"{FLAGS[flag]}={value}")
+        elif arg.startswith("-"):
+            raise ConfigError(f"{arg} cannot be combined with -m (a grid takes --env, --algo, "
+                              f"--steps, --seed, --logger, --out and key=value sweeps)")
+        elif arg.startswith(("hydra/", "hydra.")):
+            hydra_args.append(arg)
+        elif "=" not in arg:
+            raise ConfigError(f"'{arg}': overrides are written key=value")
+        else:
+            sweep.append(arg)
+    if out is None:
+        raise ConfigError("-m needs --out DIR (the grid's runs go to DIR/<env>/<algo>/seed<S>)")
+    return out, sweep, hydra_args
+
+
+def expand(sweep: list[str]) -> list[list[str]]:
+    """The jobs of a sweep, as Hydra's basic sweeper makes them (its cartesian product)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(sweep)
+        batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    except HydraException as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    return [list(job) for batch in batches for job in batch]
+
+
+def job_config(job: list[str]) -> dict:
+    """The full config of one job, resolved and checked as ``train.py`` would."""
+    overrides = parse_overrides(job)
+    cfg = load_config(overrides.pop("env", None), overrides.pop("algo", None), overrides)
+    if str(cfg["trainer"]["strategy"]).startswith("ddp"):
+        raise ConfigError("-m with trainer.strategy=ddp is not supported: Lightning's DDP launcher "
+                          "re-runs the command in every rank, which would run the whole sweep in each")
+    return cfg
+
+
+SWEEP_KEYS_NOT_IN_LABEL = {"env", "algo", "variant", "seed", "steps"}
+
+
+def label(cfg: dict, job: list[str], swept: set[str]) -> str:
+    """A job's name in its grid and in reports: its variant or algorithm, then ``,key=value``
+    for each other key its sweep varies (``mpdp,beta=0.2``: Hydra's ``override_dirname``)."""
+    values = dict(o.split("=", 1) for o in job)
+    return ",".join([cfg.get("variant") or cfg["algo"],
+                     *(f"{k}={values[k]}" for k in sorted(swept - SWEEP_KEYS_NOT_IN_LABEL))])
+
+
+def run_dir(out: Path, cfg: dict, name: str | None = None) -> Path:
+    """A job's run directory: ``<out>/<env>/<label>/seed<S>``."""
+    return out / cfg["env"] / (name or cfg.get("variant") or cfg["algo"]) / f"seed{cfg['seed']}"
+
+
+def check_existing(path: Path, cfg: dict) -> None:
+    """A run already in the job's directory must have been started with the job's config
+    (``steps`` aside, which may grow): a grid run again with other values would otherwise reuse
+    or continue runs of the old ones under the new grid's name."""
+    from ..config import differing_keys
+
+    if not (path / "config.yaml").exists():
+        return
+    from ..runtime import checkpoint
+
+    diff = differing_keys(checkpoint.run_config(path), cfg, {"steps", "out", "trainer.num_threads"})
+    if diff:
+        raise ConfigError(f"{path} holds a run with other values of {', '.join(diff[:5])}"
+                          f"{' ...' if len(diff) > 5 else ''}; use another --out")
+
+
+def finished(path: Path, steps: int) -> bool:
+    """The run reached ``steps``, or stopped at ``nonfinite_limit`` (``failed.txt``: a result,
+    never rerun)."""
+    from .results import read_evals
+
+    evals = read_evals(path) if (path / "metrics.csv").exists() else []
+    return (path / "failed.txt").exists() or (bool(evals) and evals[-1]["env_steps"] >= steps)
+
+
+def _resumable(path: Path, steps: int) -> bool:
+    from ..runtime import checkpoint
+
+    ckpt = checkpoint.latest(path) if path.exists() else None
+    if ckpt is None:
+        return False
+    try:
+        return checkpoint.read(ckpt)["counters"]["env_steps"] < steps
+    except (ConfigError, KeyError):
+        return False
+
+
+def run_job(job: list[str], out: Path) -> int:
+    """One job of the grid, in its own ``train.py`` process with one torch thread: reused when
+    finished, resumed from its checkpoint when partial, started otherwise. Returns its exit
+    code (0 for a reused run)."""
+    cfg = job_config(job)
+    path = Path(cfg["out"]) if cfg["out"] else run_dir(out, cfg)
+    log = path.with_name(path.name + ".log")
+    if finished(path, cfg["steps"]):
+        return 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if _resumable(path, cfg["steps"]):
+        cmd = ["--resume", str(path), "--steps", str(cfg["steps"])]
+        mode = "a"
+    else:
+        if path.exists() and any(path.iterdir()):  # partial, nothing to continue from: keep it
+            path.rename(path.with_name(f"{path.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [*(o for o in job if not o.startswith("out=")), f"out={path}", "trainer.num_threads=1"]
+        mode = "w"
+    with open(log, mode) as f:
+        return subprocess.call([sys.executable, str(TRAIN), *cmd], stdout=f,
+                               stderr=subprocess.STDOUT, env=env)
+
+
+def task(cfg) -> int:
+    """Hydra's task function of one job (what submitit's launchers pickle and run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    return run_job(list(hc.overrides.task), Path(hc.sweep.dir))
+
+
+def hydra_overrides(out: Path, hydra_args: list[str]) -> list[str]:
+    """Hydra's settings for a grid: every run under ``out``, nothing else written."""
+    launcher = [] if any(a.startswith("hydra/launcher=") for a in hydra_args) else [
+        f"hydra/launcher={DEFAULT_LAUNCHER}"]
+    return [f"hydra.sweep.dir={out.resolve()}", "hydra.sweep.subdir=${out}",
+            "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none",
+            "hydra.job.chdir=False", *launcher, *hydra_args]
+
+
+def _hydra():
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ..config import schema
+
+    schema()  # the grid's Hydra config: the structured schema (algo and env as plain keys)
+    GlobalHydra.instance().clear()
+    return Hydra.create_main_hydra2(task_name="mpdp_pl", config_search_path=create_config_search_path(None))
+
+
+def launch_jobs(out: Path, jobs: list[list[str]], hydra_args: list[str] = (), ready=lambda: None) -> list:
+    """Run explicit jobs (override lists that may set ``out``) through a Hydra launcher plugin
+    (``hydra_args``, e.g. ``hydra/launcher=submitit_slurm``; default mpdp_pool): the jobs of
+    one or several sweeps, each with its run directory as ``out``. ``ready`` runs once the
+    launcher is set up (a bad launcher setting is refused before it). Returns each job's exit
+    code, or the exception it raised."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.plugins import Plugins
+    from hydra.errors import HydraException
+    from hydra.types import HydraContext, RunMode
+    from hydra._internal.callbacks import Callbacks
+    from omegaconf.errors import OmegaConfBaseException
+
+    hydra = _hydra()
+    try:
+        cfg = hydra.compose_config("schema", overrides=hydra_overrides(out, list(hydra_args)),
+                                   run_mode=RunMode.MULTIRUN, with_log_configuration=False)
+        HydraConfig.instance().set_config(cfg)
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(cfg)),
+            task_function=task, config=cfg)
+        ready()
+        returns = launcher.launch(jobs, initial_job_idx=0)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return [r._return_value for r in returns]  # an exit code, or what a failed job raised
+
+
+def experiment(name: str, cli: list[str]) -> tuple[list[list[str]], dict]:
+    """The sweeps of ``conf/experiment/<name>.yaml`` with the command line's items in each (an
+    item replaces the experiment's value of its key), and its report settings."""
+    path = CONF_DIR / "experiment" / f"{name}.yaml"
+    if "/" in name or not path.exists():
+        names = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+        raise ConfigError(f"unknown experiment '{name}' (available: {', '.join(names)})")
+    spec = yaml.safe_load(path.read_text()) or {}
+    sweeps = spec.get("sweeps")
+    if not isinstance(sweeps, list) or not all(isinstance(s, list) and s for s in sweeps):
+        raise ConfigError(f"{path}: expected sweeps: a list of lists of key=value items")
+    mine = {o.split("=", 1)[0] for o in cli}
+    return ([[*(o for o in sweep if o.split("=", 1)[0] not in mine), *cli] for sweep in sweeps],
+            dict(spec.get("report") or {}))
+
+
+def swept_keys(jobs: list[list[str]]) -> set[str]:
+    """The keys whose values differ across a sweep's jobs."""
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for o in job:
+            key, _, value = o.partition("=")
+            values.setdefault(key, set()).add(value)
+    return {k for k, v in values.items() if len(v) > 1}
+
+
+def plan(out: Path, sweeps: list[list[str]]) -> list[list[str]]:
+    """Every job of the sweeps, validated and placed (``out=`` its run directory), before any
+    job starts: a typo must not cost a grid."""
+    seen, jobs = {}, []
+    for sweep in sweeps:
+        if any(o.split("=", 1)[0] == "out" for o in sweep):
+            raise ConfigError("a grid's runs go to --out DIR/<env>/<label>/seed<S>; out= cannot be set per job")
+        expanded = expand(sweep)
+        swept = swept_keys(expanded)
+        for job in expanded:
+            try:
+                cfg = job_config(job)
+            except ConfigError as e:
+                raise ConfigError(f"job {' '.join(job)}: {e}") from None
+            path = run_dir(out, cfg, label(cfg, job, swept))
+            check_existing(path, cfg)
+            if path in seen:
+                raise ConfigError(f"jobs {' '.join(seen[path])} and {' '.join(job)} would share {path}")
+            seen[path] = job
+            jobs.append([*job, f"out={path.resolve()}"])
+    return jobs
+
+
+def main(argv: list[str]) -> int:
+    """``train.py -m ...``: validate and place every job, then run them through Hydra's launcher
+    and report the grid."""
+    out, sweep, hydra_args = split_argv(argv)
+    names = [o.split("=", 1)[1] for o in sweep if o.startswith("experiment=")]
+    sweep = [o for o in sweep if not o.startswith("experiment=")]
+    if len(names) > 1:
+        raise ConfigError("one experiment= per grid")
+    sweeps, settings = experiment(names[0], sweep) if names else ([sweep], {})
+    jobs = plan(out, sweeps)
+    held = []
+
+    def ready() -> None:  # the launcher is valid: take the grid and record the command's jobs
+        out.mkdir(parents=True, exist_ok=True)
+        held.append(open(out / ".grid.lock", "w"))  # noqa: SIM115 - held until the grid is done
+        try:
+            fcntl.flock(held[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another train.py -m is working on {out}; wait for it or use "
+                              f"another --out") from None
+        with open(out / "grid.yaml", "a") as f:  # every command's jobs, in order
+            yaml.safe_dump([{"started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                             "experiment": names[0] if names else None, "jobs": jobs}], f, width=1000)
+
+    codes = launch_jobs(out, jobs, hydra_args, ready)
+    failed = []
+    for job, rc in zip(jobs, codes):
+        if rc == 0:
+            continue
+        path = Path(job[-1].split("=", 1)[1])
+        log = path.with_name(path.name + ".log")
+        if not isinstance(rc, int):  # the job raised before its train.py started: keep why
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as f:
+                f.write(f"the launcher's job failed before train.py started: {rc!r}\n")
+        failed.append(f"{path.relative_to(out.resolve())} ({rc if isinstance(rc, int) else type(rc).__name__}), see {log}")
+    print(f"{len(jobs)} jobs in {out}; " + (f"failed: {'; '.join(failed)}" if failed else "all done"))
+    if len(failed) < len(jobs):
+        from .report import report
+
+        try:
+            report([out], out, settings.get("at", []), settings.get("metric", "eval/return"),
+                   title=f"train.py -m{' experiment=' + names[0] if names else ''}, {len(jobs)} jobs")
+        except ConfigError as e:  # e.g. no job got to its first evaluation
+            print(f"no report: {e}")
+    return 1 if failed else 0

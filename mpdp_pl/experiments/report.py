@@ -1,0 +1,111 @@
+"""The one report of runs: ``python -m mpdp_pl.report PATH... [--out DIR] [--anchors CSV]
+[--at [ENV=]STEP ...] [--metric M] [--threshold R] [--bootstrap-reps N]``.
+
+    python -m mpdp_pl.report runs/grid
+    python -m mpdp_pl.report docs/grid_hopper.csv runs/new --out runs/both --anchors docs/anchors_hopper.csv
+
+Each PATH is a grid (``train.py -m``'s ``--out``), a single run, any folder holding runs, or a
+``results.csv`` of an earlier report (:mod:`.results`). The report goes to ``--out`` (default:
+the only PATH, when it is a folder): ``results.csv`` (every evaluation of every run),
+``curves.png`` (mean and min-max over seeds per task, published anchors dashed), ``table.md``
+(mean ± std at each task's half budget and budget, or at ``--at``, then rliable's statistics of
+the returns at the budget), ``stats.csv`` and ``profiles.png``. ``--metric`` reports another
+column of ``metrics.csv`` instead of the return (the paper's Fig. 2 and 3:
+``train/realized_horizon``, ``model/error``); rliable's statistics are for returns only.
+``train.py -m`` writes this report of its grid when its jobs are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import aggregate
+from .results import Results, plot, read_anchors, read_runs, table, write_results
+
+
+def steps_at(budgets: dict[str, int], items: list[str]) -> dict[str, list[int]]:
+    """Each task's table columns: half its budget and its budget, or the ``--at`` items
+    (``STEP`` for every task, ``ENV=STEP`` for one)."""
+    if not items:
+        return {env: sorted({n // 2, n}) for env, n in budgets.items()}
+    at: dict[str, list[int]] = {}
+    for item in items:
+        env, _, step = item.rpartition("=")
+        if not step.isdigit() or (env and env not in budgets):
+            raise ConfigError(f"--at {item}: expected STEP or ENV=STEP with a task of the report "
+                              f"({', '.join(budgets)})")
+        for e in [env] if env else budgets:
+            at[e] = sorted({*at.get(e, []), int(step)})
+    return at
+
+
+def write_report(out: Path, results: Results, at: dict[str, list[int]], title: str,
+                 threshold: float | None = None, anchors=None, reps: int = 2000,
+                 metric: str = "eval/return") -> None:
+    """A report in ``out``: ``results.csv``, ``curves.png``, ``table.md`` (``metric`` at the
+    ``at`` steps, then, for the return, rliable's statistics of the final returns),
+    ``stats.csv`` and ``profiles.png``; the table is printed too. Written by
+    ``python -m mpdp_pl.report`` and at the end of ``train.py -m``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(results, out / "results.csv", metric)
+    plot(results, out / "curves.png", title, anchors, metric)
+    md = table(results, at, threshold, anchors, metric)
+    scores = aggregate.final_scores(results, at) if metric == "eval/return" else {}
+    if scores:
+        stats = aggregate.summarize(scores, reps=reps)
+        md += aggregate.markdown(stats, scores, at, reps)
+        aggregate.write_csv(stats, out / "stats.csv")
+        aggregate.plot_profiles(scores, out / "profiles.png", reps)
+    (out / "table.md").write_text(md)
+    print(md, end="")
+    print(f"wrote {out / 'results.csv'}, {out / 'curves.png'}, {out / 'table.md'}"
+          + (f", {out / 'stats.csv'}, {out / 'profiles.png'}" if scores else ""))
+
+
+def report(paths: list[Path], out: Path, at_items: list[str] = (), metric: str = "eval/return",
+           anchors: Path | None = None, threshold: float | None = None, reps: int = 2000,
+           title: str | None = None) -> Results:
+    """Read every run under ``paths`` and write their report into ``out``; bad input is a
+    :class:`ConfigError` raised before anything is written."""
+    if reps < 1:
+        raise ConfigError(f"--bootstrap-reps {reps}: must be >= 1")
+    results, budgets = read_runs(paths, metric)
+    at = steps_at(budgets, list(at_items))
+    published = read_anchors(anchors) if anchors else None
+    write_report(out, results, at, title or " ".join(str(p) for p in paths), threshold,
+                 published, reps, metric)
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mpdp_pl.report", description=__doc__.split("\n")[0])
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="grids, runs, folders of runs, or results.csv files of earlier reports")
+    p.add_argument("--out", type=Path, help="where the report goes (default: the only PATH)")
+    p.add_argument("--anchors", type=Path, metavar="CSV",
+                   help="published curves beside the runs (e.g. docs/anchors_hopper.csv)")
+    p.add_argument("--at", nargs="+", default=[], metavar="[ENV=]STEP",
+                   help="table columns (default: half of each task's budget and the budget)")
+    p.add_argument("--metric", default="eval/return",
+                   help="the metrics.csv column reported (default eval/return)")
+    p.add_argument("--threshold", type=float,
+                   help="add a column: the first env step whose evaluation reached this return")
+    p.add_argument("--bootstrap-reps", type=int, default=2000, metavar="N",
+                   help="stratified-bootstrap resamples of the rliable statistics (default 2000)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    out = a.out or (a.paths[0] if len(a.paths) == 1 and a.paths[0].is_dir() else None)
+    try:
+        if out is None:
+            raise ConfigError("--out DIR is needed with several paths or a results.csv")
+        report(a.paths, out, a.at, a.metric, a.anchors, a.threshold, a.bootstrap_reps)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,246 @@
+"""The runs of grids, read back and reported: every evaluation of every run, the table of returns
+at fixed env steps, the curves beside published anchors, and (:mod:`.aggregate`) rliable's
+statistics. :mod:`.report` writes them (``python -m mpdp_pl.report``, and ``train.py -m`` at the end of a grid).
+
+A run is a directory with ``config.yaml`` and ``metrics.csv``. Its name in the report (its
+*label*) is the directory above ``seed<S>`` in a grid's layout ``<out>/<env>/<label>/seed<S>``
+(the variant or algorithm, with the keys a sweep varied: ``mpdp,beta=0.2``), the part before
+``-seed<S>`` in the layout of the retired comparison runner (``<env>/<label>-seed<S>``), and its
+``variant`` or ``algo`` otherwise. A ``results.csv`` written by an earlier report stands for its
+runs (the committed grids in ``docs/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import statistics
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+from ..runtime.guard import FAILED_MARKER  # a run stopped at nonfinite_limit
+
+
+def read_evals(run_dir: Path, metric: str = "eval/return") -> list[dict]:
+    """The rows of a run's metrics.csv that have ``metric``, as (env_steps, return (the
+    metric's value), elapsed) dicts."""
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return [{"env_steps": int(r["env_steps"]), "return": float(r[metric]),
+             "elapsed": float(r["time/elapsed"])} for r in rows if r.get(metric)]
+
+
+Results = dict[tuple[str, str, int], list[dict]]  # (env, algo, seed) -> its evaluations
+
+
+def read_results(path: Path) -> Results:
+    """The evaluations in a ``results.csv`` written by this runner; a one-line error otherwise."""
+    results: Results = {}
+    try:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                results.setdefault((row["env"], row["algo"], int(row["seed"])), []).append(
+                    {"env_steps": int(row["env_steps"]), "return": float(row["eval/return"]),
+                     "elapsed": float(row["time/elapsed"]),
+                     **({"failed": True} if row.get("failed") == "1" else {})})
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: not a results.csv of this report "
+                         f"({type(e).__name__}: {e})") from None
+    return {k: sorted(v, key=lambda e: e["env_steps"]) for k, v in results.items()}
+
+
+
+
+def run_label(run_dir: Path, cfg: dict) -> str:
+    """The run's name in a report (module docstring)."""
+    if re.fullmatch(r"seed\d+", run_dir.name):
+        return run_dir.parent.name
+    legacy = re.fullmatch(r"(.+)-seed\d+", run_dir.name)
+    if legacy:
+        return legacy.group(1)
+    return cfg.get("variant") or cfg["algo"]
+
+
+def find_runs(root: Path) -> list[Path]:
+    """The run directories at or under ``root`` (those with config.yaml and metrics.csv), in
+    path order; runs moved aside (``*.incomplete-*``) are not runs of the grid."""
+    found = [p.parent for p in sorted(root.rglob("metrics.csv"))
+             if (p.parent / "config.yaml").exists() and ".incomplete-" not in str(p.parent)]
+    return found
+
+
+def read_runs(paths: list[Path], metric: str = "eval/return") -> tuple[Results, dict[str, int]]:
+    """Every run under ``paths`` (run or grid directories, or ``results.csv`` files), keyed (env,
+    label, seed), and each task's largest budget (``steps``) among them. A run stopped by
+    ``nonfinite_limit`` marks its evaluations failed; a key seen twice keeps the first."""
+    results: Results = {}
+    budgets: dict[str, int] = {}
+    for path in paths:
+        if path.is_file():
+            if metric != "eval/return":
+                raise ConfigError(f"{path}: a results.csv holds eval/return only, not {metric}")
+            for key, evals in read_results(path).items():
+                results.setdefault(key, evals)
+                budgets[key[0]] = max(budgets.get(key[0], 0), evals[-1]["env_steps"] if evals else 0)
+            continue
+        if not path.is_dir():
+            raise ConfigError(f"{path}: no such run, grid or results.csv")
+        runs = find_runs(path)
+        if not runs:
+            raise ConfigError(f"{path}: no runs (directories with config.yaml and metrics.csv)")
+        for run in runs:
+            try:
+                cfg = yaml.safe_load((run / "config.yaml").read_text())
+                key = (cfg["env"], run_label(run, cfg), int(cfg["seed"]))
+                steps = int(cfg["steps"])
+            except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+                raise ConfigError(f"{run}/config.yaml: not a run's config ({type(e).__name__}: {e})") from None
+            evals = read_evals(run, metric)
+            if (run / FAILED_MARKER).exists():
+                for e in evals:
+                    e["failed"] = True
+            results.setdefault(key, evals)
+            budgets[key[0]] = max(budgets.get(key[0], 0), steps)
+    return results, budgets
+
+
+def value_at(evals: list[dict], step: int) -> float | None:
+    """The return of the last evaluation at or before ``step``; None if there is none or the
+    run has not reached ``step`` (a partial run must not stand in for a later point). A failed
+    run (stopped at ``nonfinite_limit``) keeps its last evaluation at every later point: it stays
+    in the table, marked."""
+    before = [e for e in evals if e["env_steps"] <= step]
+    if not before or (evals[-1]["env_steps"] < step and not evals[-1].get("failed")):
+        return None
+    return before[-1]["return"]
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.0f}"
+    return f"{statistics.mean(values):.0f} ± {statistics.stdev(values):.0f}"
+
+
+def first_reaching(evals: list[dict], threshold: float) -> int | None:
+    return next((e["env_steps"] for e in evals if e["return"] >= threshold), None)
+
+
+def table(results: Results, at: dict[str, list[int]], threshold: float | None = None,
+          anchors: dict[tuple[str, str], list[tuple]] | None = None,
+          metric: str = "eval/return") -> str:
+    """Markdown: per (task, algorithm), ``metric`` (the return) at the fixed step counts (mean ± std over seeds),
+    optionally the first env step whose evaluation reached ``threshold`` (per seed, "-" if
+    never), and wall seconds per 1k env steps (mean over seeds, whole loop incl. evaluation).
+    Published ``anchors`` follow each task's rows, "(published)", at the same step counts
+    (mean ± std as published, "-" where they report no such step; seeds: theirs)."""
+    from ..config import task_name
+
+    width = max(len(v) for v in at.values())
+    head = ["task", "algo", "seeds", *[f"{'return' if metric == 'eval/return' else metric} ({chr(97 + i)})" for i in range(width)],
+            *([f"first ≥ {threshold:g}"] if threshold is not None else []), "wall s / 1k steps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for env in dict.fromkeys(env for env, _, _ in results):
+        for algo in dict.fromkeys(a for e, a, _ in results if e == env):
+            evals = [v for (e, a, _), v in results.items() if e == env and a == algo and v]
+            cells = []
+            for step in at.get(env, []):
+                vals = [v for v in (value_at(e, step) for e in evals) if v is not None]
+                cells.append(f"{_fmt(vals)} @ {step:,}")
+            cells += ["-"] * (width - len(cells))
+            if threshold is not None:
+                cells.append(" / ".join(str(first_reaching(e, threshold) or "-") for e in evals))
+            wall = [e[-1]["elapsed"] / (e[-1]["env_steps"] / 1000) for e in evals]
+            stopped = [f"{seed} at {v[-1]['env_steps']:,}" for (e, a, seed), v in results.items()
+                       if e == env and a == algo and v and v[-1].get("failed")]
+            seeds = str(len(evals)) + (f" (failed, non-finite: seed {', '.join(stopped)}; its last "
+                                       f"evaluation counts after it)" if stopped else "")
+            lines.append("| " + " | ".join([env, algo, seeds, *cells,
+                                             f"{statistics.mean(wall):.0f}" if wall else "-"]) + " |")
+        for (task, method), points in (anchors or {}).items():
+            if task != task_name(env):
+                continue
+            by_step = {p[0]: p for p in points}
+            cells = [f"{by_step[s][1]:.0f} ± {by_step[s][2]:.0f} @ {s:,}" if s in by_step else "-"
+                     for s in at.get(env, [])]
+            cells += ["-"] * (width - len(cells)) + (["-"] if threshold is not None else [])
+            lines.append("| " + " | ".join([env, f"{method} (published)", "-", *cells, "-"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: Results, path: Path, metric: str = "eval/return") -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algo", "env", "seed", "env_steps", metric, "time/elapsed", "failed"])
+        for (env, algo, seed), evals in results.items():
+            for e in evals:
+                w.writerow([algo, env, seed, e["env_steps"], e["return"], e["elapsed"],
+                            int(e.get("failed", False))])
+
+
+ANCHOR_METHODS = ("DHMBPO", "MACURA", "MBPO", "SAC")
+
+
+def read_anchors(path: Path, methods=ANCHOR_METHODS) -> dict[tuple[str, str], list[tuple]]:
+    """Published curves (``docs/anchors_hopper.csv``: method, env, env_steps, mean_return,
+    std_return, ...) as {(task, method): [(env_steps, mean, std), ...]}; a one-line error if
+    the file is not such a table."""
+    out: dict[tuple[str, str], list[tuple]] = {}
+    try:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row["method"] in methods:
+                    out.setdefault((row["env"], row["method"]), []).append(
+                        (int(row["env_steps"]), float(row["mean_return"]), float(row["std_return"])))
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"--anchors {path}: not an anchors table ({type(e).__name__}: {e})") from None
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def plot(results: Results, path: Path, title: str,
+         anchors: dict[tuple[str, str], list[tuple]] | None = None,
+         metric: str = "eval/return") -> None:
+    """Fig. 1 style: one panel per task, mean ``metric`` (the return) over seeds with the min-max band; published
+    ``anchors`` (dashed, mean +- std over their seeds) up to the panel's largest env step."""
+    from ..config import task_name
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(env for env, _, _ in results))
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for algo in dict.fromkeys(a for e, a, _ in results if e == env):
+            curves = [{e["env_steps"]: e["return"] for e in v}
+                      for (e_, a, _), v in results.items() if e_ == env and a == algo]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            vals = [[c[s] for c in curves] for s in steps]
+            ax.plot(steps, [statistics.mean(v) for v in vals], label=f"{algo} ({len(curves)})")
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
+        last = max((e["env_steps"] for (e_, _, _), v in results.items() if e_ == env for e in v),
+                   default=0)
+        for (task, method), points in (anchors or {}).items():
+            points = [p for p in points if task == task_name(env) and p[0] <= last]
+            if points:
+                x, m, sd = zip(*points)
+                ax.plot(x, m, "--", lw=1, label=f"{method} (published)")
+                ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                                alpha=0.07)
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval return" if metric == "eval/return" else metric)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,76 @@
+"""Evaluation of the deterministic pi_0 every ``eval_every`` env steps and once at the end: a
+row of ``metrics.csv`` (eval metrics, time, the training metrics), the logger's ``eval/``
+metrics, and every ``video_every`` evaluations a video."""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import Callback
+
+from ...environment.episodes import evaluate
+from ...environment.envs import make_env
+from ..loggers import MetricsCSV
+from .metric_logging import training_scalars
+
+BASE_COLUMNS = ["env_steps", "eval/return", "eval/return_std", "eval/episode_length",
+                "eval/q_bias", "time/elapsed", "time/env_steps_per_s", "train/updates",
+                "train/nonfinite_skips"]
+
+
+class PeriodicEvaluation(Callback):
+    def __init__(self):
+        self.last_step = 0
+        self.metrics_csv: MetricsCSV | None = None
+
+    def on_train_start(self, trainer, module) -> None:
+        self.last_step = module.env_steps
+        if trainer.is_global_zero and module.out_dir is not None:
+            self.metrics_csv = MetricsCSV(module.out_dir / "metrics.csv",
+                                          [*BASE_COLUMNS, *module.metric_keys])
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        every = module.cfg["eval_every"]
+        if module.env_steps // every > self.last_step // every:
+            self.evaluate(trainer, module)
+
+    def on_train_end(self, trainer, module) -> None:
+        if module.stop_signal is None and module.env_steps != self.last_step:
+            self.evaluate(trainer, module)
+
+    def evaluate(self, trainer, module) -> None:
+        self.last_step = module.last_eval_step = module.env_steps
+        module.guard.check_deferred(module)
+        if not trainer.is_global_zero:
+            return
+        cfg = module.cfg
+        result = evaluate(module.envs["eval"], module.policy(deterministic=True),
+                          cfg["eval_episodes"], module.spec.max_episode_steps or 10**6,
+                          seed=module.eval_seed, gamma=cfg["gamma"], q_value=module.q_value)
+        module.last_eval = result
+        row = {"env_steps": module.env_steps, **result,
+               **module.clock.window("eval", module.env_steps), **training_scalars(module)}
+        if module.logger is not None:
+            module.logger.log_metrics(
+                {k: v for k, v in row.items() if k.startswith(("eval/", "env_steps"))},
+                step=module.env_steps)
+        if self.metrics_csv is not None:
+            self.metrics_csv.write(row)
+        every = cfg["video_every"]
+        if every and module.out_dir is not None and (module.env_steps // cfg["eval_every"]) % every == 0:
+            self.record_video(module)
+
+    @staticmethod
+    def record_video(module) -> None:
+        """One episode of pi_0 from the evaluation seed, as ``DIR/videos/step<N>.mp4`` and, with
+        W&B, as the ``eval/video`` media of that env step."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        from ...environment.video import render_episode, write_video
+
+        if "video" not in module.envs:  # created on first use: rendering needs a GL context
+            module.envs["video"] = make_env(module.cfg, seed=module.eval_seed, render=True)
+        frames, _ = render_episode(module.envs["video"], module.policy(deterministic=True),
+                                   module.spec.max_episode_steps or 1000, seed=module.eval_seed)
+        path = write_video(frames, module.out_dir / "videos" / f"step{module.env_steps:09d}.mp4")
+        if isinstance(module.logger, WandbLogger):
+            module.logger.log_video("eval/video", [str(path)], step=module.env_steps,
+                                    format=["mp4"])

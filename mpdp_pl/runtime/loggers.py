@@ -1,0 +1,141 @@
+"""Where metrics go: ``DIR/metrics.csv`` (always, one row per evaluation) and one Lightning logger
+(W&B by default, offline when there is no API key or no network; ``csv``; or ``none``)."""
+
+from __future__ import annotations
+
+import csv
+import netrc
+import os
+import secrets
+import socket
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from ..config import wandb_mode_from_env
+
+_USER_WANDB_CACHE = os.environ.get("WANDB_CACHE_DIR")  # as the user started the app
+
+
+class MetricsCSV:
+    """Append-only CSV with a fixed header; one row per env step at most.
+
+    Each row is written and flushed on its own, so a crash never leaves a half-written file
+    behind more than the row in flight. Missing values are left empty.
+    """
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = Path(path), list(columns)
+        self.last_step: int | None = None
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        else:  # a resumed run appends to its own file
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.last_step = int(rows[-1]["env_steps"]) if rows else None
+
+    @staticmethod
+    def truncate_after(path: Path, step: int) -> None:
+        """Drop the rows after env step ``step`` (written after the checkpoint a run resumes
+        from: the resumed run writes them again). Earlier rows stay byte for byte."""
+        path = Path(path)
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]
+        if len(keep) != len(lines):
+            tmp = path.with_suffix(".csv.tmp")
+            tmp.write_text("".join(keep))
+            tmp.replace(path)
+
+    def write(self, row: dict) -> None:
+        unknown = set(row) - set(self.columns)
+        if unknown:
+            raise KeyError(f"metrics.csv has no column for {sorted(unknown)}")
+        step = int(row["env_steps"])
+        if self.last_step is not None and step <= self.last_step:
+            raise ValueError(f"metrics.csv already has a row for env step {self.last_step} >= {step}")
+        self.last_step = step
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(c)) for c in self.columns])
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _can_reach(host: str, port: int = 443, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``auto`` -> ``online`` with an API key and a reachable server, else ``offline``.
+    A ``WANDB_MODE`` environment variable wins over the config, as in wandb itself."""
+    env_mode = wandb_mode_from_env()
+    if env_mode is not None:
+        return env_mode
+    if mode != "auto":
+        return mode
+    if _has_wandb_key() and _can_reach("api.wandb.ai"):
+        return "online"
+    return "offline"
+
+
+def wandb_run_id(out_dir: Path) -> str:
+    """The run's W&B id, kept in ``DIR/wandb_run_id`` so that ``--resume`` reuses it."""
+    path = Path(out_dir) / "wandb_run_id"
+    if path.exists():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], as W&B's own ids
+    path.write_text(run_id)
+    return run_id
+
+
+def make_logger(cfg: dict, out_dir: Path) -> Logger | None:
+    kind = cfg["logger"]
+    if kind == "none":
+        return None
+    if kind == "csv":
+        return CSVLogger(save_dir=str(out_dir), name="lightning", version="")
+    w = cfg["wandb"]
+    mode = resolve_wandb_mode(w["mode"])
+    if mode == "disabled":
+        return None
+    os.environ.setdefault("WANDB_SILENT", "true")
+    # wandb-core writes its debug logs under its cache dir (~/.cache/wandb/logs): keep them with
+    # the run, so that a run writes nothing outside its directory (a user's own setting wins)
+    if _USER_WANDB_CACHE is None:
+        os.environ["WANDB_CACHE_DIR"] = str(Path(out_dir).resolve() / "wandb" / "cache")
+    logger = WandbLogger(
+        save_dir=str(out_dir), project=w["project"], entity=w["entity"], group=w["group"],
+        tags=list(w["tags"]), mode=mode, config=cfg,
+        name=out_dir.name, job_type=cfg["algo"],
+        # a resumed run continues the same W&B run; only rank 0 logs (other DDP ranks get
+        # Lightning's dummy experiment) and keeps the id file
+        id=wandb_run_id(out_dir) if rank_zero_only.rank == 0 else None, resume="allow",
+    )
+    run = logger.experiment
+    # env steps are the x-axis of every chart (global_step counts optimizer steps).
+    run.define_metric("env_steps")
+    for prefix in ("train", "eval", "time", "model"):
+        run.define_metric(f"{prefix}/*", step_metric="env_steps")
+    return logger

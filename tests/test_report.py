@@ -1,0 +1,153 @@
+"""``python -m mpdp_pl.report`` on a real (tiny) grid made by ``train.py -m``: its CSV, table,
+statistics and PNGs agree with the runs' own metrics.csv files, an earlier report's results.csv
+stands for its runs, published anchors join the table, a run stopped by numerical faults stays
+in it as a failure, and bad input is one line and writes nothing."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import statistics
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, run_train
+
+TINY = ["--env", "InvertedPendulum-v4", "init_random_steps=200", "eval_every=200", "eval_episodes=2",
+        "batch_size=64", "hidden_sizes=[32,32]", "model_hidden=32", "model_max_steps=20",
+        "horizon=3", "steps=400", "--logger", "csv"]
+
+
+def report(*args):
+    return subprocess.run([sys.executable, "-m", "mpdp_pl.report", *map(str, args)], cwd=ROOT,
+                          check=False, capture_output=True, text=True, timeout=600)
+
+
+def evals(run_dir, metric="eval/return"):
+    with open(run_dir / "metrics.csv") as f:
+        return [(int(r["env_steps"]), float(r[metric])) for r in csv.DictReader(f) if r[metric]]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    top = tmp_path_factory.mktemp("report")
+    for sweep in (["algo=sac", "seed=0,1"], ["algo=mpdp", "seed=0"]):  # two commands, one grid
+        proc = run_train(["-m", *TINY, "--out", str(top / "grid"), *sweep], cwd=top, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return top / "grid"
+
+
+def test_outputs_match_the_runs(grid):
+    task = grid / "InvertedPendulum-v4"
+    with open(grid / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    for algo, seed in (("sac", 0), ("sac", 1), ("mpdp", 0)):
+        mine = [(int(r["env_steps"]), float(r["eval/return"])) for r in rows
+                if r["algo"] == algo and r["seed"] == str(seed)]
+        assert mine == evals(task / algo / f"seed{seed}") and [s for s, _ in mine] == [200, 400]
+    # the table's SAC cell at 400 steps: mean and std over the two seeds' own last evaluations
+    final = [evals(task / "sac" / f"seed{s}")[-1][1] for s in (0, 1)]
+    cell = f"{statistics.mean(final):.0f} ± {statistics.stdev(final):.0f} @ 400"
+    table = (grid / "table.md").read_text()
+    sac_row = next(line for line in table.splitlines() if "| sac |" in line)
+    assert cell in sac_row and "| 2 |" in sac_row
+    assert "| 1 |" in next(line for line in table.splitlines() if "| mpdp |" in line)
+    assert (grid / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same report, written again by the report command, into another folder
+    proc = report(grid, "--out", grid.parent / "again")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (grid.parent / "again" / "table.md").read_text() == table
+
+
+def test_rliable_statistics_match_the_runs(grid):
+    """stats.csv against the runs' own last evaluations: the mean, the IQM (= the mean with 2
+    seeds), the score normalized by InvertedPendulum's maximum, and P(mpdp > sac) counted pair
+    by pair."""
+    task = grid / "InvertedPendulum-v4"
+    sac = [evals(task / "sac" / f"seed{s}")[-1][1] for s in (0, 1)]
+    mpdp = evals(task / "mpdp" / "seed0")[-1][1]
+    with open(grid / "stats.csv") as f:
+        stats = {(r["scope"], r["algo"], r["metric"]): r for r in csv.DictReader(f)}
+    for metric in ("mean", "IQM"):
+        r = stats[("InvertedPendulum-v4", "sac", metric)]
+        assert float(r["value"]) == pytest.approx(statistics.mean(sac), rel=1e-5)
+        assert min(sac) - 1e-3 <= float(r["ci_low"]) <= float(r["ci_high"]) <= max(sac) + 1e-3
+        assert r["seeds"] == "2"
+    assert float(stats[("normalized", "sac", "mean")]["value"]) == pytest.approx(
+        statistics.mean(sac) / 1000, rel=1e-5)
+    pairs = [1.0 if mpdp > y else 0.5 if mpdp == y else 0.0 for y in sac]
+    assert float(stats[("P(mpdp > sac)", "sac", "P")]["value"]) == pytest.approx(
+        statistics.mean(pairs), abs=1e-6)
+    assert "## Statistics (rliable)" in (grid / "table.md").read_text()
+    assert (grid / "profiles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_earlier_results_csv_stands_for_its_runs(grid, tmp_path):
+    proc = report(grid / "results.csv", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "table.md").read_text() == (grid / "table.md").read_text()
+    rows = {tuple(r.values()) for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert rows == {tuple(r.values()) for r in csv.DictReader(open(grid / "results.csv"))}
+
+
+def test_another_metric_is_reported_from_the_runs_own_rows(grid, tmp_path):
+    proc = report(grid, "--out", tmp_path, "--metric", "train/realized_horizon", "--at", "300")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "results.csv") as f:
+        rows = [(int(r["env_steps"]), float(r["train/realized_horizon"])) for r in csv.DictReader(f)
+                if r["algo"] == "mpdp"]
+    assert rows == evals(grid / "InvertedPendulum-v4" / "mpdp" / "seed0", "train/realized_horizon") and rows
+    assert "train/realized_horizon (a)" in (tmp_path / "table.md").read_text()
+    assert not (tmp_path / "stats.csv").exists()  # rliable's statistics are for returns
+
+
+def test_published_anchors_join_the_table_and_figure(grid, tmp_path):
+    anchors = tmp_path / "anchors.csv"
+    anchors.write_text("method,env,env_steps,mean_return,std_return,seeds,mean_hours\n"
+                       "DHMBPO,InvertedPendulum,200,512.4,10.2,8,0.01\n"
+                       "DHMBPO,InvertedPendulum,5000,900,1,8,0.1\n"
+                       "SAC,Hopper,200,7,1,8,0.01\n")  # another task: not in this grid's table
+    proc = report(grid, "--out", tmp_path / "r", "--anchors", anchors)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [ln for ln in (tmp_path / "r" / "table.md").read_text().splitlines() if "(published)" in ln]
+    # the budget is 400: columns at 200 and 400; the anchor reports 200 only
+    assert rows == ["| InvertedPendulum-v4 | DHMBPO (published) | - | 512 ± 10 @ 200 | - | - |"]
+    assert (tmp_path / "r" / "curves.png").stat().st_size > 0
+
+
+def test_a_run_stopped_by_numerical_faults_stays_in_the_table_as_a_failure(grid, tmp_path):
+    for run in ("sac/seed0", "sac/seed1"):
+        shutil.copytree(grid / "InvertedPendulum-v4" / run, tmp_path / "InvertedPendulum-v4" / run)
+    failed = tmp_path / "InvertedPendulum-v4" / "sac" / "seed1"
+    lines = (failed / "metrics.csv").read_text().splitlines(keepends=True)
+    (failed / "metrics.csv").write_text("".join(lines[:2]))  # it stopped after its first eval
+    (failed / "failed.txt").write_text("5 non-finite critic updates in a row by env step 300\n")
+    first = evals(failed)[0]
+    proc = report(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = next(ln for ln in (tmp_path / "table.md").read_text().splitlines() if "| sac |" in ln)
+    assert "failed, non-finite: seed 1 at 200" in row
+    # at the budget the failed seed counts with its last evaluation
+    other = evals(tmp_path / "InvertedPendulum-v4" / "sac" / "seed0")[-1][1]
+    assert f"{statistics.mean([other, first[1]]):.0f} ± " in row.split("|")[5]
+    flags = {(r["seed"], r["failed"]) for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert flags == {("0", "0"), ("1", "1")}
+
+
+@pytest.mark.parametrize("args, match", [
+    (["{tmp}/nothing", "--out", "{tmp}/r"], "no such run, grid or results.csv"),
+    (["{tmp}/empty", "--out", "{tmp}/r"], "no runs"),
+    (["{tmp}/bad.csv", "--out", "{tmp}/r"], "not a results.csv"),
+    (["{grid}", "--out", "{tmp}/r", "--anchors", "{tmp}/bad.csv"], "not an anchors table"),
+    (["{grid}", "--out", "{tmp}/r", "--at", "Hopper-v4=100"], "--at Hopper-v4=100"),
+    (["{grid}", "{grid}/results.csv"], "--out DIR is needed"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(grid, tmp_path, args, match):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    before = sorted(p.name for p in grid.iterdir())
+    proc = report(*(a.format(tmp=tmp_path, grid=grid) for a in args))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert match in proc.stderr and proc.stderr.startswith("error:")
+    assert not (tmp_path / "r").exists() and sorted(p.name for p in grid.iterdir()) == before
