@@ -1,13 +1,15 @@
 """``python train.py [--env ENV_ID] [--algo NAME] [--steps N] [--seed S] [--out DIR]
 [--logger wandb|csv|none] [--print-config] [key=value ...]``, or
-``python train.py --resume DIR|auto [--steps N]``."""
+``python train.py --resume DIR|auto [--steps N]``, or a grid: ``python train.py -m --out DIR
+[experiment=NAME] [key=a,b ...]`` (:mod:`mpdp_pl.experiments.multirun`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .config import ConfigError, available_algos, load_config, parse_overrides, to_yaml
+from .config import (ConfigError, available_algos, available_variants, load_config,
+                     parse_overrides, to_yaml)
 
 EXIT_BAD_INPUT = 2
 HYDRA_RANK_ARGS = ("hydra.run.dir=", "hydra.job.name=", "hydra.output_subdir=")
@@ -20,8 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MPDP or a baseline on a gymnasium task with a continuous action space.",
         epilog=(
             f"algorithms: {algos}\n"
+            f"variants: {', '.join(available_variants())} (variant=NAME, conf/variant/)\n"
             "overrides: any key of the resolved config (see --print-config), dots for nested\n"
-            "keys, e.g.  batch_size=128 eval_every=1000 wandb.project=mine trainer.devices=2"
+            "keys, e.g.  batch_size=128 eval_every=1000 wandb.project=mine trainer.devices=2\n"
+            "grids: train.py -m --out DIR [experiment=NAME] key=a,b ... (docs/usage.md, Grids);\n"
+            "reports: python -m mpdp_pl.report DIR..."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
