@@ -151,3 +151,16 @@ def test_bad_input_is_one_line_and_writes_nothing(grid, tmp_path, args, match):
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert match in proc.stderr and proc.stderr.startswith("error:")
     assert not (tmp_path / "r").exists() and sorted(p.name for p in grid.iterdir()) == before
+
+
+def test_a_final_value_is_the_mean_of_the_runs_last_evaluations(grid, tmp_path):
+    """``--final LABEL`` (the paper's PETS in Fig. 1) draws one value per task: the mean over
+    seeds of each run's last evaluation, read here from the runs' own metrics.csv."""
+    from mpdp_pl.experiments.results import plot, read_runs
+
+    results, _ = read_runs([grid])
+    drawn = plot(results, tmp_path / "c.png", "t", finals=["sac"])
+    last = [evals(grid / "InvertedPendulum-v4" / "sac" / f"seed{s}")[-1][1] for s in (0, 1)]
+    assert drawn == {("InvertedPendulum-v4", "sac"): pytest.approx(statistics.mean(last))}
+    proc = report(grid, "--out", tmp_path / "r", "--final", "sac")
+    assert proc.returncode == 0 and (tmp_path / "r" / "curves.png").stat().st_size > 0, proc.stderr

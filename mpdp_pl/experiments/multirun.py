@@ -339,7 +339,8 @@ def main(argv: list[str]) -> int:
 
         try:
             report([out], out, settings.get("at", []), settings.get("metric", "eval/return"),
-                   title=f"train.py -m{' experiment=' + names[0] if names else ''}, {len(jobs)} jobs")
+                   title=f"train.py -m{' experiment=' + names[0] if names else ''}, {len(jobs)} jobs",
+                   finals=settings.get("final", []))
         except ConfigError as e:  # e.g. no job got to its first evaluation
             print(f"no report: {e}")
     return 1 if failed else 0

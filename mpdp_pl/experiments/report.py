@@ -1,5 +1,5 @@
 """The one report of runs: ``python -m mpdp_pl.report PATH... [--out DIR] [--anchors CSV]
-[--at [ENV=]STEP ...] [--metric M] [--threshold R] [--bootstrap-reps N]``.
+[--at [ENV=]STEP ...] [--metric M] [--final LABEL ...] [--threshold R] [--bootstrap-reps N]``.
 
     python -m mpdp_pl.report runs/grid
     python -m mpdp_pl.report docs/grid_hopper.csv runs/new --out runs/both --anchors docs/anchors_hopper.csv
@@ -12,6 +12,8 @@ the only PATH, when it is a folder): ``results.csv`` (every evaluation of every 
 the returns at the budget), ``stats.csv`` and ``profiles.png``. ``--metric`` reports another
 column of ``metrics.csv`` instead of the return (the paper's Fig. 2 and 3:
 ``train/realized_horizon``, ``model/error``); rliable's statistics are for returns only.
+``--final`` draws the named runs as one dotted value per task, the mean of their last
+evaluations (the paper's Fig. 1 draws PETS so).
 ``train.py -m`` writes this report of its grid when its jobs are done.
 """
 
@@ -44,14 +46,14 @@ def steps_at(budgets: dict[str, int], items: list[str]) -> dict[str, list[int]]:
 
 def write_report(out: Path, results: Results, at: dict[str, list[int]], title: str,
                  threshold: float | None = None, anchors=None, reps: int = 2000,
-                 metric: str = "eval/return") -> None:
+                 metric: str = "eval/return", finals=()) -> None:
     """A report in ``out``: ``results.csv``, ``curves.png``, ``table.md`` (``metric`` at the
     ``at`` steps, then, for the return, rliable's statistics of the final returns),
     ``stats.csv`` and ``profiles.png``; the table is printed too. Written by
     ``python -m mpdp_pl.report`` and at the end of ``train.py -m``."""
     out.mkdir(parents=True, exist_ok=True)
     write_results(results, out / "results.csv", metric)
-    plot(results, out / "curves.png", title, anchors, metric)
+    plot(results, out / "curves.png", title, anchors, metric, finals)
     md = table(results, at, threshold, anchors, metric)
     scores = aggregate.final_scores(results, at) if metric == "eval/return" else {}
     if scores:
@@ -67,7 +69,7 @@ def write_report(out: Path, results: Results, at: dict[str, list[int]], title: s
 
 def report(paths: list[Path], out: Path, at_items: list[str] = (), metric: str = "eval/return",
            anchors: Path | None = None, threshold: float | None = None, reps: int = 2000,
-           title: str | None = None) -> Results:
+           title: str | None = None, finals=()) -> Results:
     """Read every run under ``paths`` and write their report into ``out``; bad input is a
     :class:`ConfigError` raised before anything is written."""
     if reps < 1:
@@ -76,7 +78,7 @@ def report(paths: list[Path], out: Path, at_items: list[str] = (), metric: str =
     at = steps_at(budgets, list(at_items))
     published = read_anchors(anchors) if anchors else None
     write_report(out, results, at, title or " ".join(str(p) for p in paths), threshold,
-                 published, reps, metric)
+                 published, reps, metric, finals)
     return results
 
 
@@ -93,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the metrics.csv column reported (default eval/return)")
     p.add_argument("--threshold", type=float,
                    help="add a column: the first env step whose evaluation reached this return")
+    p.add_argument("--final", nargs="+", default=[], metavar="LABEL",
+                   help="draw these runs as one dotted value, their mean last evaluation (the "
+                        "paper's PETS in Fig. 1)")
     p.add_argument("--bootstrap-reps", type=int, default=2000, metavar="N",
                    help="stratified-bootstrap resamples of the rliable statistics (default 2000)")
     return p.parse_args(argv)
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if out is None:
             raise ConfigError("--out DIR is needed with several paths or a results.csv")
-        report(a.paths, out, a.at, a.metric, a.anchors, a.threshold, a.bootstrap_reps)
+        report(a.paths, out, a.at, a.metric, a.anchors, a.threshold, a.bootstrap_reps,
+               finals=a.final)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -205,9 +205,11 @@ def read_anchors(path: Path, methods=ANCHOR_METHODS) -> dict[tuple[str, str], li
 
 def plot(results: Results, path: Path, title: str,
          anchors: dict[tuple[str, str], list[tuple]] | None = None,
-         metric: str = "eval/return") -> None:
-    """Fig. 1 style: one panel per task, mean ``metric`` (the return) over seeds with the min-max band; published
-    ``anchors`` (dashed, mean +- std over their seeds) up to the panel's largest env step."""
+         metric: str = "eval/return", finals=()) -> dict[tuple[str, str], float]:
+    """Fig. 1 style: one panel per task, mean ``metric`` (the return) over seeds with the min-max
+    band; published ``anchors`` (dashed, mean +- std over their seeds) up to the panel's largest
+    env step. The labels in ``finals`` are drawn as one dotted value each, the mean over seeds of
+    their last evaluation (the paper's PETS); returns those values by (task, label)."""
     from ..config import task_name
     import matplotlib
 
@@ -215,6 +217,7 @@ def plot(results: Results, path: Path, title: str,
     import matplotlib.pyplot as plt
 
     envs = list(dict.fromkeys(env for env, _, _ in results))
+    drawn: dict[tuple[str, str], float] = {}
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
     for ax, env in zip(axes[0], envs):
         for algo in dict.fromkeys(a for e, a, _ in results if e == env):
@@ -222,6 +225,11 @@ def plot(results: Results, path: Path, title: str,
                       for (e_, a, _), v in results.items() if e_ == env and a == algo]
             curves = [c for c in curves if c]
             if not curves:
+                continue
+            if algo in finals:
+                drawn[(env, algo)] = statistics.mean(c[max(c)] for c in curves)
+                ax.axhline(drawn[(env, algo)], ls=":", lw=1.5, color="k",
+                           label=f"{algo} final ({len(curves)})")
                 continue
             steps = sorted(set.intersection(*(set(c) for c in curves)))
             vals = [[c[s] for c in curves] for s in steps]
@@ -244,3 +252,4 @@ def plot(results: Results, path: Path, title: str,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return drawn
