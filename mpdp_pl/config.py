@@ -38,6 +38,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # MPDP and its presets (conf/algo/*.yaml whose defaults list starts with mpdp)
 MPDP_ALGOS = ("mpdp", "mpdp_paper")
+PLANNERS = ("pets", "poplin_a", "poplin_p")  # model-predictive control, no actor-critic
 
 # Keys whose default is the string "auto" and that also take a number (inf and -inf included).
 AUTO_OR_NUMBER = {"target_entropy", "u_T"}
@@ -344,23 +345,28 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"start_states={cfg['start_states']!r}: must be real or model")
     if cfg["critic_states"] not in ("real", "model"):
         raise ConfigError(f"critic_states={cfg['critic_states']!r}: must be real or model")
-    if cfg["algo"] in ("mppve", "ddpg", "pets") and (cfg["critic_scale"] or cfg["obs_norm"]):
+    if cfg["algo"] in ("mppve", "ddpg", *PLANNERS) and (cfg["critic_scale"] or cfg["obs_norm"]):
         raise ConfigError(f"critic_scale and obs_norm are not built for {cfg['algo']}'s critic")
-    if cfg["algo"] in ("sac", "ddpg", "pets") and cfg["warmup_updates"]:
+    if cfg["algo"] in ("sac", "ddpg", *PLANNERS) and cfg["warmup_updates"]:
         raise ConfigError(f"warmup_updates: {cfg['algo']} has no policy updates to warm start")
     if cfg["algo"] in ("sac", "ddpg") and cfg["model_first_fit_scale"] != 1:
         raise ConfigError(f"model_first_fit_scale acts at the first model training: "
                           f"{cfg['algo']} has no model")
     if cfg["m2ac_horizon"] < 1 or not 0 < cfg["m2ac_keep_h1"] <= 1 or cfg["m2ac_penalty"] < 0:
         raise ConfigError("m2ac_horizon must be >= 1, m2ac_keep_h1 in (0, 1] and m2ac_penalty >= 0")
-    if cfg["algo"] == "pets":
-        if cfg["pets_particles"] % cfg["num_elites"]:
-            raise ConfigError(f"pets_particles={cfg['pets_particles']}: must be a multiple of "
-                              f"num_elites ({cfg['num_elites']}), one member per particle")
+    if cfg["algo"] == "pets" and cfg["pets_particles"] % cfg["num_elites"]:
+        raise ConfigError(f"pets_particles={cfg['pets_particles']}: must be a multiple of "
+                          f"num_elites ({cfg['num_elites']}), one member per particle")
+    if cfg["algo"] in PLANNERS:
         if not 1 <= cfg["pets_elites"] <= cfg["pets_population"] or cfg["pets_horizon"] < 1 \
                 or cfg["pets_iterations"] < 1 or not 0 <= cfg["pets_momentum"] < 1:
             raise ConfigError("pets: need 1 <= pets_elites <= pets_population, pets_horizon >= 1, "
                               "pets_iterations >= 1 and 0 <= pets_momentum < 1")
+    if cfg["algo"] in ("poplin_a", "poplin_p") and (
+            cfg["poplin_init_var"] <= 0 or cfg["poplin_bc_epochs"] < 1 or cfg["poplin_bc_batch"] < 1
+            or cfg["poplin_bc_lr"] <= 0 or not cfg["poplin_hidden"]):
+        raise ConfigError("poplin: need poplin_init_var > 0, poplin_bc_epochs >= 1, "
+                          "poplin_bc_batch >= 1, poplin_bc_lr > 0 and a hidden layer")
     if cfg["exploration_noise"] < 0:
         raise ConfigError(f"exploration_noise={cfg['exploration_noise']}: must be >= 0")
     if cfg["warmup_updates"] < 0 or cfg["model_first_fit_scale"] < 1:

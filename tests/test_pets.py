@@ -24,8 +24,8 @@ def test_cem_finds_the_optimum_of_a_quadratic():
     target = torch.tensor([[0.3, -0.7], [0.6, 0.0], [-0.5, 0.5]])[:, None, :].expand(3, 4, 2)
     s = CEMSettings(horizon=4, population=300, elites=30, iterations=12, momentum=0.1)
     lb, ub = -torch.ones(2), torch.ones(2)
-    mean = cem(lambda x: -(x - target.unsqueeze(1)).pow(2).sum((-2, -1)),
-               torch.zeros(3, 4, 2), ((ub - lb) ** 2 / 16).expand(3, 4, 2), lb, ub, s)
+    mean, _ = cem(lambda x: -(x - target.unsqueeze(1)).pow(2).sum((-2, -1)),
+                  torch.zeros(3, 4, 2), ((ub - lb) ** 2 / 16).expand(3, 4, 2), lb, ub, s)
     assert torch.allclose(mean, target, atol=0.03)
 
 

@@ -6,8 +6,9 @@ from .mbpo import MBPO
 from .mpdp import MPDP
 from .mppve import MPPVE
 from .pets import PETS
+from .poplin import POPLINA, POPLINP
 from .sac import SAC
 
 # mpdp_paper: MPDP's Algorithm 2 as printed (conf/algo/mpdp_paper.yaml, a preset of mpdp)
 ALGOS = {"ddpg": DDPG, "m2ac": M2AC, "mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP,
-         "mppve": MPPVE, "pets": PETS, "sac": SAC}
+         "mppve": MPPVE, "pets": PETS, "poplin_a": POPLINA, "poplin_p": POPLINP, "sac": SAC}

@@ -6,13 +6,16 @@ kchua/handful-of-trials and mbrl-lib's ``CEMOptimizer``, ``TrajectoryOptimizerAg
   drawn from a normal truncated at 2 standard deviations whose variance is also capped so that
   2 sigma stays inside the action box; the ``elites`` best refit the mean and variance, blended
   with the old ones by ``momentum`` (``mu <- m mu + (1 - m) mu_elites``). The initial variance is
-  ``(ub - lb)^2 / 16``; the mean is returned. No early stop on the variance: fixed shapes and no
-  host sync inside the loop, so that a GPU runs it as one stream of kernels.
+  ``(ub - lb)^2 / 16``; the mean and the last iteration's elites are returned. No early stop on
+  the variance: fixed shapes and no host sync inside the loop, so that a GPU runs it as one
+  stream of kernels. Unbounded ``lb``/``ub`` (POPLIN's noise) leave the variance uncapped.
 - :func:`particle_returns`: TS-infinity propagation. Each candidate is evaluated by ``particles``
   particles, each bound to one elite for the whole horizon (``particles / E`` per elite); every
   candidate, particle and member of a planning step is one batched forward
   (:meth:`~mpdp_pl.models.dynamics.DynamicsModel.grouped_step`). Rewards are summed undiscounted
   and stop at a predicted terminal; the candidate's value is the mean over its particles.
+- :func:`expected_returns`: the ``E`` propagation of POPLIN (one deterministic trajectory per
+  candidate through the elites' mean prediction), for actions that may depend on the state.
 - :class:`CEMPlanner`: the policy. Each plan starts from the previous one shifted by a step (its
   last step at the box's centre); the first action is taken. The previous plan is kept per batch
   size of states, so a plan after an episode boundary or an evaluation starts from a stale
@@ -46,9 +49,10 @@ class CEMSettings:
 
 
 def cem(objective: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, var: torch.Tensor,
-        lb: torch.Tensor, ub: torch.Tensor, s: CEMSettings) -> torch.Tensor:
+        lb: torch.Tensor, ub: torch.Tensor, s: CEMSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximize ``objective`` (``[N, P, H, A] -> [N, P]``) from ``mean``, ``var`` ``[N, H, A]``
-    within ``[lb, ub]`` ``[A]``; returns the final mean ``[N, H, A]``."""
+    within ``[lb, ub]`` ``[A]``; returns the final mean ``[N, H, A]`` and the last iteration's
+    elites ``[N, elites, H, A]``."""
     n, h, a = mean.shape
     for _ in range(s.iterations):
         cap = torch.minimum((mean - lb).div(2).pow(2), (ub - mean).div(2).pow(2))
@@ -60,7 +64,7 @@ def cem(objective: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, v
         elite = samples.gather(1, best[:, :, None, None].expand(-1, -1, h, a))
         mean = s.momentum * mean + (1 - s.momentum) * elite.mean(1)
         var = s.momentum * var + (1 - s.momentum) * elite.var(1, unbiased=False)
-    return mean
+    return mean, elite
 
 
 def particle_returns(dynamics: DynamicsModel, obs: torch.Tensor, plans: torch.Tensor,
@@ -83,6 +87,24 @@ def particle_returns(dynamics: DynamicsModel, obs: torch.Tensor, plans: torch.Te
     return total.view(e, n, p, k).mean(dim=(0, 3))
 
 
+def expected_returns(dynamics: DynamicsModel, obs: torch.Tensor, candidates: int, horizon: int,
+                     act: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Undiscounted model return of ``candidates`` per state along the elites' mean prediction
+    (POPLIN's ``E`` propagation, :meth:`~mpdp_pl.models.dynamics.DynamicsModel.mean_step`),
+    stopped at a predicted terminal: ``obs`` ``[N, D]`` -> ``[N, candidates]``. ``act(t, states)``
+    gives the actions ``[N * candidates, A]`` at step t (rows candidate-major within a state)."""
+    n = obs.shape[0]
+    state = obs.repeat_interleave(candidates, dim=0)
+    total = torch.zeros(state.shape[0], device=obs.device)
+    alive = torch.ones(state.shape[0], dtype=torch.bool, device=obs.device)
+    for t in range(horizon):
+        st = dynamics.mean_step(state, act(t, state))
+        total = total + torch.where(alive, st.reward, 0.0)
+        alive = alive & ~st.terminated
+        state = st.next_obs
+    return total.view(n, candidates)
+
+
 class CEMPlanner(nn.Module):
     """PETS's policy: CEM over action sequences in [-1, 1]^A through ``dynamics``; acts with the
     first action of the plan (no exploration noise, as PETS)."""
@@ -103,8 +125,8 @@ class CEMPlanner(nn.Module):
         if mean is None or mean.device != obs.device:
             mean = torch.zeros(n, s.horizon, self.action_dim, device=obs.device)
         var = ((ub - lb) ** 2 / 16).expand(n, s.horizon, self.action_dim)
-        mean = cem(lambda plans: particle_returns(dynamics, obs, plans, s.particles),
-                   mean, var, lb, ub, s)
+        mean, _ = cem(lambda plans: particle_returns(dynamics, obs, plans, s.particles),
+                      mean, var, lb, ub, s)
         self._previous[n] = torch.cat([mean[:, 1:], torch.zeros_like(mean[:, :1])], dim=1)
         return mean[:, 0]
 

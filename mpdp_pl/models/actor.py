@@ -117,3 +117,48 @@ class DeterministicActor(nn.Module):
         """``(mu(s) + N(0, noise^2) clipped to [-1, 1], None)``: there is no log-probability."""
         mu = self.deterministic(obs)
         return (mu + self.noise * torch.randn_like(mu)).clamp(-1.0, 1.0), None
+
+
+class ProposalPolicy(nn.Module):
+    """POPLIN's policy network (Wang and Ba 2019; WilsonWangTHU/POPLIN ``dmbrl/misc/optimizers/
+    policy_network``): whitened observation -> tanh hidden layers -> a linear output hard-clipped
+    to [-1, 1]^action_dim. Deterministic: its exploration is the planner's noise.
+
+    :meth:`with_weights` evaluates one flat weight vector per row (POPLIN-P's planner perturbs
+    the weights, one candidate per row) in one batched forward."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int]):
+        super().__init__()
+        self.net = BatchedMLP(1, obs_dim, action_dim, hidden_sizes, activation=nn.Tanh)
+        self.obs_norm = Normalizer(obs_dim)
+        self.shapes = [(layer.weight.shape[1:], layer.bias.shape[1:]) for layer in self.net.layers]
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net.member(self.obs_norm(obs), 0).clamp(-1.0, 1.0)
+
+    def flat_weights(self) -> torch.Tensor:
+        """Every weight and bias as one vector ``[W]`` (the layout :meth:`with_weights` reads)."""
+        return torch.cat([p[0].flatten() for layer in self.net.layers
+                          for p in (layer.weight, layer.bias)])
+
+    @torch.no_grad()
+    def set_flat_weights(self, flat: torch.Tensor) -> None:
+        offset = 0
+        for layer in self.net.layers:
+            for p in (layer.weight, layer.bias):
+                n = p[0].numel()
+                p[0].copy_(flat[offset: offset + n].view_as(p[0]))
+                offset += n
+
+    def with_weights(self, flat: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Row i's action under the weights ``flat[i]``: ``flat`` ``[C, W]``, ``obs`` ``[C, D]``
+        -> ``[C, A]``."""
+        params, offset = [], 0
+        for w_shape, b_shape in self.shapes:
+            nw, nb = w_shape.numel(), b_shape.numel()
+            w = flat[:, offset: offset + nw].view(-1, *w_shape)
+            b = flat[:, offset + nw: offset + nw + nb].view(-1, *b_shape)
+            params.append((w, b))
+            offset += nw + nb
+        out = self.net(self.obs_norm(obs).unsqueeze(1), params=params)
+        return out.squeeze(1).clamp(-1.0, 1.0)

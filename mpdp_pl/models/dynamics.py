@@ -226,12 +226,21 @@ class DynamicsModel(nn.Module):
         mean, log_var, _ = self.forward_normalized(obs, action, members=self.elites)
         return ovr_model_error(mean, log_var.exp())
 
+    def mean_step(self, obs: torch.Tensor, action: torch.Tensor) -> ModelStep:
+        """The elites' average mean prediction as one deterministic step (PETS's and POPLIN's
+        ``E`` propagation): ``(s', r)`` in env units, and the termination of s' (the task's rule,
+        or the elites' mean learned logit > 0). u and member are None."""
+        mean, _, logit = self.forward_normalized(obs, action, members=self.elites)
+        y = self.target_norm.inverse(mean.mean(0))
+        next_obs, reward = obs + y[:, :-1], y[:, -1]
+        terminated = logit.mean(0) > 0 if self.learned_termination else self.termination_fn(next_obs)
+        return ModelStep(next_obs, reward, terminated, None, None)
+
     @torch.no_grad()
     def mean_prediction(self, obs: torch.Tensor, action: torch.Tensor):
         """The elites' average mean prediction ``(s', r)`` in env units."""
-        mean, _, _ = self.forward_normalized(obs, action, members=self.elites)
-        y = self.target_norm.inverse(mean.mean(0))
-        return obs + y[:, :-1], y[:, -1]
+        st = self.mean_step(obs, action)
+        return st.next_obs, st.reward
 
 
 @torch.no_grad()
