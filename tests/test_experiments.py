@@ -9,7 +9,7 @@ import csv
 import pytest
 from conftest import run_train
 
-TINY = ["steps=300", "init_random_steps=200", "batch_size=64", "hidden_sizes=[32,32]",
+TINY = ["steps=300", "seed=0", "init_random_steps=200", "batch_size=64", "hidden_sizes=[32,32]",
         "model_hidden=32", "model_max_steps=20", "horizon=3", "eval_episodes=1",
         "eval_every=100", "model_train_freq=100", "rollout_batch_size=500",
         "critic_updates_per_step=2", "actor_updates_per_step=1", "--logger", "csv"]
