@@ -1,7 +1,7 @@
 """PETS (mpdp_pl/lookahead/planning.py, algos/pets.py) against independent truths: CEM finds the optimum of
 a known quadratic, the planner with a small system's true dynamics reaches its known optimal
-return, the grouped model step equals the per-sample one with the same member and noise; and a
-run through the shared CLI that checkpoints, resumes and evaluates."""
+return, the grouped model step equals the per-sample one with the same member and noise; and
+runs of PETS and POPLIN through the shared CLI that checkpoint, resume and evaluate."""
 
 from __future__ import annotations
 
@@ -89,11 +89,17 @@ def test_config_is_the_published_one_and_checked():
         load_config("Hopper-v4", "pets", {"pets_particles": 7})
 
 
-def test_pets_trains_resumes_and_evaluates_through_the_cli(tmp_path):
+@pytest.mark.parametrize("algo,extra,key", [
+    ("pets", ["pets_particles=5"], "model/steps"),
+    ("poplin_a", ["poplin_bc_epochs=2"], "poplin/bc_rows"),
+    ("poplin_p", [], "poplin/weight_step"),
+])
+def test_planner_trains_resumes_and_evaluates_through_the_cli(tmp_path, algo, extra, key):
+    """PETS, POPLIN-A and POPLIN-P (tests/test_poplin.py) through the shared CLI."""
     out = tmp_path / "run"
     small = ["pets_horizon=3", "pets_population=10", "pets_elites=2", "pets_iterations=2",
-             "pets_particles=5", "model_hidden=16", "model_train_freq=100"]
-    proc = run_train(["--env", "InvertedPendulum-v4", "--algo", "pets", "--out", str(out),
+             "model_hidden=16", "model_train_freq=100", *extra]
+    proc = run_train(["--env", "InvertedPendulum-v4", "--algo", algo, "--out", str(out),
                       "--logger", "none", *TINY, "steps=400", *small], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_train(["--resume", str(out), "--steps", "500"], cwd=tmp_path)
@@ -101,7 +107,7 @@ def test_pets_trains_resumes_and_evaluates_through_the_cli(tmp_path):
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["env_steps"]) for r in rows] == [200, 400, 500]
-    assert float(rows[-1]["model/steps"]) > 0 and rows[-1]["eval/return"]
+    assert float(rows[-1][key]) > 0 and rows[-1]["eval/return"]
     proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(out), "--episodes", "1"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

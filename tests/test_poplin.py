@@ -2,19 +2,14 @@
 independent truths: the planners with a small system's true dynamics reach its known optimal
 return from a policy that proposes nothing useful; the mean model step is the mean of the
 elites' noiseless per-member steps; a candidate's weights act as the policy set to them; the
-distillations equal their hand computations (AVG) or fit what they are shown (BC-AI); and runs
-through the shared CLI that checkpoint, resume and evaluate."""
+distillations equal their hand computations (AVG) or fit what they are shown (BC-AI). Their runs
+through the shared CLI: tests/test_pets.py."""
 
 from __future__ import annotations
-
-import csv
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import TINY, run_train
 from mpdp_pl.algos.poplin import POPLINA, POPLINP
 from mpdp_pl.config import ConfigError, load_config
 from mpdp_pl.environment.envs import EnvSpec
@@ -153,23 +148,3 @@ def test_config_is_the_published_one_and_checked():
     assert (p["poplin_hidden"], p["poplin_init_var"]) == ([32], 0.1)
     with pytest.raises(ConfigError, match="poplin_init_var"):
         load_config("Hopper-v4", "poplin_p", {"poplin_init_var": 0.0})
-
-
-@pytest.mark.parametrize("algo", ["poplin_a", "poplin_p"])
-def test_poplin_trains_resumes_and_evaluates_through_the_cli(tmp_path, algo):
-    out = tmp_path / "run"
-    small = ["pets_horizon=3", "pets_population=10", "pets_elites=2", "pets_iterations=2",
-             "model_hidden=16", "model_train_freq=100", "poplin_bc_epochs=2"]
-    proc = run_train(["--env", "InvertedPendulum-v4", "--algo", algo, "--out", str(out),
-                      "--logger", "none", *TINY, "steps=400", *small], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_train(["--resume", str(out), "--steps", "500"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["env_steps"]) for r in rows] == [200, 400, 500]
-    key = "poplin/bc_rows" if algo == "poplin_a" else "poplin/weight_step"
-    assert float(rows[-1][key]) > 0 and rows[-1]["eval/return"]
-    proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(out), "--episodes", "1"],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
