@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError
+from .config import PLANNERS, ConfigError
 
 EXIT_BAD_INPUT = 2
 
@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
             headless()  # before MuJoCo is imported
         cfg, module, ckpt = load_agent(Path(a.path), a.env)
+        if a.export and cfg["algo"] in PLANNERS:
+            raise ConfigError(f"--export: {cfg['algo']} plans through its model at every step; "
+                              "it has no policy network to export")
         from .algos.env_setup import EVAL_SEED_OFFSET
 
         seed = a.seed if a.seed is not None else cfg["seed"] + EVAL_SEED_OFFSET

@@ -111,3 +111,8 @@ def test_planner_trains_resumes_and_evaluates_through_the_cli(tmp_path, algo, ex
     proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(out), "--episodes", "1"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(out), "--episodes", "1",
+                           "--export", str(tmp_path / "pi.pt")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode != 0 and "no policy network" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "pi.pt").exists()
