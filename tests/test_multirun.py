@@ -9,7 +9,7 @@ import re
 
 import pytest
 import yaml
-from conftest import run_train
+from conftest import ROOT, run_train
 
 TINY = ["--env", "Pendulum-v1", "algo=sac", "init_random_steps=100", "eval_every=150",
         "eval_episodes=1", "hidden_sizes=[32,32]", "batch_size=64", "--logger", "csv",
@@ -186,6 +186,33 @@ def test_an_experiment_takes_the_command_lines_values(tmp_path):
     assert all("steps=300" in j and "seed=5" in j and "steps=2000" not in j for j in jobs)
     proc = run_train(["-m", "--out", str(tmp_path / "x"), "experiment=fig9"], cwd=tmp_path)
     assert proc.returncode == 2 and "unknown experiment 'fig9'" in proc.stderr
+
+
+def test_fig1_runs_every_method_at_the_budget_and_sac_at_2M_as_a_reference(tmp_path):
+    """experiment=fig1 for one task: the nine methods at the task's budget (conf/env) and SAC
+    at 2M env steps (variant sac_2M), which the report draws as a dotted value beside PETS."""
+    from mpdp_pl.experiments.multirun import experiment, job_config, plan
+
+    sweeps, report = experiment("fig1", ["env=Hopper-v4", "seed=0"])
+    jobs = plan(tmp_path, sweeps)
+    cfgs = {j[-1].split("=", 1)[1].split("/")[-2]: job_config(j[:-1]) for j in jobs}
+    assert sorted(cfgs) == sorted(["mpdp", "sac", "mbpo", "mppve", "m2ac", "ddpg", "pets",
+                                   "poplin_a", "poplin_p", "sac_2M"])
+    assert {n: c["steps"] for n, c in cfgs.items() if n != "sac_2M"} == dict.fromkeys(
+        set(cfgs) - {"sac_2M"}, 100_000)
+    assert (cfgs["sac_2M"]["algo"], cfgs["sac_2M"]["steps"]) == ("sac", 2_000_000)
+    assert report["final"] == ["pets", "sac_2M"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_plans_its_grid(tmp_path, name):
+    """Each experiment file's sweeps are valid jobs for every task it names (one seed here);
+    a sweep item with commas must be quoted, or YAML splits it into items."""
+    from mpdp_pl.experiments.multirun import experiment, plan
+
+    sweeps, _ = experiment(name, ["seed=0"])
+    jobs = plan(tmp_path, sweeps)
+    assert jobs and all(o.count("=") >= 1 for j in jobs for o in j)
 
 
 def test_a_second_grid_on_a_grid_in_use_is_refused(tmp_path):

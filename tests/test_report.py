@@ -164,3 +164,33 @@ def test_a_final_value_is_the_mean_of_the_runs_last_evaluations(grid, tmp_path):
     assert drawn == {("InvertedPendulum-v4", "sac"): pytest.approx(statistics.mean(last))}
     proc = report(grid, "--out", tmp_path / "r", "--final", "sac")
     assert proc.returncode == 0 and (tmp_path / "r" / "curves.png").stat().st_size > 0, proc.stderr
+
+
+def test_a_longer_final_reference_sets_no_budget_and_stays_out_of_the_statistics(grid, tmp_path):
+    """SAC at 2M env steps in Fig. 1: a ``--final`` label whose runs went on past the others'
+    budget is drawn at its last evaluation and listed under the table, while the table's columns
+    stay at the other runs' budget and rliable's statistics leave it out."""
+    src = tmp_path / "g"
+    shutil.copytree(grid / "InvertedPendulum-v4", src / "InvertedPendulum-v4")
+    for seed, extra in ((0, 900.0), (1, 700.0)):  # a longer run: the same run, evaluated again at 4000
+        run = src / "InvertedPendulum-v4" / "sac_long" / f"seed{seed}"
+        shutil.copytree(src / "InvertedPendulum-v4" / "sac" / f"seed{seed}", run)
+        cfg = (run / "config.yaml").read_text()
+        (run / "config.yaml").write_text(cfg.replace("steps: 400\n", "steps: 4000\n"))
+        with open(run / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        last = dict(next(r for r in reversed(rows) if r["eval/return"]), env_steps="4000")
+        last["eval/return"] = str(extra)
+        with open(run / "metrics.csv", "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=list(rows[0])).writerow(last)
+    proc = report(src, "--out", tmp_path / "r", "--final", "sac_long")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "r" / "table.md").read_text()
+    sac = [evals(grid / "InvertedPendulum-v4" / "sac" / f"seed{s}")[-1][1] for s in (0, 1)]
+    sac_row = next(line for line in table.splitlines() if "| sac |" in line)
+    assert f"{statistics.mean(sac):.0f} ± {statistics.stdev(sac):.0f} @ 400" in sac_row
+    assert "| InvertedPendulum-v4 | sac_long | 2 | 800 ± 141 @ 4,000 |" in table
+    with open(tmp_path / "r" / "stats.csv") as f:
+        assert {r["algo"] for r in csv.DictReader(f)} >= {"sac", "mpdp"}
+    with open(tmp_path / "r" / "stats.csv") as f:
+        assert not any(r["algo"] == "sac_long" or "sac_long" in r["scope"] for r in csv.DictReader(f))

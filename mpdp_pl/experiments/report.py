@@ -13,7 +13,9 @@ the returns at the budget), ``stats.csv`` and ``profiles.png``. ``--metric`` rep
 column of ``metrics.csv`` instead of the return (the paper's Fig. 2 and 3:
 ``train/realized_horizon``, ``model/error``); rliable's statistics are for returns only.
 ``--final`` draws the named runs as one dotted value per task, the mean of their last
-evaluations (the paper's Fig. 1 draws PETS so).
+evaluations (the paper's Fig. 1 draws PETS at the task's budget and SAC at 2M env steps so),
+listed below the table; they set no task's budget, and runs of theirs that went past the budget
+stay out of the statistics.
 ``train.py -m`` writes this report of its grid when its jobs are done.
 """
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from . import aggregate
-from .results import Results, plot, read_anchors, read_runs, table, write_results
+from .results import Results, finals_table, plot, read_anchors, read_runs, table, write_results
 
 
 def steps_at(budgets: dict[str, int], items: list[str]) -> dict[str, list[int]]:
@@ -54,8 +56,13 @@ def write_report(out: Path, results: Results, at: dict[str, list[int]], title: s
     out.mkdir(parents=True, exist_ok=True)
     write_results(results, out / "results.csv", metric)
     plot(results, out / "curves.png", title, anchors, metric, finals)
-    md = table(results, at, threshold, anchors, metric)
-    scores = aggregate.final_scores(results, at) if metric == "eval/return" else {}
+    md = table(results, at, threshold, anchors, metric) + finals_table(results, finals)
+    # a --final label whose runs went past the task's budget (SAC at 2M) is a reference, not a
+    # score at the budget
+    beyond = {(e, a) for (e, a, _), v in results.items()
+              if a in finals and v and v[-1]["env_steps"] > max(at.get(e, [0]))}
+    scores = aggregate.final_scores({k: v for k, v in results.items() if k[:2] not in beyond}, at) \
+        if metric == "eval/return" else {}
     if scores:
         stats = aggregate.summarize(scores, reps=reps)
         md += aggregate.markdown(stats, scores, at, reps)
@@ -74,7 +81,7 @@ def report(paths: list[Path], out: Path, at_items: list[str] = (), metric: str =
     :class:`ConfigError` raised before anything is written."""
     if reps < 1:
         raise ConfigError(f"--bootstrap-reps {reps}: must be >= 1")
-    results, budgets = read_runs(paths, metric)
+    results, budgets = read_runs(paths, metric, finals)
     at = steps_at(budgets, list(at_items))
     published = read_anchors(anchors) if anchors else None
     write_report(out, results, at, title or " ".join(str(p) for p in paths), threshold,

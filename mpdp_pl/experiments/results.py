@@ -74,19 +74,24 @@ def find_runs(root: Path) -> list[Path]:
     return found
 
 
-def read_runs(paths: list[Path], metric: str = "eval/return") -> tuple[Results, dict[str, int]]:
+def read_runs(paths: list[Path], metric: str = "eval/return",
+              finals=()) -> tuple[Results, dict[str, int]]:
     """Every run under ``paths`` (run or grid directories, or ``results.csv`` files), keyed (env,
-    label, seed), and each task's largest budget (``steps``) among them. A run stopped by
-    ``nonfinite_limit`` marks its evaluations failed; a key seen twice keeps the first."""
+    label, seed), and each task's largest budget (``steps``) among them; the labels in ``finals``
+    (drawn as one value, such as SAC at 2M env steps) set a task's budget only where no other
+    run does. A run stopped by ``nonfinite_limit`` marks its evaluations failed; a key seen
+    twice keeps the first."""
     results: Results = {}
     budgets: dict[str, int] = {}
+    final_budgets: dict[str, int] = {}
     for path in paths:
         if path.is_file():
             if metric != "eval/return":
                 raise ConfigError(f"{path}: a results.csv holds eval/return only, not {metric}")
             for key, evals in read_results(path).items():
                 results.setdefault(key, evals)
-                budgets[key[0]] = max(budgets.get(key[0], 0), evals[-1]["env_steps"] if evals else 0)
+                b = final_budgets if key[1] in finals else budgets
+                b[key[0]] = max(b.get(key[0], 0), evals[-1]["env_steps"] if evals else 0)
             continue
         if not path.is_dir():
             raise ConfigError(f"{path}: no such run, grid or results.csv")
@@ -105,8 +110,9 @@ def read_runs(paths: list[Path], metric: str = "eval/return") -> tuple[Results, 
                 for e in evals:
                     e["failed"] = True
             results.setdefault(key, evals)
-            budgets[key[0]] = max(budgets.get(key[0], 0), steps)
-    return results, budgets
+            b = final_budgets if key[1] in finals else budgets
+            b[key[0]] = max(b.get(key[0], 0), steps)
+    return results, {**final_budgets, **budgets}
 
 
 def value_at(evals: list[dict], step: int) -> float | None:
@@ -174,6 +180,24 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
     return "\n".join(lines) + "\n"
 
 
+def finals_table(results: Results, finals) -> str:
+    """Markdown: the value each label in ``finals`` is drawn at, per task: mean ± std over seeds
+    of the runs' last evaluations, and the env steps of those evaluations."""
+    lines = []
+    for env in dict.fromkeys(env for env, _, _ in results):
+        for algo in (a for a in dict.fromkeys(a for e, a, _ in results if e == env) if a in finals):
+            last = [v[-1] for (e, a, _), v in results.items() if e == env and a == algo and v]
+            if last:
+                steps = "/".join(f"{s:,}" for s in sorted({x["env_steps"] for x in last}))
+                lines.append(f"| {env} | {algo} | {len(last)} | {_fmt([x['return'] for x in last])} "
+                             f"@ {steps} |")
+    if not lines:
+        return ""
+    return ("\nDrawn as one dotted value per task (`--final`): the mean of the runs' last "
+            "evaluations.\n\n| task | algo | seeds | last evaluation |\n|---|---|---|---|\n"
+            + "\n".join(lines) + "\n")
+
+
 def write_results(results: Results, path: Path, metric: str = "eval/return") -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -228,15 +252,15 @@ def plot(results: Results, path: Path, title: str,
                 continue
             if algo in finals:
                 drawn[(env, algo)] = statistics.mean(c[max(c)] for c in curves)
-                ax.axhline(drawn[(env, algo)], ls=":", lw=1.5, color="k",
+                ax.axhline(drawn[(env, algo)], ls=":", lw=1.5, color=f"C{len(drawn) + 6}",
                            label=f"{algo} final ({len(curves)})")
                 continue
             steps = sorted(set.intersection(*(set(c) for c in curves)))
             vals = [[c[s] for c in curves] for s in steps]
             ax.plot(steps, [statistics.mean(v) for v in vals], label=f"{algo} ({len(curves)})")
             ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
-        last = max((e["env_steps"] for (e_, _, _), v in results.items() if e_ == env for e in v),
-                   default=0)
+        last = max((e["env_steps"] for (e_, a, _), v in results.items()
+                    if e_ == env and a not in finals for e in v), default=0)
         for (task, method), points in (anchors or {}).items():
             points = [p for p in points if task == task_name(env) and p[0] <= last]
             if points:
