@@ -17,7 +17,10 @@ steps at the algorithm's default config, in which every part is timed:
   (the measured seconds per eval env step x 10,000), since a young policy's short episodes
   would understate it.
 
-Seconds per 1k env steps = the window's seconds x 1000 / window, plus evaluation. On a GPU
+Seconds per 1k env steps = the window's seconds x 1000 / window, plus evaluation. Memory: the
+process's peak resident set after each point (CPU; a high-water mark over everything this
+process has run, so give one algorithm per process to read one algorithm's), or torch's peak
+allocation during the point (CUDA). On a GPU
 (``trainer.accelerator=gpu``) the parts are host times: asynchronous device work is counted in
 whichever part waits for it, so only the total (and env steps per second) is exact. A window of
 250 env steps holds exactly one model training at ``model_train_freq`` = 250. For MPDP the
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import resource
 import sys
 import tempfile
 import time
@@ -112,6 +116,9 @@ def timed(cls, data, n: int, log: dict):
 def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) -> dict:
     log = {"ticks": [], "calls": [], "live": [], "eval_steps": 0}
     warmup = 1
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(env_id, algo, {
             "init_random_steps": 0, "steps": n + warmup + window, "eval_every": 10**9,
@@ -133,7 +140,10 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
     per_1k["evaluation"] = (eval_calls[-1] / max(log["eval_steps"], 1) * EVAL_STEPS_PER_1K
                             if eval_calls else 0.0)
     live = [(lr, h) for step, lr, h in log["live"] if step > start]
+    peak = ((cuda and torch.cuda.max_memory_allocated())  # 0: the run stayed on the CPU
+            or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     return {"algo": algo, "n": n, "steps": steps, "total": sum(per_1k.values()), **per_1k,
+            "peak_mib": peak,
             "live_rows": sum(x for x, _ in live) / len(live) if live else float("nan"),
             "realized_horizon": sum(h for _, h in live) / len(live) if live else float("nan"),
             "critic_per_step": cfg["critic_updates_per_step"],
@@ -167,18 +177,16 @@ def main() -> None:
             r = measure(algo, data, n, a.window, overrides, env_id)
             rows.append(r)
             print(f"  {algo:>6} n={n:6d}: {r['total']:7.1f} s per 1k env steps = "
-                  + ", ".join(f"{c} {r[c]:.1f}" for c in COLUMNS)
+                  + ", ".join(f"{c} {r[c]:.1f}" for c in COLUMNS) + f"; peak {r['peak_mib']:.0f} MiB"
                   + (f"; live rows {r['live_rows']:.3f}, realized horizon {r['realized_horizon']:.2f}"
                      if algo == "mpdp" else ""), flush=True)
     print("\n| algo | updates/step (critic, actor) | buffered | total s per 1k | "
-          + " | ".join(COLUMNS) + " | live rows | realized H |")
-    print("|---|---|---|---|" + "---|" * (len(COLUMNS) + 2))
+          + " | ".join(COLUMNS) + " | live rows | realized H | peak MiB |")
+    print("|---|---|---|---|" + "---|" * (len(COLUMNS) + 3))
     for r in rows:
         print(f"| {r['algo']} | {r['critic_per_step']:g}, {r['actor_per_step']:g} | {r['n']} | "
               f"{r['total']:.0f} | " + " | ".join(f"{r[c]:.1f}" for c in COLUMNS)
-              + f" | {r['live_rows']:.3f} | {r['realized_horizon']:.2f} |")
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+              + f" | {r['live_rows']:.3f} | {r['realized_horizon']:.2f} | {r['peak_mib']:.0f} |")
     if a.csv:
         with open(a.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))

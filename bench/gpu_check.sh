@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 19): at most about 5 minutes on one GPU, most important first.
+# The prepared GPU check (issues 19, 27): at most about 10 minutes on one GPU, most important first.
 #
 #   bash bench/gpu_check.sh OUT_DIR [--device cuda|cpu]
 #
@@ -13,6 +13,9 @@
 #   3. loop         bench/cost.py from the carried 30k-transition Hopper data: MPDP's whole loop
 #                   per 1k env steps by part (model training, evaluation included)
 #   4. compile      the farsighted update under torch.compile, under its own time cap
+#   5. planners     bench/planner_cost.py: PETS, POPLIN-A and POPLIN-P per env step at the
+#                   published CEM settings and the reduced ones (issue 27's GPU cost)
+#   6. baselines    bench/cost.py's loop for SAC, DDPG and M2AC at 30k buffered (caps: 570 s)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: bash bench/gpu_check.sh OUT_DIR [--device cuda|cpu]}"
@@ -78,4 +81,7 @@ step loop 120 python3 bench/cost.py .gpu_carry/sac --algos mpdp --at 30000 --win
   "trainer.accelerator=$accel"
 step compile 60 python3 bench/farsighted.py .gpu_carry/mpdp --repeat 10 --horizons --compile \
   --device "$device"
+step planners 60 python3 bench/planner_cost.py --env Hopper-v4 --plans 3 --device "$device"
+step baselines 120 python3 bench/cost.py .gpu_carry/sac --algos sac ddpg m2ac --at 30000 \
+  --window 250 "trainer.accelerator=$accel"
 echo "done in $(( $(date +%s) - started ))s; results in $out/results.json"
