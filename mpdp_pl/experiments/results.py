@@ -227,6 +227,9 @@ def read_anchors(path: Path, methods=ANCHOR_METHODS) -> dict[tuple[str, str], li
     return {k: sorted(v) for k, v in out.items()}
 
 
+FINAL_STYLES = [(":", "k"), ("-.", "k"), (":", "0.5"), ("-.", "0.5")]  # one per --final label
+
+
 def plot(results: Results, path: Path, title: str,
          anchors: dict[tuple[str, str], list[tuple]] | None = None,
          metric: str = "eval/return", finals=()) -> dict[tuple[str, str], float]:
@@ -252,7 +255,8 @@ def plot(results: Results, path: Path, title: str,
                 continue
             if algo in finals:
                 drawn[(env, algo)] = statistics.mean(c[max(c)] for c in curves)
-                ax.axhline(drawn[(env, algo)], ls=":", lw=1.5, color=f"C{len(drawn) + 6}",
+                ls, color = FINAL_STYLES[list(finals).index(algo) % len(FINAL_STYLES)]
+                ax.axhline(drawn[(env, algo)], ls=ls, lw=1.5, color=color,
                            label=f"{algo} final ({len(curves)})")
                 continue
             steps = sorted(set.intersection(*(set(c) for c in curves)))
