@@ -193,7 +193,7 @@ def finals_table(results: Results, finals) -> str:
                              f"@ {steps} |")
     if not lines:
         return ""
-    return ("\nDrawn as one dotted value per task (`--final`): the mean of the runs' last "
+    return ("\nDrawn as one horizontal line per task (`--final`): the mean of the runs' last "
             "evaluations.\n\n| task | algo | seeds | last evaluation |\n|---|---|---|---|\n"
             + "\n".join(lines) + "\n")
 
