@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mpdp_pl import checkpoint  # noqa: E402
+from mpdp_pl.runtime import checkpoint  # noqa: E402
 from mpdp_pl.algos import ALGOS  # noqa: E402
 from mpdp_pl.cli import _flatten  # noqa: E402
 from mpdp_pl.config import MPDP_ALGOS, load_config  # noqa: E402

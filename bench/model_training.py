@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mpdp_pl import checkpoint  # noqa: E402
+from mpdp_pl.runtime import checkpoint  # noqa: E402
 from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
 from mpdp_pl.environment.data import chronological_order, load_buffer, make_replay_buffer  # noqa: E402
 from mpdp_pl.models.dynamics import DynamicsModel  # noqa: E402

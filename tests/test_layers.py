@@ -92,3 +92,25 @@ def test_no_module_imports_a_layer_above_its_own():
     wrong = [f"{m} imports {n}" for m, deps in sorted(graph().items()) if m != "mpdp_pl"
              for n in sorted(deps) if n != "mpdp_pl" and layer(n) > layer(m)]
     assert wrong == []
+
+
+def test_every_bench_script_imports():
+    """bench/ scripts run by hand, so nothing else notices when a module they import moves (the
+    layers of 77b18f3 broke four of them): each one's module-level imports resolve, in a
+    process of its own (bench/cost.py patches the evaluation callback when imported)."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib.util, pathlib, sys
+sys.path.insert(0, "bench")
+for p in sorted(pathlib.Path("bench").glob("*.py")):
+    spec = importlib.util.spec_from_file_location("bench_" + p.stem, p)
+    try:
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    except Exception as e:
+        print(f"{p}: {type(e).__name__}: {e}")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr[-2000:]
