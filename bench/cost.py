@@ -26,6 +26,9 @@ whichever part waits for it, so only the total (and env steps per second) is exa
 250 env steps holds exactly one model training at ``model_train_freq`` = 250. For MPDP the
 share of the farsighted unroll's sample-steps that were alive (``train/live_rows``: the share
 of the static form's work spent on live samples) and the realized horizon are printed too.
+Last, each point's total at the task's own evaluation setting (``eval_episodes`` full episodes
+every ``eval_every`` env steps) and the hours of one run per 100k env steps at that rate: the
+estimate of a full-budget run's CPU time (the rate measured at one buffer size).
 
     python bench/cost.py RUN_DIR [--algos mpdp sac mbpo mppve] [--at 1000 10000 30000]
                          [--window 250] [key=value ...]
@@ -139,11 +142,16 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
     eval_calls = [secs for part, _, secs in log["calls"] if part == "evaluation"]
     per_1k["evaluation"] = (eval_calls[-1] / max(log["eval_steps"], 1) * EVAL_STEPS_PER_1K
                             if eval_calls else 0.0)
+    # the task's own evaluation (eval_episodes every eval_every env steps, full episodes) in
+    # place of the quoted one: what a run at the task's config costs, the estimate's basis
+    task = load_config(env_id, algo, overrides)
+    own_eval = per_1k["evaluation"] / EVAL_STEPS_PER_1K * task["eval_episodes"] * 1000 * 1000 / task["eval_every"]
+    own = sum(per_1k.values()) - per_1k["evaluation"] + own_eval
     live = [(lr, h) for step, lr, h in log["live"] if step > start]
     peak = ((cuda and torch.cuda.max_memory_allocated())  # 0: the run stayed on the CPU
             or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     return {"algo": algo, "n": n, "steps": steps, "total": sum(per_1k.values()), **per_1k,
-            "peak_mib": peak,
+            "peak_mib": peak, "own_eval_total": own, "hours_per_100k": own * 100 / 3600,
             "live_rows": sum(x for x, _ in live) / len(live) if live else float("nan"),
             "realized_horizon": sum(h for _, h in live) / len(live) if live else float("nan"),
             "critic_per_step": cfg["critic_updates_per_step"],
@@ -187,6 +195,11 @@ def main() -> None:
         print(f"| {r['algo']} | {r['critic_per_step']:g}, {r['actor_per_step']:g} | {r['n']} | "
               f"{r['total']:.0f} | " + " | ".join(f"{r[c]:.1f}" for c in COLUMNS)
               + f" | {r['live_rows']:.3f} | {r['realized_horizon']:.2f} | {r['peak_mib']:.0f} |")
+    print("\nAt the task's own evaluation (its eval_episodes of full episodes every eval_every env "
+          "steps), the estimate of a run's CPU time at this rate:")
+    for r in rows:
+        print(f"  {r['algo']:>8} ({r['n']} buffered): {r['own_eval_total']:.0f} s per 1k env steps, "
+              f"{r['hours_per_100k']:.1f} h per 100k env steps")
     if a.csv:
         with open(a.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
