@@ -190,7 +190,7 @@ def test_an_experiment_takes_the_command_lines_values(tmp_path):
 
 def test_fig1_runs_every_method_at_the_budget_and_sac_at_2M_as_a_reference(tmp_path):
     """experiment=fig1 for one task: the nine methods at the task's budget (conf/env) and SAC
-    at 2M env steps (variant sac_2M), which the report draws as a dotted value beside PETS."""
+    at 2M env steps (variant sac_2M), which the report draws as one line per task, as PETS."""
     from mpdp_pl.experiments.multirun import experiment, job_config, plan
 
     sweeps, report = experiment("fig1", ["env=Hopper-v4", "seed=0"])
