@@ -434,6 +434,20 @@ def validate(cfg: dict) -> None:
         or cfg["model_max_steps"] <= 0
     ):
         raise ConfigError(f"model_max_steps={cfg['model_max_steps']!r}: must be a positive int or null")
+    choices = {"activation": ("relu", "silu"), "actor_std": ("bounded", "softplus"),
+               "model_noise": ("input", "member"), "model_optimizer": ("adam", "adamw"),
+               "model_weights": ("bootstrap", "exp"), "model_early_stop": ("improvement", "z_test")}
+    for k, allowed in choices.items():
+        if cfg[k] not in allowed:
+            raise ConfigError(f"{k}={cfg[k]!r}: must be one of {', '.join(allowed)}")
+    if cfg["model_weights"] == "exp" and cfg["model_epoch_batches"] is None:
+        raise ConfigError("model_weights=exp trains every member on the same rows: set model_epoch_batches")
+    for k in ("model_layernorm", "model_dropout"):
+        if cfg[k] and len(cfg[k]) != cfg["model_layers"] + (0 if k == "model_layernorm" else 1):
+            raise ConfigError(f"{k} has {len(cfg[k])} values for model_layers={cfg['model_layers']}")
+    if cfg["num_critics"] < 2 or cfg["update_every"] < 1 or (
+            cfg["model_epoch_batches"] is not None and cfg["model_epoch_batches"] < 1):
+        raise ConfigError("need num_critics >= 2, update_every >= 1 and model_epoch_batches >= 1")
     if cfg["model_eval_every"] <= 0:
         raise ConfigError(f"model_eval_every={cfg['model_eval_every']}: must be > 0")
     if not 0 < cfg["model_holdout_ratio"] < 1:

@@ -1,6 +1,7 @@
 """One LightningModule per algorithm, all on the shared loop of :mod:`.base`."""
 
 from .ddpg import DDPG
+from .dhmbpo import DHMBPO
 from .m2ac import M2AC
 from .mbpo import MBPO
 from .mpdp import MPDP
@@ -10,5 +11,5 @@ from .poplin import POPLINA, POPLINP
 from .sac import SAC
 
 # mpdp_paper: MPDP's Algorithm 2 as printed (conf/algo/mpdp_paper.yaml, a preset of mpdp)
-ALGOS = {"ddpg": DDPG, "m2ac": M2AC, "mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP,
+ALGOS = {"ddpg": DDPG, "dhmbpo": DHMBPO, "m2ac": M2AC, "mbpo": MBPO, "mpdp": MPDP, "mpdp_paper": MPDP,
          "mppve": MPPVE, "pets": PETS, "poplin_a": POPLINA, "poplin_p": POPLINP, "sac": SAC}

@@ -35,14 +35,19 @@ from .env_setup import EnvSetup
 class UpdateSchedule:
     """Turns a per-env-step update ratio (0.25, 1, 20, ...) into whole updates per round.
 
-    Fractions accumulate: at 0.25, one update is due every 4 env steps.
+    Fractions accumulate: at 0.25, one update is due every 4 env steps. With ``every`` N > 1 the
+    credit is paid out only when the env-step count reaches a multiple of N: the updates of N env
+    steps come as one burst (DHMBPO's 1000-step iterations).
     """
 
-    def __init__(self, per_step: float):
-        self.per_step, self.credit = per_step, 0.0
+    def __init__(self, per_step: float, every: int = 1):
+        self.per_step, self.every, self.credit = per_step, every, 0.0
 
-    def due(self, env_steps: int) -> int:
+    def due(self, env_steps: int, total: int = 0) -> int:
+        """Updates due after ``env_steps`` more env steps, ``total`` of them so far."""
         self.credit += env_steps * self.per_step
+        if total % self.every:
+            return 0
         n = math.floor(self.credit + 1e-9)
         self.credit -= n
         return n
@@ -56,8 +61,8 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.automatic_optimization = False
         self.cfg, self.spec = cfg, spec
         self.env_steps = self.updates = 0
-        self.critic_schedule = UpdateSchedule(cfg["critic_updates_per_step"])
-        self.actor_schedule = UpdateSchedule(cfg["actor_updates_per_step"])
+        self.critic_schedule = UpdateSchedule(cfg["critic_updates_per_step"], cfg["update_every"])
+        self.actor_schedule = UpdateSchedule(cfg["actor_updates_per_step"], cfg["update_every"])
         self.update_after = max(cfg["init_random_steps"], cfg["batch_size"])
         self.recorder = MetricsRecorder()
         self.guard = NonfiniteGuard(cfg["nonfinite_limit"], cfg["nonfinite_guard"])
@@ -167,8 +172,8 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.env_steps += n * self.world_size
         # update ratios count each rank's own env steps: N ranks take the same number of updates
         # per round as one, each averaged over N batches
-        critic_updates = self.critic_schedule.due(n)
-        actor_updates = self.actor_schedule.due(n)
+        critic_updates = self.critic_schedule.due(n, self.env_steps)
+        actor_updates = self.actor_schedule.due(n, self.env_steps)
         if self.env_steps >= max(self.update_after, self.cfg["batch_size"] * self.world_size):
             self.before_updates()
             self.update(critic_updates, actor_updates)

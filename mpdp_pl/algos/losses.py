@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import torch
 
+from ..models.critic import redq_min
+
 
 def soft_td_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor,
                    next_log_prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> torch.Tensor:
     """y = r + gamma (1 - terminated) [min_j Q'_j(s', a') - alpha log pi(a'|s')], a' ~ pi(s').
 
-    Eq. (2)-(3). ``terminated`` (not ``done``): a time-limit truncation still bootstraps.
+    Eq. (2)-(3); with more than 2 critics, the min of a random pair (REDQ). ``terminated`` (not ``done``): a time-limit truncation still bootstraps.
     ``next_q``: ``[n_critics, B]`` target-critic values; the rest ``[B]``.
     """
-    next_v = next_q.min(dim=0).values - alpha * next_log_prob
+    next_v = redq_min(next_q) - alpha * next_log_prob
     return reward + gamma * (~terminated).to(reward.dtype) * next_v
 
 

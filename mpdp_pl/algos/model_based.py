@@ -51,6 +51,7 @@ class ModelLearning:
             spec.obs_dim, spec.action_dim, cfg["ensemble_size"], cfg["num_elites"],
             cfg["model_hidden"], cfg["model_layers"],
             termination_fn=None if term == "learned" else TERMINATION_FNS[term],
+            noise=cfg["model_noise"], layer_norm=cfg["model_layernorm"], dropout=cfg["model_dropout"],
         )
         self.model_settings = TrainSettings.from_config(cfg)
         self.model_trainings = 0
@@ -69,11 +70,16 @@ class ModelLearning:
         self.model_trainings, self.last_model_train_step = c["model_trainings"], c["last_model_train_step"]
 
     def store(self, batch) -> None:
-        """Flag the round's holdout transitions (fixed split) before they enter the buffer."""
+        """Flag the round's holdout transitions (fixed split) before they enter the buffer;
+        ``model_weights=exp``: draw each transition's Exp(1) loss weight per member (DHMBPO,
+        erl_lib ``util/misc.py`` ``sample_weight``), fixed for the run."""
         if self.cfg["model_holdout"] == "fixed":
             first = self.env_steps // self.world_size  # this rank's transitions stored so far
             batch.set("holdout", holdout_flags(first, batch.numel(), self.cfg["model_holdout_ratio"])
                       .to(batch.device).reshape(batch.shape))
+        if self.cfg["model_weights"] == "exp":
+            batch.set("model_weight", torch.empty(*batch.shape, self.dynamics.members,
+                                                  device=batch.device).exponential_())
         super().store(batch)
 
     def model_split(self, data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,10 +102,14 @@ class ModelLearning:
             settings = dataclasses.replace(
                 settings, patience=settings.patience * k, max_epochs=settings.max_epochs * k,
                 max_steps=None if settings.max_steps is None else settings.max_steps * k)
+        if self.cfg["model_optimizer"] == "adamw":  # a fresh AdamW per training (erl_lib de_trainer.py:65)
+            self.model_optimizer().optimizer.state.clear()
         return train_dynamics(
             self.dynamics, data["observation"], data["action"], nxt["observation"],
             nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.model_optimizer(),
             settings, backward=self.manual_backward, split=split, ranks=distributed.ranks(),
+            weights=data.get("model_weight", None) if self.cfg["model_weights"] == "exp" else None,
+            should_stop=lambda: self.stop_signal is not None,
         )
 
     def model_is_finite(self, metrics: dict) -> bool:
@@ -113,6 +123,9 @@ class ModelLearning:
 
     def make_model_optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
+        if c["model_optimizer"] == "adamw":
+            return torch.optim.AdamW(param_groups(self.dynamics, c["model_lr"], c["model_weight_decay"],
+                                                  decoupled=True, noise_decay=c["model_noise_decay"]))
         return torch.optim.Adam(param_groups(self.dynamics, c["model_lr"], c["model_weight_decay"]))
 
     def model_optimizer(self):

@@ -21,17 +21,21 @@ from ..models.normalization import RunningMoments
 from .base import OffPolicyModule
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}  # the activation key's choices
+
+
 class SAC(OffPolicyModule):
     metric_keys = ("train/critic_loss", "train/q_mean", "train/target_max", "train/actor_loss",
                    "train/actor_grad_norm", "train/entropy", "train/alpha", "train/alpha_loss")
     def __init__(self, cfg: dict, spec, actor_heads: int = 1):
         super().__init__(cfg, spec)
-        hidden = cfg["hidden_sizes"]
+        hidden, act = cfg["hidden_sizes"], ACTIVATIONS[cfg["activation"]]
         self.actor = MultiHeadActor(spec.obs_dim, spec.action_dim, hidden, actor_heads,
-                                    cfg["log_std_min"], cfg["log_std_max"], obs_norm=cfg["obs_norm"])
-        self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden,
+                                    cfg["log_std_min"], cfg["log_std_max"], obs_norm=cfg["obs_norm"],
+                                    activation=act, std=cfg["actor_std"])
+        self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden, cfg["num_critics"],
                             layer_norm=cfg["critic_layernorm"], scaled=cfg["critic_scale"],
-                            obs_norm=cfg["obs_norm"])
+                            obs_norm=cfg["obs_norm"], activation=act)
         self.critic_target = make_target(self.critic)
         # obs_norm: the moments of every real observation stored (models/normalization.py)
         self.obs_moments = RunningMoments(spec.obs_dim) if cfg["obs_norm"] else None

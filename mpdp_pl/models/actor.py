@@ -38,16 +38,20 @@ def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, eps: torch.T
 class MultiHeadActor(nn.Module):
     """pi_0..pi_{num_heads-1}, each ``obs [B, obs_dim] -> tanh-Gaussian over [-1, 1]^action_dim``.
 
-    ``log_std`` is soft-bounded to ``[log_std_min, log_std_max]`` with a tanh (as CleanRL's SAC).
+    ``std="bounded"``: ``log_std`` is soft-bounded to ``[log_std_min, log_std_max]`` with a tanh
+    (as CleanRL's SAC); ``std="softplus"``: ``std = softplus(out) + 1e-5`` (DHMBPO, erl_lib
+    ``module/actor/diag_gaussian.py``).
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int],
                  num_heads: int = 1, log_std_min: float = -5.0, log_std_max: float = 2.0,
-                 obs_norm: bool = False):
+                 obs_norm: bool = False, activation: type[nn.Module] = nn.ReLU,
+                 std: str = "bounded"):
         super().__init__()
         self.num_heads, self.action_dim = num_heads, action_dim
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
-        self.net = BatchedMLP(num_heads, obs_dim, 2 * action_dim, hidden_sizes)
+        self.std = std
+        self.net = BatchedMLP(num_heads, obs_dim, 2 * action_dim, hidden_sizes, activation=activation)
         self.obs_norm = Normalizer(obs_dim) if obs_norm else None  # obs_norm (normalization.py)
 
     def head_params(self) -> list[list]:
@@ -62,6 +66,8 @@ class MultiHeadActor(nn.Module):
             obs = self.obs_norm(obs)
         mean, raw = self.net.member(obs, head, detach_params,
                                     params[head] if params is not None else None).chunk(2, dim=-1)
+        if self.std == "softplus":
+            return mean, (F.softplus(raw) + 1e-5).log()
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
             torch.tanh(raw) + 1.0
         )

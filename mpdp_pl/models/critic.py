@@ -29,10 +29,11 @@ class TwinQ(nn.Module):
     """``Q(s, a) -> [E, B]``: all critics at once (E = ``num_critics``, 2 by default)."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int], num_critics: int = 2,
-                 layer_norm: bool = False, scaled: bool = False, obs_norm: bool = False):
+                 layer_norm: bool = False, scaled: bool = False, obs_norm: bool = False,
+                 activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.net = BatchedMLP(num_critics, obs_dim + action_dim, 1, hidden_sizes,
-                              layer_norm=layer_norm)
+                              activation=activation, layer_norm=layer_norm)
         self.obs_norm = Normalizer(obs_dim) if obs_norm else None
         self.scaled, self.clip_output = scaled, False  # make_target sets clip_output on the copy
         if scaled:
@@ -63,6 +64,18 @@ class TwinQ(nn.Module):
                            torch.tensor(REWARD_QUANTILES, device=soft_reward.device)) / (1.0 - gamma)
         self.q_bounds.copy_(torch.where(self.bounds_set, self.q_bounds.lerp(q, rate), q))
         self.bounds_set.fill_(True)
+
+
+def redq_min(q: torch.Tensor, pair: torch.Tensor | None = None) -> torch.Tensor:
+    """``[E, B] -> [B]``: the min over the critics, over a random pair of them when E > 2 (REDQ,
+    Chen et al. 2021; one pair for the whole batch, as erl_lib ``agent/sac.py`` ``_reduce``).
+    ``pair``: the two indices instead of drawing them. With 2 critics no random number is drawn:
+    the clipped double-Q of SAC."""
+    if q.shape[0] > 2 or pair is not None:
+        if pair is None:
+            pair = torch.randperm(q.shape[0], device=q.device)[:2]
+        q = q[pair]
+    return q.min(0).values
 
 
 def make_target(module: nn.Module) -> nn.Module:

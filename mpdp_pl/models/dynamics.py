@@ -26,53 +26,97 @@ from .normalization import Normalizer
 from .ovr import ovr_member_kl, ovr_model_error
 
 
+NOISE_KINDS = ("input", "member")
+
+
 class GaussianEnsemble(nn.Module):
     """K Gaussian MLPs with SiLU, ``[K, B, in] -> (mean, log_var)`` each ``[K, B, out]`` (plus an
     optional termination logit ``[K, B]``).
 
-    The log-variance is soft-bounded between learned per-member ``min_log_var`` and
-    ``max_log_var`` (Chua et al. 2018, Appendix A.1); the bounds' regularizer is in
-    :func:`ensemble_nll`.
+    ``noise="input"`` (PETS, MBPO): the log-variance is an output, soft-bounded between learned
+    per-member ``min_log_var`` and ``max_log_var`` (Chua et al. 2018, Appendix A.1; the bounds'
+    regularizer is in :func:`ensemble_nll`). ``noise="member"`` (DHMBPO, 4kubo/erl_lib
+    ``gaussian_mlp.py`` ``_log_noise``): one learned noise level per member and output,
+    ``log_var = 2 log_noise``, whatever the input. ``layer_norm`` and ``dropout``: see
+    :class:`BatchedMLP` (DHMBPO's model: LayerNorm eps 1.0, 0.1, 0.01 before layers 2-4 and
+    dropout 0.0075, 0.005, 0.0025, 0).
     """
 
     def __init__(self, members: int, in_dim: int, out_dim: int, hidden: int, layers: int,
-                 termination_head: bool = False):
+                 termination_head: bool = False, noise: str = "input",
+                 layer_norm: bool | list[float] = False, dropout: list[float] | None = None):
         super().__init__()
+        if noise not in NOISE_KINDS:
+            raise ValueError(f"noise={noise!r}: must be one of {NOISE_KINDS}")
         self.members, self.out_dim, self.termination_head = members, out_dim, termination_head
-        self.net = BatchedMLP(members, in_dim, 2 * out_dim + int(termination_head),
-                              [hidden] * layers, activation=nn.SiLU)
-        self.max_log_var = nn.Parameter(torch.full((members, 1, out_dim), 0.5))
-        self.min_log_var = nn.Parameter(torch.full((members, 1, out_dim), -10.0))
+        self.noise = noise
+        heads = out_dim * (2 if noise == "input" else 1)
+        self.net = BatchedMLP(members, in_dim, heads + int(termination_head),
+                              [hidden] * layers, activation=nn.SiLU, layer_norm=layer_norm,
+                              dropout=dropout)
+        if noise == "input":
+            self.max_log_var = nn.Parameter(torch.full((members, 1, out_dim), 0.5))
+            self.min_log_var = nn.Parameter(torch.full((members, 1, out_dim), -10.0))
+        else:  # erl_lib starts it at zeros: unit noise in normalized target units
+            self.log_noise = nn.Parameter(torch.zeros(members, 1, out_dim))
+
+    def noise_params(self) -> list[nn.Parameter]:
+        return [self.max_log_var, self.min_log_var] if self.noise == "input" else [self.log_noise]
 
     def params(self, members: torch.Tensor | None = None, detach: bool = False):
         """Everything :meth:`forward` reads, gathered at ``members`` once: pass it as
         ``params=`` to evaluate those members many times without gathering again."""
-        hi, lo = self.max_log_var, self.min_log_var
+        extra = self.noise_params()
         if members is not None:
-            hi, lo = hi[members], lo[members]
+            extra = [p[members] for p in extra]
         if detach:
-            hi, lo = hi.detach(), lo.detach()
-        return self.net.params(members, detach), hi, lo
+            extra = [p.detach() for p in extra]
+        return self.net.params(members, detach), *extra
 
     def forward(self, x: torch.Tensor, detach_params: bool = False,
                 members: torch.Tensor | None = None, params=None):
         """``members``: evaluate only these members (the elites), in their order. ``params``
         (from :meth:`params`) replaces ``detach_params`` and ``members``."""
-        net_params, hi, lo = params if params is not None else self.params(members, detach_params)
+        net_params, *extra = params if params is not None else self.params(members, detach_params)
         out = self.net(x, params=net_params)
-        mean, raw = out[..., : self.out_dim], out[..., self.out_dim: 2 * self.out_dim]
-        log_var = hi - F.softplus(hi - raw)
-        log_var = lo + F.softplus(log_var - lo)
+        mean = out[..., : self.out_dim]
+        if self.noise == "input":
+            hi, lo = extra
+            raw = out[..., self.out_dim: 2 * self.out_dim]
+            log_var = hi - F.softplus(hi - raw)
+            log_var = lo + F.softplus(log_var - lo)
+        else:
+            log_var = (2.0 * extra[0]).expand_as(mean)
         logit = out[..., -1] if self.termination_head else None
         return mean, log_var, logit
 
 
 def ensemble_nll(mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor,
-                 ensemble: GaussianEnsemble) -> torch.Tensor:
-    """Gaussian NLL (up to constants), mean over batch and dims, **summed over members**, plus
-    0.01 * (sum max_log_var - sum min_log_var) to keep the bounds tight (as MBPO)."""
-    nll = ((mean - target).pow(2) * torch.exp(-log_var) + log_var).mean(dim=(1, 2)).sum()
+                 ensemble: GaussianEnsemble, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Gaussian NLL (up to constants) of each member's rows, **summed over members**.
+
+    Without ``weight``: the mean over batch and dims per member, plus 0.01 * (sum max_log_var -
+    sum min_log_var) to keep the bounds tight (MBPO; each member's rows are its bootstrap).
+    With ``weight`` ``[K, B]`` (DHMBPO's fixed Exp(1) weights, erl_lib ``gaussian_mlp.py``
+    ``nll_loss``, every member on the same rows): ``mean_b sum_k w_kb sum_d 1/2 [(mu - y)^2 /
+    var + log var]``."""
+    sq = (mean - target).pow(2) * torch.exp(-log_var) + log_var
+    if weight is not None:
+        return (0.5 * sq.sum(-1) * weight).sum(0).mean()
+    nll = sq.mean(dim=(1, 2)).sum()
+    if ensemble.noise != "input":
+        return nll
     return nll + 0.01 * (ensemble.max_log_var.sum() - ensemble.min_log_var.sum())
+
+
+def mixture_nll(mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row NLL (up to a constant) of the whole ensemble's moment-matched Gaussian, ``[B]``:
+    mean mu = mean_k mu_k, variance = var_k(mu_k) (unbiased) + exp(mean_k log var_k), summed
+    over dims: 1/2 (y - mu)^2 / var + 1/2 log var (erl_lib ``gaussian_mlp.py`` ``eval_score``
+    with ``moment_dist``; the score of DHMBPO's early stopping)."""
+    mu = mean.mean(0)
+    var = mean.var(0) + log_var.mean(0).exp()
+    return (0.5 * (target - mu).pow(2) / var + 0.5 * var.log()).sum(-1)
 
 
 class ModelStep(NamedTuple):
@@ -91,13 +135,22 @@ class DynamicsModel(nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, members: int = 7, num_elites: int = 5,
                  hidden: int = 200, layers: int = 4,
-                 termination_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 termination_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 noise: str = "input", layer_norm: bool | list[float] = False,
+                 dropout: list[float] | None = None):
         super().__init__()
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.learned_termination = termination_fn is None
         self.termination_fn = termination_fn
         self.ensemble = GaussianEnsemble(members, obs_dim + action_dim, obs_dim + 1, hidden,
-                                         layers, termination_head=self.learned_termination)
+                                         layers, termination_head=self.learned_termination,
+                                         noise=noise, layer_norm=layer_norm, dropout=dropout)
+        # which target dims a sample adds noise to: all, or (noise="member", as erl_lib's
+        # ``sample``) the state only, the reward being the serving member's mean
+        mask = torch.ones(obs_dim + 1)
+        if noise == "member":
+            mask[-1] = 0.0
+        self.register_buffer("noise_mask", mask, persistent=False)
         self.input_norm = Normalizer(obs_dim + action_dim)
         self.target_norm = Normalizer(obs_dim + 1)
         self.register_buffer("elites", torch.arange(num_elites))
@@ -154,7 +207,7 @@ class DynamicsModel(nn.Module):
         mu, lv = mean[pos, rows], log_var[pos, rows]                            # [B, D]
         if noise is None:
             noise = torch.randn_like(mu)
-        y = self.target_norm.inverse(mu + (0.5 * lv).exp() * noise)
+        y = self.target_norm.inverse(mu + (0.5 * lv).exp() * noise * self.noise_mask)
         next_obs, reward = obs + y[:, :-1], y[:, -1]
         if self.learned_termination:
             terminated = logit[pos, rows] > 0
@@ -193,7 +246,7 @@ class DynamicsModel(nn.Module):
         member = served_by.repeat_interleave(group)[inverse]
         if noise is None:
             noise = torch.randn_like(mu)
-        y = self.target_norm.inverse(mu + (0.5 * lv).exp() * noise)
+        y = self.target_norm.inverse(mu + (0.5 * lv).exp() * noise * self.noise_mask)
         next_obs, reward = obs + y[:, :-1], y[:, -1]
         if self.learned_termination:
             terminated = logit.flatten(0, 1)[inverse] > 0
@@ -212,7 +265,7 @@ class DynamicsModel(nn.Module):
         mean, log_var, logit = self.ensemble(x, members=self.elites)
         if noise is None:
             noise = torch.randn_like(mean)
-        y = self.target_norm.inverse(mean + (0.5 * log_var).exp() * noise)
+        y = self.target_norm.inverse(mean + (0.5 * log_var).exp() * noise * self.noise_mask)
         next_obs, reward = obs + y[..., :-1], y[..., -1]
         if self.learned_termination:
             terminated = logit > 0

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .dynamics import DynamicsModel, ensemble_nll
+from .dynamics import DynamicsModel, ensemble_nll, mixture_nll
 from .ranks import ONE_PROCESS, Ranks
 
 
@@ -39,31 +39,43 @@ class TrainSettings:
     improvement: float = 0.01  # relative holdout improvement that counts (MBPO: 1%)
     max_steps: int | None = None  # None: whole-bootstrap epochs; N: at most N minibatch steps
     eval_every: int = 250         # minibatch steps per round (holdout evaluation) when max_steps
+    early_stop: str = "improvement"  # improvement (MBPO, per member) | z_test (DHMBPO, the ensemble)
+    epoch_batches: int | None = None  # N: a round is min(N, rows // batch_size) minibatches
+                                      # without replacement, every member on the same rows (DHMBPO)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainSettings":
         return cls(cfg["model_batch_size"], cfg["model_holdout_ratio"], cfg["model_max_holdout"],
                    cfg["model_patience"], cfg["model_max_epochs"],
-                   max_steps=cfg["model_max_steps"], eval_every=cfg["model_eval_every"])
+                   max_steps=cfg["model_max_steps"], eval_every=cfg["model_eval_every"],
+                   early_stop=cfg["model_early_stop"], epoch_batches=cfg["model_epoch_batches"])
 
 
-def param_groups(model: DynamicsModel, lr: float, weight_decay: list[float]) -> list[dict]:
-    """One Adam group per layer with its own L2 weight decay (MBPO's per-layer decays); biases
-    and log-variance bounds are not decayed."""
+def param_groups(model: DynamicsModel, lr: float, weight_decay: list[float],
+                 decoupled: bool = False, noise_decay: float = 0.0) -> list[dict]:
+    """One optimizer group per layer with its own weight decay (MBPO's per-layer decays).
+    ``decoupled=False`` (Adam's L2, MBPO): the layers' weights only. ``decoupled=True`` (AdamW,
+    DHMBPO, erl_lib ``gaussian_mlp.py`` ``optimized_parameters``): each layer's weight and bias,
+    and the noise parameters with ``noise_decay``."""
     layers = model.ensemble.net.layers
     if len(weight_decay) != len(layers):
         raise ValueError(f"{len(weight_decay)} weight decays for {len(layers)} layers")
-    groups = [{"params": [layer.weight], "weight_decay": wd, "lr": lr}
-              for layer, wd in zip(layers, weight_decay)]
-    decayed = {id(layer.weight) for layer in layers}
-    rest = [p for p in model.parameters() if id(p) not in decayed]
-    groups.append({"params": rest, "weight_decay": 0.0, "lr": lr})
+    groups = [{"params": [layer.weight, layer.bias] if decoupled else [layer.weight],
+               "weight_decay": wd, "lr": lr} for layer, wd in zip(layers, weight_decay)]
+    grouped = {id(p) for g in groups for p in g["params"]}
+    if decoupled:
+        noise = model.ensemble.noise_params()
+        groups.append({"params": noise, "weight_decay": noise_decay, "lr": lr})
+        grouped |= {id(p) for p in noise}
+    rest = [p for p in model.parameters() if id(p) not in grouped]
+    if rest:
+        groups.append({"params": rest, "weight_decay": 0.0, "lr": lr})
     return groups
 
 
-def _loss(model: DynamicsModel, x, y, done):
+def _loss(model: DynamicsModel, x, y, done, weight=None):
     mean, log_var, logit = model.ensemble(x)
-    loss = ensemble_nll(mean, log_var, y, model.ensemble)
+    loss = ensemble_nll(mean, log_var, y, model.ensemble, weight)
     if model.learned_termination:
         loss = loss + F.binary_cross_entropy_with_logits(
             logit, done.expand_as(logit), reduction="none").mean(1).sum()
@@ -112,18 +124,117 @@ def holdout_scores(model: DynamicsModel, x, y, done,
     return both[0], both[1]
 
 
+class RelativeImprovement:
+    """MBPO's rule, per member: a member improves when its holdout MSE falls by more than
+    ``improvement`` (relative) below its best; each member keeps its own best weights; stop after
+    ``patience`` rounds in which no member improved."""
+
+    def __init__(self, model: DynamicsModel, hold, settings: TrainSettings, ranks: Ranks):
+        self.model, self.hold, self.settings, self.ranks = model, hold, settings, ranks
+        self.params = list(model.ensemble.parameters())
+        self.best = [p.detach().clone() for p in self.params]
+        self.best_mse = holdout_scores(model, *hold, ranks)[0]
+        self.since = 0
+
+    @torch.no_grad()
+    def step(self) -> bool:
+        """After a round: keep what improved; True to stop."""
+        mse, _ = holdout_scores(self.model, *self.hold, self.ranks)
+        improved = (self.best_mse - mse) / self.best_mse.clamp_min(1e-12) > self.settings.improvement
+        if improved.any():
+            self.best_mse = torch.where(improved, mse, self.best_mse)
+            for b, p in zip(self.best, self.params):
+                b[improved] = p[improved]
+            self.since = 0
+            return False
+        self.since += 1
+        return self.since >= self.settings.patience
+
+
+# erl_lib config/agent/model_train/deep_ensemble.yaml: improvement_threshold, keep_threshold
+Z_IMPROVE_P, Z_CONTINUE_P = 0.1, 0.5
+
+
+def paired_z_p_value(scores: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+    """One-sided p-value that the per-row ``scores`` are lower than ``best`` on the same rows: the
+    paired z statistic z = mean(d) sqrt(n) / std(d), d = scores - best, and p = Phi(z) (erl_lib
+    ``de_trainer.py`` ``p_value``; it takes a paired t-test below 1000 rows, which a holdout of
+    DHMBPO's 5000 random steps never is)."""
+    d = scores - best
+    z = d.mean() * d.numel() ** 0.5 / d.std().clamp_min(1e-12)
+    return torch.special.ndtr(z)
+
+
+class ZTestRule:
+    """DHMBPO's stopping rule on per-row scores (erl_lib ``de_trainer.py`` ``EarlyStopping``
+    ``_step_z_test``): each round's scores are compared with the best round's, row by row
+    (:func:`paired_z_p_value`). p < 0.1: a new best; p < 0.5: training may continue; stop after
+    more than ``patience`` rounds in a row without p < 0.5."""
+
+    def __init__(self, best_scores: torch.Tensor, patience: int):
+        self.best_scores, self.patience, self.since = best_scores, patience, 0
+
+    def step(self, scores: torch.Tensor) -> tuple[bool, bool]:
+        """``(new best, stop)`` after a round with these ``scores``."""
+        p = float(paired_z_p_value(scores, self.best_scores))  # one host read per round
+        if p < Z_CONTINUE_P:
+            self.since = 0
+            if p < Z_IMPROVE_P:
+                self.best_scores = scores
+                return True, False
+            return False, False
+        self.since += 1
+        return False, self.since > self.patience
+
+
+class PairedZTest:
+    """:class:`ZTestRule` on the whole ensemble: the scores are the per-row holdout NLL of the
+    moment-matched ensemble (:func:`~mpdp_pl.models.dynamics.mixture_nll`); a new best keeps every
+    member's weights."""
+
+    def __init__(self, model: DynamicsModel, hold, settings: TrainSettings, ranks: Ranks):
+        if ranks.world > 1:
+            raise ValueError("model_early_stop=z_test is not built for DDP (per-row scores per rank)")
+        self.model, self.hold = model, hold
+        self.params = list(model.ensemble.parameters())
+        self.best = [p.detach().clone() for p in self.params]
+        self.rule = ZTestRule(self.scores(), settings.patience)
+
+    @torch.no_grad()
+    def scores(self) -> torch.Tensor:
+        x, y, _ = self.hold
+        mean, log_var, _ = self.model.ensemble(x.expand(self.model.members, *x.shape))
+        return mixture_nll(mean, log_var, y)
+
+    @torch.no_grad()
+    def step(self) -> bool:
+        improved, stop = self.rule.step(self.scores())
+        if improved:
+            for b, q in zip(self.best, self.params):
+                b.copy_(q)
+        return stop
+
+
+STOPPERS = {"improvement": RelativeImprovement, "z_test": PairedZTest}
+
+
 def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminated,
                    optimizer: torch.optim.Optimizer, settings: TrainSettings,
                    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
                    split: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   ranks: Ranks = ONE_PROCESS) -> dict[str, float]:
+                   ranks: Ranks = ONE_PROCESS, weights: torch.Tensor | None = None,
+                   should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
     """Train ``model`` on real transitions (tensors ``[N, ...]`` on the model's device).
 
     ``backward`` lets a LightningModule pass ``self.manual_backward``; ``split`` fixes the
     (train, holdout) indices instead of a fresh random split; ``ranks`` (the runtime's, under DDP)
-    averages the normalizers' moments, the gradients and the holdout scores over ranks. Returns the metrics
-    ``model/holdout_mse``, ``model/holdout_nll`` (elite means), ``model/epochs`` (rounds),
-    ``model/steps`` (minibatch steps), ``model/train_seconds`` and ``model/elites`` (as a string of member indices).
+    averages the normalizers' moments, the gradients and the holdout scores over ranks.
+    ``weights`` ``[N, K]``: fixed per-row, per-member loss weights (DHMBPO's Exp(1) weights):
+    every member then trains on the same rows, weighted, instead of on its own bootstrap.
+    ``should_stop`` is read after every round (a stop signal): the training then ends there with
+    its best weights so far. Returns the metrics ``model/holdout_mse``, ``model/holdout_nll``
+    (elite means), ``model/epochs`` (rounds), ``model/steps`` (minibatch steps),
+    ``model/train_seconds`` and ``model/elites`` (as a string of member indices).
     """
     t0 = time.perf_counter()
     device = model.elites.device
@@ -136,17 +247,26 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
 
     train, hold = split if split is not None else holdout_split(x_all.shape[0], settings, device)
     n_hold = hold.numel()
-    x_hold, y_hold, d_hold = x_all[hold], y_all[hold], done[hold]
+    holdout = (x_all[hold], y_all[hold], done[hold])
     x_tr, y_tr, d_tr = x_all[train], y_all[train], done[train]
+    if weights is not None and settings.epoch_batches is None:
+        raise ValueError("per-member weights need epoch_batches (every member on the same rows)")
+    w_tr = None if weights is None else weights.to(device)[train]
     n_tr, k = x_tr.shape[0], model.members
 
-    params = [p for p in model.ensemble.parameters()]
-    best = [p.detach().clone() for p in params]
-    best_mse, _ = holdout_scores(model, x_hold, y_hold, d_hold, ranks) if n_hold else (None, None)
-    since_update, rounds, steps = 0, 0, 0
+    params = list(model.ensemble.parameters())
+    stopper = STOPPERS[settings.early_stop](model, holdout, settings, ranks) if n_hold else None
+    rounds, steps = 0, 0
     boot = torch.randint(n_tr, (k, n_tr), device=device)  # one bootstrap per member
+    net = model.ensemble.net
     while True:
-        if settings.max_steps is None:  # one epoch over a fresh bootstrap
+        if settings.epoch_batches is not None:  # DHMBPO: a few batches without replacement
+            if rounds >= settings.max_epochs:
+                break
+            n = max(1, min(settings.epoch_batches, n_tr // settings.batch_size))
+            rows = torch.randperm(n_tr, device=device)[: n * settings.batch_size]
+            batches = rows.view(n, -1).unbind(0)
+        elif settings.max_steps is None:  # one epoch over a fresh bootstrap
             if rounds >= settings.max_epochs:
                 break
             boot = boot if rounds == 0 else torch.randint(n_tr, (k, n_tr), device=device)
@@ -157,34 +277,29 @@ def train_dynamics(model: DynamicsModel, obs, action, next_obs, reward, terminat
             n = min(settings.eval_every, settings.max_steps - steps)
             draw = torch.randint(n_tr, (n, k, settings.batch_size), device=device)
             batches = torch.gather(boot.expand(n, k, n_tr), 2, draw).unbind(0)
+        net.dropout_active = True
         for idx in batches:
-            loss = _loss(model, x_tr[idx], y_tr[idx], d_tr[idx])
+            # idx: [K, b] (a row set per member) or [b] (every member on the same rows, weighted)
+            w = None if w_tr is None else w_tr[idx].T
+            loss = _loss(model, x_tr[idx], y_tr[idx], d_tr[idx], w)
             optimizer.zero_grad(set_to_none=True)
             backward(loss)
             ranks.average_gradients(params)  # DDP: the mean over ranks (nothing on one device)
             optimizer.step()
+        net.dropout_active = False
         rounds, steps = rounds + 1, steps + len(batches)
-        if not n_hold:
-            continue
-        mse, _ = holdout_scores(model, x_hold, y_hold, d_hold, ranks)
-        improved = (best_mse - mse) / best_mse.clamp_min(1e-12) > settings.improvement
-        if improved.any():
-            best_mse = torch.where(improved, mse, best_mse)
-            with torch.no_grad():
-                for b, p in zip(best, params):
-                    b[improved] = p[improved]
-            since_update = 0
-        else:
-            since_update += 1
-            if since_update >= settings.patience:
-                break
-    with torch.no_grad():
-        for b, p in zip(best, params):
-            p.copy_(b)
+        if stopper is not None and stopper.step():
+            break
+        if should_stop():
+            break
+    if stopper is not None:
+        with torch.no_grad():
+            for b, p in zip(stopper.best, params):
+                p.copy_(b)
     metrics = {"model/epochs": float(rounds), "model/steps": float(steps),
                "model/train_seconds": 0.0}
     if n_hold:
-        mse, nll = holdout_scores(model, x_hold, y_hold, d_hold, ranks)
+        mse, nll = holdout_scores(model, *holdout, ranks)
         elites = torch.argsort(mse)[: len(model.elites)]
         model.elites.copy_(torch.sort(elites).values)
         metrics["model/holdout_mse"] = mse[model.elites].mean().item()

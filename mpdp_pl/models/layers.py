@@ -61,16 +61,29 @@ class BatchedMLP(nn.Module):
 
     ``detach_params=True`` evaluates with detached weights: gradients still flow to the input but
     never reach these parameters (how the actor loss reads the critics without touching them).
-    ``layer_norm=True`` normalizes every hidden layer's activations (LayerNorm without affine
-    parameters, before each linear layer but the first, as DHMBPO's critics).
+    ``layer_norm`` normalizes the input of every linear layer but the first (LayerNorm without
+    affine parameters, after the activation, as DHMBPO's critics and model): ``True`` with
+    torch's eps 1e-5, or a list of one eps per normalized layer (DHMBPO's model: 1.0, 0.1, 0.01).
+    ``dropout``: one rate per layer, applied to its output before the activation, and only while
+    ``dropout_active`` is set (the model's trainings set it; rollouts and holdout scores run
+    without, as erl_lib's ``train()``/``eval()``).
     """
 
     def __init__(self, members: int, in_features: int, out_features: int,
                  hidden_sizes: list[int], activation: type[nn.Module] = nn.ReLU,
-                 layer_norm: bool = False):
+                 layer_norm: bool | list[float] = False, dropout: list[float] | None = None):
         super().__init__()
-        self.layer_norm = layer_norm
         sizes = [in_features, *hidden_sizes, out_features]
+        n = len(sizes) - 1
+        if layer_norm is True:
+            layer_norm = [1e-5] * (n - 1)
+        self.norm_eps = list(layer_norm) if layer_norm else []
+        if self.norm_eps and len(self.norm_eps) != n - 1:
+            raise ValueError(f"{len(self.norm_eps)} LayerNorm eps for {n - 1} normalized layers")
+        self.dropout = list(dropout) if dropout else []
+        if self.dropout and len(self.dropout) != n:
+            raise ValueError(f"{len(self.dropout)} dropout rates for {n} layers")
+        self.dropout_active = False
         self.members = members
         self.layers = nn.ModuleList(
             BatchedLinear(members, i, o) for i, o in zip(sizes[:-1], sizes[1:])
@@ -97,21 +110,24 @@ class BatchedMLP(nn.Module):
                 self.members if members is None else len(members))
             x = x.expand(e, *x.shape)
         for i, layer in enumerate(self.layers):
-            x = layer(x, detach_params, members, params[i] if params is not None else None)
-            if i < len(self.layers) - 1:
-                x = self._hidden(x)
+            x = self._between(i, layer(x, detach_params, members, params[i] if params is not None else None))
         return x
 
-    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+    def _between(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """What follows linear layer i: dropout, then (hidden layers) the activation and the
+        next layer's LayerNorm."""
+        if self.dropout and self.dropout[i] > 0:
+            x = F.dropout(x, self.dropout[i], training=self.dropout_active)
+        if i == len(self.layers) - 1:
+            return x
         x = self.activation(x)
-        return F.layer_norm(x, x.shape[-1:]) if self.layer_norm else x
+        return F.layer_norm(x, x.shape[-1:], eps=self.norm_eps[i]) if self.norm_eps else x
 
     def member(self, x: torch.Tensor, e: int, detach_params: bool = False,
                params: list | None = None) -> torch.Tensor:
         """Member ``e`` alone: ``[B, in]`` -> ``[B, out]`` (e.g. pi_0 acting in the env);
         ``params``: member e's layers from :meth:`member_params`."""
         for i, layer in enumerate(self.layers):
-            x = layer.member(x, e, detach_params, params[i] if params is not None else None)
-            if i < len(self.layers) - 1:
-                x = self._hidden(x)
+            x = self._between(i, layer.member(x, e, detach_params,
+                                              params[i] if params is not None else None))
         return x
