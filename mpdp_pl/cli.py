@@ -78,15 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(to_yaml(cfg), end="")
             return 0
-        from .run import train  # heavy imports only when training
+        from .run import RunStopped, train  # heavy imports only when training
 
         from .runtime.guard import NumericalFault
 
         try:
-            out = train(cfg, ["train.py", *argv], resume=resume)
+            out = train(cfg, ["train.py", *argv], resume=resume, stop_raises=True)
         except NumericalFault as e:  # not bad input: the run diverged
             print(f"error: {e}", file=sys.stderr)
             return 1
+        except RunStopped as e:  # checkpointed; 128 + signal number, the shell's convention
+            return 128 + e.signum
     except ConfigError as e:
         return _fail(str(e))
     from lightning.pytorch.utilities import rank_zero_only

@@ -126,16 +126,28 @@ def cluster_plugins() -> list:
     return []
 
 
-def train(cfg: dict, argv: list[str] | None = None, resume: Path | None = None) -> Path:
+class RunStopped(Exception):
+    """The run stopped on a signal, its checkpoint written (:func:`train` with ``stop_raises``)."""
+
+    def __init__(self, out: Path, signal_name: str):
+        super().__init__(f"{out} stopped by {signal_name}")
+        self.out, self.signum = out, signal.Signals[signal_name.split()[0]].value
+
+
+def train(cfg: dict, argv: list[str] | None = None, resume: Path | None = None,
+          stop_raises: bool = False) -> Path:
     """Train one run; returns its directory (``config.yaml``, ``metrics.csv``, logger files,
-    ``checkpoints/``). ``resume``: a checkpoint of this run to continue from."""
+    ``checkpoints/``). ``resume``: a checkpoint of this run to continue from. ``stop_raises``:
+    a run stopped by SIGTERM or SIGINT raises :class:`RunStopped` after its checkpoint (the CLI
+    then exits with 128 + the signal's number, as a shell reports a killed process)."""
     if cfg["algo"] not in ALGOS:
         raise ConfigError(f"unknown algorithm '{cfg['algo']}' (available: {', '.join(ALGOS)})")
-    return train_module(ALGOS[cfg["algo"]], cfg, argv, resume)
+    return train_module(ALGOS[cfg["algo"]], cfg, argv, resume, stop_raises)
 
 
 def train_module(module_cls: type[pl.LightningModule], cfg: dict,
-                 argv: list[str] | None = None, resume: Path | None = None) -> Path:
+                 argv: list[str] | None = None, resume: Path | None = None,
+                 stop_raises: bool = False) -> Path:
     """:func:`train` with an explicit LightningModule class (tests use parts not yet exposed
     as an ``--algo``, and fault injection)."""
     strategy = make_strategy(cfg["trainer"]["strategy"])  # a bad one fails before any file
@@ -174,4 +186,6 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
             logger.experiment.finish()
         if previous_run_dir is None:
             os.environ.pop(RUN_DIR_ENV, None)
+    if stop_raises and module.stop_signal is not None:
+        raise RunStopped(out, module.stop_signal)
     return out

@@ -1,4 +1,5 @@
-"""Durability: SIGKILL then --resume loses nothing, SIGTERM checkpoints and exits cleanly, the
+"""Durability: SIGKILL then --resume loses nothing, SIGTERM checkpoints and exits (143) within
+30 s wherever the run is (an evaluation, a model fit, a burst of updates), the
 same seed gives the same metrics, and --resume rejects what it cannot continue, all on real runs
 (the guard against non-finite updates: tests/test_guard.py)."""
 
@@ -75,13 +76,80 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     wait_for(lambda: (out / "metrics.csv").exists() and len(rows(out)) >= 1, proc)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]  # the shell's convention
     assert "Traceback" not in stderr
     ckpt = checkpoint.latest(out)
     step = checkpoint.read(ckpt)["counters"]["env_steps"]
     assert 200 <= step < 100000
     assert f"stopped by SIGTERM at env step {step}" in stdout
     assert buffer_size(ckpt) == step
+
+
+def stop_inside(args: list[str], out: Path, tmp_path: Path, marker_step: int) -> tuple[float, str]:
+    """Start a run, wait for its checkpoint at ``marker_step`` (written just before the slow
+    part begins: checkpoint_every = marker_step), send SIGTERM; returns (seconds to exit, stdout)."""
+    proc = start([*args, "--out", str(out), f"checkpoint_every={marker_step}"], tmp_path)
+    marker = out / "checkpoints" / f"step{marker_step:09d}"
+    wait_for(lambda: (marker / "state.pt").exists(), proc, timeout=600)
+    time.sleep(1.0)  # inside the slow part by now
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    seconds = time.time() - t0
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr
+    return seconds, stdout
+
+
+def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
+    # PETS at its published CEM (about 6 s per planned step here) evaluates 10-step episodes
+    # from env step 100: one evaluation is about a minute; the stop drops it
+    out = tmp_path / "run"
+    seconds, stdout = stop_inside(["--env", "Pendulum-v1", "--algo", "pets", "--logger", "none",
+                                   "steps=300", "init_random_steps=200", "eval_every=100",
+                                   "eval_episodes=1", "max_episode_steps=10",
+                                   "trainer.num_threads=1"], out, tmp_path, marker_step=99)
+    assert seconds < 30, seconds
+    assert not (out / "metrics.csv").exists() or rows(out) == []  # no half-finished row
+    assert checkpoint.read(checkpoint.latest(out))["counters"]["env_steps"] == 100
+    assert "stopped by SIGTERM at env step 100" in stdout
+
+
+DH_TINY = ["--env", "Hopper-v4", "--algo", "dhmbpo", "--logger", "none", "init_random_steps=200",
+           "eval_every=100", "eval_episodes=1", "batch_size=64", "hidden_sizes=[32,32]",
+           "model_hidden=32", "update_every=100", "model_train_freq=100", "model_batch_size=64",
+           "start_rollout_every=10", "start_rollout_length=5", "start_buffer_size=2000",
+           "trainer.num_threads=1"]
+
+
+def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_burst(tmp_path):
+    # the first fit at env step 200: up to 5 x 100000 rounds, never stopping early (patience)
+    out = tmp_path / "run"
+    seconds, _ = stop_inside([*DH_TINY, "steps=250", "model_max_epochs=100000",
+                              "model_patience=100000", "warmup_updates=10"], out, tmp_path,
+                             marker_step=199)
+    assert seconds < 30, seconds
+    before = rows(out)
+    assert [int(r["env_steps"]) for r in before] == [100]  # the evaluation at 200 was dropped
+    counters = checkpoint.read(checkpoint.latest(out))["counters"]
+    assert counters["env_steps"] == 200 and counters["burst_left"] == [25, 110]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = rows(out)
+    assert after[:1] == before and [int(r["env_steps"]) for r in after] == [100, 250]
+    assert float(after[-1]["train/updates"]) == 25 + 110  # the burst the stop left, run on resume
+
+
+def test_sigterm_inside_a_burst_exits_within_30_s_and_keeps_what_it_owes(tmp_path):
+    out = tmp_path / "run"
+    seconds, _ = stop_inside([*DH_TINY, "steps=250", "model_max_epochs=2",
+                              "warmup_updates=1000000"], out, tmp_path, marker_step=199)
+    assert seconds < 30, seconds
+    counters = checkpoint.read(checkpoint.latest(out))["counters"]
+    critic_only, pairs = counters["burst_left"]
+    assert critic_only == 0 and 0 < pairs  # stopped among the pairs
+    assert counters["updates"] + pairs == 25 + 100 + 1000000
 
 
 def test_same_seed_same_metrics(tmp_path):

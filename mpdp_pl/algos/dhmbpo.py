@@ -56,10 +56,11 @@ class DHMBPO(ModelBasedSAC):
         if critic_only or pairs:
             for opt in self.optimizers()[:3]:  # actor, critics, alpha: fresh Adam moments
                 opt.optimizer.state.clear()
-            self.refill()
         critic_only += self.burst_left[0]
         pairs += self.burst_left[1]
         self.burst_left = [0, 0]
+        if critic_only or pairs:
+            self.refill()
         for i in range(critic_only):
             if self.stop_signal is not None:
                 self.burst_left = [critic_only - i, pairs]

@@ -146,6 +146,8 @@ class ModelLearning:
         """``warmup_updates`` critic and actor updates, interleaved, right after the first model
         training (DHMBPO's warm start: 5 iterations' worth of updates at its first model)."""
         for _ in range(self.cfg["warmup_updates"]):
+            if self.stop_signal is not None:  # a stop signal ends the warm start here
+                return
             self.update(1, 1)
 
     @torch.no_grad()

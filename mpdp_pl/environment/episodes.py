@@ -8,6 +8,10 @@ import torch
 from tensordict.nn import TensorDictModule
 
 
+class EvaluationStopped(Exception):
+    """A stop signal arrived during an evaluation: it is dropped, nothing of it is written."""
+
+
 class Episodes(NamedTuple):
     returns: list[float]        # undiscounted
     lengths: list[int]
@@ -17,8 +21,17 @@ class Episodes(NamedTuple):
 
 @torch.no_grad()
 def run_episodes(env, policy: TensorDictModule, episodes: int, max_steps: int,
-                 gamma: float = 1.0) -> Episodes:
-    """``episodes`` full episodes (each ends at termination or the env's time limit)."""
+                 gamma: float = 1.0, should_stop: Callable[[], bool] | None = None) -> Episodes:
+    """``episodes`` full episodes (each ends at termination or the env's time limit).
+    ``should_stop`` is read before every step (a planner's step can take seconds): true raises
+    :class:`EvaluationStopped`."""
+    if should_stop is not None:
+        inner = policy
+
+        def policy(td):
+            if should_stop():
+                raise EvaluationStopped
+            return inner(td)
     returns, lengths, starts, discounted = [], [], [], []
     for _ in range(episodes):
         rollout = env.rollout(max_steps, policy, break_when_any_done=True)
@@ -32,7 +45,8 @@ def run_episodes(env, policy: TensorDictModule, episodes: int, max_steps: int,
 
 def evaluate(env, policy: TensorDictModule, episodes: int, max_steps: int,
              seed: int | None = None, gamma: float = 1.0,
-             q_value: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+             q_value: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:
     """``eval/return`` (mean undiscounted return), ``eval/return_std`` and
     ``eval/episode_length`` (mean) over ``episodes`` episodes. With ``seed`` the env is
     re-seeded first, so every evaluation starts from the same initial states (and
@@ -44,10 +58,15 @@ def evaluate(env, policy: TensorDictModule, episodes: int, max_steps: int,
     discounted real return. A soft critic's Q includes the entropy bonus of the stochastic
     policy, which the deterministic evaluation does not collect, and a time-limited episode
     stops where Q does not: the bias of a sound critic is small and positive, and one that grows
-    without bound means the critic is exploited or exploding."""
+    without bound means the critic is exploited or exploding.
+
+    None if ``should_stop`` turned true during the episodes (a stop signal)."""
     if seed is not None:
         env.set_seed(seed)
-    ep = run_episodes(env, policy, episodes, max_steps, gamma)
+    try:
+        ep = run_episodes(env, policy, episodes, max_steps, gamma, should_stop)
+    except EvaluationStopped:
+        return None
     r = torch.tensor(ep.returns, dtype=torch.float64)
     out = {
         "eval/return": r.mean().item(),

@@ -37,6 +37,7 @@ class PeriodicEvaluation(Callback):
             self.evaluate(trainer, module)
 
     def evaluate(self, trainer, module) -> None:
+        """One evaluation and its row; a stop signal during the episodes drops both."""
         self.last_step = module.last_eval_step = module.env_steps
         module.guard.check_deferred(module)
         if not trainer.is_global_zero:
@@ -44,7 +45,10 @@ class PeriodicEvaluation(Callback):
         cfg = module.cfg
         result = evaluate(module.envs["eval"], module.policy(deterministic=True),
                           cfg["eval_episodes"], module.spec.max_episode_steps or 10**6,
-                          seed=module.eval_seed, gamma=cfg["gamma"], q_value=module.q_value)
+                          seed=module.eval_seed, gamma=cfg["gamma"], q_value=module.q_value,
+                          should_stop=lambda: module.stop_signal is not None)
+        if result is None:
+            return
         module.last_eval = result
         row = {"env_steps": module.env_steps, **result,
                **module.clock.window("eval", module.env_steps), **training_scalars(module)}
