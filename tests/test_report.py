@@ -111,9 +111,29 @@ def test_published_anchors_join_the_table_and_figure(grid, tmp_path):
     proc = report(grid, "--out", tmp_path / "r", "--anchors", anchors)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [ln for ln in (tmp_path / "r" / "table.md").read_text().splitlines() if "(published)" in ln]
-    # the budget is 400: columns at 200 and 400; the anchor reports 200 only
-    assert rows == ["| InvertedPendulum-v4 | DHMBPO (published) | - | 512 ± 10 @ 200 | - | - |"]
+    # the budget is 400: columns at 200 and 400; the anchor stores 200 and 5000, so 400 is
+    # interpolated: 512.4 + (200 / 4800) (900 - 512.4) = 528.55, std 10.2 - (200 / 4800) 9.2 = 9.82
+    assert rows == ["| InvertedPendulum-v4 | DHMBPO (published) | - | 512 ± 10 @ 200 | ≈529 ± 10 @ 400 | - |"]
+    assert "≈: a published curve interpolated" in (tmp_path / "r" / "table.md").read_text()
     assert (tmp_path / "r" / "curves.png").stat().st_size > 0
+
+
+def test_two_runs_of_one_seed_are_both_reported_named_by_what_differs(tmp_path):
+    common = ["--env", "InvertedPendulum-v4", "--algo", "sac", "--logger", "none", "--seed", "0",
+              "steps=300", "init_random_steps=200", "eval_every=100", "eval_episodes=1",
+              "batch_size=64", "hidden_sizes=[16,16]", "trainer.num_threads=1"]
+    for name, extra in (("a", "gamma=0.9"), ("b", "gamma=0.99"), ("c", "gamma=0.99")):
+        proc = run_train([*common, "--out", str(tmp_path / name), extra], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = report(tmp_path / "a", tmp_path / "b", "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
+    assert {r["algo"] for r in rows} == {"sac,gamma=0.9", "sac,gamma=0.99"}
+    assert len(rows) == 2 * 3  # both runs, three evaluations each
+    proc = report(tmp_path / "b", tmp_path / "c", "--out", tmp_path / "r2")  # the same config
+    assert proc.returncode == 2 and "same run configuration" in proc.stderr
+    assert str(tmp_path / "b") in proc.stderr and str(tmp_path / "c") in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r2").exists()
 
 
 def test_a_run_stopped_by_numerical_faults_stays_in_the_table_as_a_failure(grid, tmp_path):

@@ -74,24 +74,66 @@ def find_runs(root: Path) -> list[Path]:
     return found
 
 
+# keys that say where and how a run is written or watched, not what it trains
+PLACEMENT_KEYS = ("out", "logger", "log_every", "checkpoint_every", "video_every")
+PLACEMENT_PREFIXES = ("wandb.", "trainer.", "run.")  # run.: provenance (command, commit)
+
+
+def _config_keys(cfg: dict) -> dict:
+    from ..config import flatten
+
+    return {k: v for k, v in flatten(cfg).items()
+            if k not in PLACEMENT_KEYS and not k.startswith(PLACEMENT_PREFIXES)}
+
+
+def _distinct_labels(group: list[tuple[Path, dict, tuple]]) -> list[tuple]:
+    """Runs that share (task, label, seed): each label gains the keys whose values differ within
+    the group (``mppve,plan_length=1``, as a grid's sweep names them); two runs of the same
+    configuration are a one-line error that names both directories."""
+    if len(group) == 1:
+        return [group[0][2]]
+    flat = [_config_keys(cfg) for _, cfg, _ in group]
+    differing = sorted(k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1)
+    keys = []
+    for (run, _, (env, label, seed)), f in zip(group, flat):
+        name = ",".join([label, *(f"{k}={f.get(k)}" for k in differing)])
+        keys.append((env, name.replace(" ", ""), seed))
+    for i, a in enumerate(keys):
+        if a in keys[:i]:
+            raise ConfigError(f"{group[keys.index(a)][0]} and {group[i][0]} are the same run "
+                              f"configuration ({a[1]}, seed {a[2]}, {a[0]}): report one of them")
+    return keys
+
+
 def read_runs(paths: list[Path], metric: str = "eval/return",
               finals=()) -> tuple[Results, dict[str, int]]:
     """Every run under ``paths`` (run or grid directories, or ``results.csv`` files), keyed (env,
     label, seed), and each task's largest budget (``steps``) among them; the labels in ``finals``
     (drawn as one value, such as SAC at 2M env steps) set a task's budget only where no other
-    run does. A run stopped by ``nonfinite_limit`` marks its evaluations failed; a key seen
-    twice keeps the first."""
+    run does. A run stopped by ``nonfinite_limit`` marks its evaluations failed. No run is
+    dropped: runs sharing a key get labels naming the keys in which their configs differ
+    (:func:`_distinct_labels`), runs of the same configuration and a key found in two places
+    are a one-line error."""
     results: Results = {}
+    sources: dict[tuple, Path] = {}
     budgets: dict[str, int] = {}
     final_budgets: dict[str, int] = {}
+
+    def add(key, evals, steps, source):
+        if key in results:
+            raise ConfigError(f"{key[1]}, seed {key[2]} on {key[0]} is in both {sources[key]} "
+                              f"and {source}: report one of them")
+        results[key], sources[key] = evals, source
+        b = final_budgets if key[1] in finals else budgets
+        b[key[0]] = max(b.get(key[0], 0), steps)
+
+    groups: dict[tuple, list] = {}
     for path in paths:
         if path.is_file():
             if metric != "eval/return":
                 raise ConfigError(f"{path}: a results.csv holds eval/return only, not {metric}")
             for key, evals in read_results(path).items():
-                results.setdefault(key, evals)
-                b = final_budgets if key[1] in finals else budgets
-                b[key[0]] = max(b.get(key[0], 0), evals[-1]["env_steps"] if evals else 0)
+                add(key, evals, evals[-1]["env_steps"] if evals else 0, path)
             continue
         if not path.is_dir():
             raise ConfigError(f"{path}: no such run, grid or results.csv")
@@ -102,17 +144,29 @@ def read_runs(paths: list[Path], metric: str = "eval/return",
             try:
                 cfg = yaml.safe_load((run / "config.yaml").read_text())
                 key = (cfg["env"], run_label(run, cfg), int(cfg["seed"]))
-                steps = int(cfg["steps"])
+                int(cfg["steps"])
             except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
                 raise ConfigError(f"{run}/config.yaml: not a run's config ({type(e).__name__}: {e})") from None
+            groups.setdefault(key, []).append((run, cfg, key))
+    for group in groups.values():  # runs of every path given: the same seed may be in two
+        for (run, cfg, _), key in zip(group, _distinct_labels(group)):
             evals = read_evals(run, metric)
             if (run / FAILED_MARKER).exists():
                 for e in evals:
                     e["failed"] = True
-            results.setdefault(key, evals)
-            b = final_budgets if key[1] in finals else budgets
-            b[key[0]] = max(b.get(key[0], 0), steps)
+            add(key, evals, int(cfg["steps"]), run)
     return results, {**final_budgets, **budgets}
+
+
+def anchor_at(points: list[tuple], step: int) -> tuple[float, float, bool] | None:
+    """A published curve's (mean, std) at ``step``: the stored point, or a linear interpolation
+    between the two stored steps around it (then the flag is True); None outside them."""
+    for a, b in zip(points, points[1:]):
+        if a[0] < step < b[0]:
+            w = (step - a[0]) / (b[0] - a[0])
+            return a[1] + w * (b[1] - a[1]), a[2] + w * (b[2] - a[2]), True
+    exact = [p for p in points if p[0] == step]
+    return (exact[0][1], exact[0][2], False) if exact else None
 
 
 def value_at(evals: list[dict], step: int) -> float | None:
@@ -145,13 +199,15 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
     optionally the first env step whose evaluation reached ``threshold`` (per seed, "-" if
     never), and wall seconds per 1k env steps (mean over seeds, whole loop incl. evaluation).
     Published ``anchors`` follow each task's rows, "(published)", at the same step counts
-    (mean ± std as published, "-" where they report no such step; seeds: theirs)."""
+    (mean ± std as published, interpolated between the stored steps around a column and marked
+    ≈, "-" outside them; seeds: theirs)."""
     from ..config import task_name
 
     width = max(len(v) for v in at.values())
     head = ["task", "algo", "seeds", *[f"{'return' if metric == 'eval/return' else metric} ({chr(97 + i)})" for i in range(width)],
             *([f"first ≥ {threshold:g}"] if threshold is not None else []), "wall s / 1k steps"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    interpolated = False
     for env in dict.fromkeys(env for env, _, _ in results):
         for algo in dict.fromkeys(a for e, a, _ in results if e == env):
             evals = [v for (e, a, _), v in results.items() if e == env and a == algo and v]
@@ -172,11 +228,16 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
         for (task, method), points in (anchors or {}).items():
             if task != task_name(env):
                 continue
-            by_step = {p[0]: p for p in points}
-            cells = [f"{by_step[s][1]:.0f} ± {by_step[s][2]:.0f} @ {s:,}" if s in by_step else "-"
-                     for s in at.get(env, [])]
+            cells = []
+            for s in at.get(env, []):
+                a = anchor_at(points, s)
+                cells.append("-" if a is None else f"{'≈' if a[2] else ''}{a[0]:.0f} ± {a[1]:.0f} @ {s:,}")
+                interpolated = interpolated or (a is not None and a[2])
             cells += ["-"] * (width - len(cells)) + (["-"] if threshold is not None else [])
             lines.append("| " + " | ".join([env, f"{method} (published)", "-", *cells, "-"]) + " |")
+    if interpolated:
+        lines += ["", "≈: a published curve interpolated linearly between its two stored steps "
+                      "around the column's."]
     return "\n".join(lines) + "\n"
 
 
