@@ -35,10 +35,13 @@ COPY hydra_plugins ./hydra_plugins
 # The README's install: the dependencies live in pyproject.toml only.
 RUN pip install -e .
 
-# The image holds no .git: runs record this commit instead (mpdp_pl/run.py, source_commit).
-# Declared last, so that a new commit does not invalidate the layers above.
+# The image holds no .git: runs record the commit this RUN writes (mpdp_pl/run.py,
+# source_commit; "unknown" when the build gave no GIT_COMMIT). A RUN that uses the argument, not
+# an ENV set from it: builders key a RUN's cache on the argument's value, while buildah (podman)
+# can reuse a cached ENV layer with an older value (its issues 5501 and 5575). Declared last, so
+# that a new commit does not invalidate the layers above.
 ARG GIT_COMMIT=unknown
-ENV MPDP_GIT_COMMIT=${GIT_COMMIT}
+RUN printf '%s\n' "${GIT_COMMIT}" > /app/GIT_COMMIT
 
 # W&B: pass WANDB_API_KEY with -e to log online; without it runs log offline under /app/runs.
 VOLUME ["/app/runs"]

@@ -13,6 +13,8 @@
 #    then in the image: --help, torch's CUDA against the base, a tiny SAC run into a mounted
 #    folder (config.yaml with that commit, metrics.csv, a checkpoint, W&B offline files), and
 #    mpdp_pl.evaluate --video on that run (EGL on the CPU).
+# 4. Build again at a second commit that changes no copied file (a docs-only commit in a clone):
+#    each image's runs must record its own commit.
 # Prints the build time and the image size; any failure is one line on stderr and exit 1 (the
 # engine's full output is in the log it names).
 set -uo pipefail
@@ -130,6 +132,33 @@ print(f.shape[0], int(f.max()))" 2>>"$LOG")" || fail "the mp4 does not decode"
 read -r nframes peak <<<"$frames"
 [[ "$nframes" -ge 2 && "$peak" -ge 50 ]] || fail "the mp4 has $nframes frames, brightest pixel $peak: a blank render?"
 step "evaluate --video: $nframes frames rendered (EGL on the CPU), brightest pixel $peak"
+
+# --- 5. a second commit that changes no copied file (a docs-only commit): the rebuild comes from
+# the cache but for the commit's own RUN, and its runs must record the new commit, the first
+# image's runs the old one (buildah reused a cached ENV with the old value: issues 5501, 5575)
+SRC2="$WORK/src2"
+git clone -q "$ROOT" "$SRC2" || fail "cloning $ROOT for the second build"
+echo "docker_check: a change outside the copied files" >>"$SRC2/docs/usage.md"
+git -C "$SRC2" -c user.name=docker_check -c user.email=docker_check@localhost \
+    commit -qam "docker_check: docs only" || fail "the docs-only commit"
+COMMIT2="$(git -C "$SRC2" rev-parse HEAD)"
+t0=$(date +%s)
+"$ENGINE" build "${BUILDFLAGS[@]}" --build-arg "BASE_IMAGE=$BUILD_BASE" \
+    --build-arg "GIT_COMMIT=$COMMIT2" -t "$TAG-2" "$SRC2" >>"$LOG" 2>&1 \
+    || fail "$ENGINE build of the docs-only commit (see $LOG)"
+build2_s=$(( $(date +%s) - t0 ))
+recorded_by() {  # image, run name -> the git_commit its tiny run records
+    run "$1" --env InvertedPendulum-v4 --algo sac --out "/app/runs/$2" steps=100 \
+        init_random_steps=50 eval_every=100 eval_episodes=1 batch_size=32 trainer.num_threads=1 \
+        --logger none >>"$LOG" 2>&1 || fail "a tiny run in $1 (see $LOG)"
+    sed -n 's/^ *git_commit: *//p' "$RUNS/$2/config.yaml" | head -n1
+}
+second="$(recorded_by "$TAG-2" second)"
+[[ "$second" == "$COMMIT2" ]] || fail "the docs-only rebuild's run recorded '$second', not '$COMMIT2'"
+first="$(recorded_by "$TAG" first_again)"
+[[ "$first" == "$COMMIT" ]] || fail "the first image's run now records '$first', not '$COMMIT'"
+step "docs-only commit $COMMIT2: rebuilt in ${build2_s} s; its run records it, the first image's still $COMMIT"
+"$ENGINE" rmi "$TAG-2" >>"$LOG" 2>&1
 
 if [[ "$KEEP" == 1 ]]; then
     step "kept: image $TAG, runs in $RUNS"

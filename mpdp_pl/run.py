@@ -31,7 +31,8 @@ from .runtime.progress import EnvStepProgressBar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR_ENV = "MPDP_RUN_DIR"  # set once, so that DDP's re-launched ranks agree on the run dir
-GIT_COMMIT_ENV = "MPDP_GIT_COMMIT"  # the image's commit (Dockerfile: ARG GIT_COMMIT)
+COMMIT_FILE = PROJECT_ROOT / "GIT_COMMIT"  # the image's commit (Dockerfile: ARG GIT_COMMIT)
+GIT_COMMIT_ENV = "MPDP_GIT_COMMIT"  # a commit given by hand where there is neither
 
 # Lightning's advice for map-style datasets does not apply to a collector stream.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -70,7 +71,8 @@ def prepare_out_dir(cfg: dict, resuming: bool = False) -> Path:
 def source_commit() -> str:
     """The commit of the code that runs: ``git rev-parse HEAD`` in a checkout; where there is
     none (the Docker image copies no ``.git``), the commit the image was built from, which the
-    Dockerfile's ``GIT_COMMIT`` build argument leaves in ``$MPDP_GIT_COMMIT``; else "unknown"."""
+    Dockerfile's ``GIT_COMMIT`` build argument writes to ``GIT_COMMIT`` beside ``train.py``;
+    else ``$MPDP_GIT_COMMIT``; else "unknown"."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
@@ -78,6 +80,8 @@ def source_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
+    if not commit and COMMIT_FILE.is_file():
+        commit = COMMIT_FILE.read_text().strip()
     return commit or os.environ.get(GIT_COMMIT_ENV, "").strip() or "unknown"
 
 

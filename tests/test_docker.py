@@ -60,35 +60,40 @@ def test_base_is_a_plain_os_because_the_torch_wheel_brings_its_own_cuda():
 
 
 def test_a_run_from_the_images_layout_records_the_commit_it_was_built_from(tmp_path):
-    """The image's /app: exactly what the Dockerfile copies, no .git, and the commit in the
-    environment variable that its GIT_COMMIT build argument sets. A run started there must
-    record that commit (and "unknown" without it), not a commit of some other checkout."""
-    env_lines = [e for e in instructions("ENV") if "GIT_COMMIT" in e]
-    assert env_lines == ["MPDP_GIT_COMMIT=${GIT_COMMIT}"], env_lines
-    app = tmp_path / "app"
-    app.mkdir()
-    for copy in instructions("COPY"):
-        *sources, dest = copy.split()
-        for src in sources:
-            target = app / (dest.removeprefix("./") if dest != "./" else Path(src).name)
-            if (ROOT / src).is_dir():
-                shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy(ROOT / src, target)
-    assert not (app / ".git").exists() and (app / "mpdp_pl" / "run.py").exists()
+    """The image's /app: exactly what the Dockerfile copies, no .git, and the file that its
+    GIT_COMMIT build argument writes in a RUN (never an ENV: buildah can reuse a cached ENV layer
+    with a stale value). A run started there must record that commit (and "unknown" when the
+    build gave none), not a commit of some other checkout."""
+    assert not [e for e in instructions("ENV") if "GIT_COMMIT" in e]
+    writes = [r for r in instructions("RUN") if "GIT_COMMIT" in r]
+    assert writes == ["""printf '%s\\n' "${GIT_COMMIT}" > /app/GIT_COMMIT"""], writes
+    assert "ARG GIT_COMMIT=unknown" in DOCKERFILE
     commit = "0123456789abcdef0123456789abcdef01234567"
     base_env = {k: v for k, v in os.environ.items() if k != "MPDP_GIT_COMMIT"}
-    for value, expected in ((commit, commit), (None, "unknown")):
-        env = dict(base_env) if value is None else {**base_env, "MPDP_GIT_COMMIT": value}
-        out = tmp_path / f"run_{expected}"
+    for value in (commit, "unknown"):
+        app = tmp_path / f"app_{value}"
+        app.mkdir()
+        for copy in instructions("COPY"):
+            *sources, dest = copy.split()
+            for src in sources:
+                target = app / (dest.removeprefix("./") if dest != "./" else Path(src).name)
+                if (ROOT / src).is_dir():
+                    shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy(ROOT / src, target)
+        assert not (app / ".git").exists() and (app / "mpdp_pl" / "run.py").exists()
+        # the RUN, with /app at this folder and the argument's value (its default: unknown)
+        subprocess.run(["bash", "-c", writes[0].replace("/app/", f"{app}/")],
+                       env={**base_env, "GIT_COMMIT": value}, check=True)
+        out = tmp_path / f"run_{value}"
         proc = subprocess.run(
             [sys.executable, str(app / "train.py"), "--env", "InvertedPendulum-v4", "--algo",
              "sac", "--out", str(out), "--logger", "none", *TINY, "steps=100",
              "init_random_steps=50", "eval_every=100", "eval_episodes=1"],
-            cwd=app, env=env, capture_output=True, text=True, timeout=300)
+            cwd=app, env=base_env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         run = yaml.safe_load((out / "config.yaml").read_text())["run"]
-        assert run["git_commit"] == expected
+        assert run["git_commit"] == value
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed")
