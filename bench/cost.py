@@ -57,7 +57,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_training import load_transitions  # noqa: E402
 
 PARTS = {"critic_step": "critic", "actor_step": "actor", "train_model": "model training",
-         "after_model_training": "model rollouts", "evaluate": "evaluation"}
+         "after_model_training": "model rollouts", "evaluate": "evaluation",
+         # DHMBPO: the H-step rollout a critic and an actor update share (counted with the actor,
+         # whose gradient runs through it) and the distribution rollouts that fill its FIFO
+         "rollout": "actor", "refill": "model rollouts"}
 EVAL_STEPS_PER_1K = 10 * 1000  # 10 episodes of at most 1000 steps, every 1000 env steps
 
 
@@ -67,7 +70,7 @@ def _timed_evaluate(self, trainer, module):
     _EVALUATE(self, trainer, module)
     log = getattr(module, "timing_log", None)
     if log is not None:
-        log["calls"].append(("evaluation", module.env_steps, time.perf_counter() - t0))
+        log["calls"].append(("evaluation", module.env_steps, time.perf_counter() - t0, "evaluate"))
         if module.last_eval:  # mean episode length x episodes: the eval env steps it took
             log["eval_steps"] = module.last_eval["eval/episode_length"] * module.cfg["eval_episodes"]
 
@@ -104,7 +107,7 @@ def timed(cls, data, n: int, log: dict):
             before = [self.recorder.interval_sums.get(k, (0.0, 0))[0] for k in keys]
             t0 = time.perf_counter()
             out = getattr(super(Timed, self), _m)(*args, **kwargs)
-            log["calls"].append((_p, self.env_steps, time.perf_counter() - t0))
+            log["calls"].append((_p, self.env_steps, time.perf_counter() - t0, _m))
             if _m == "actor_step" and keys[0] in self.recorder.interval_sums:
                 # this update's values: what it added to the interval's sums
                 after = [self.recorder.interval_sums[k][0] for k in keys]
@@ -132,14 +135,16 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
     t_end = log["ticks"][-1][1]
     steps = log["ticks"][-1][0] - start
     parts = defaultdict(float)
-    for part, step, secs in log["calls"]:
+    inside_training = 0.0
+    for part, step, secs, method in log["calls"]:
         if part != "evaluation" and step > start:
             parts[part] += secs
-    parts["model training"] -= parts["model rollouts"]  # after_model_training runs inside it
+            inside_training += secs if method == "after_model_training" else 0.0
+    parts["model training"] -= inside_training  # after_model_training runs inside it
     wall = t_end - t_start
     per_1k = {p: parts[p] * 1000 / steps for p in PARTS.values() if p != "evaluation"}
     per_1k["env and collector"] = (wall - sum(parts.values())) * 1000 / steps
-    eval_calls = [secs for part, _, secs in log["calls"] if part == "evaluation"]
+    eval_calls = [secs for part, _, secs, _ in log["calls"] if part == "evaluation"]
     per_1k["evaluation"] = (eval_calls[-1] / max(log["eval_steps"], 1) * EVAL_STEPS_PER_1K
                             if eval_calls else 0.0)
     # the task's own evaluation (eval_episodes every eval_every env steps, full episodes) in
