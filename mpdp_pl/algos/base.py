@@ -6,10 +6,10 @@ evaluation and the logging x-axis all count env steps; ``trainer.global_step`` c
 steps), runs the due number of updates (``critic_updates_per_step``, ``actor_updates_per_step``,
 fractions allowed), and evaluates pi_0 every ``eval_every`` env steps and once at the end.
 
-Subclasses implement :meth:`update` and :meth:`configure_optimizers`, declare the metrics they
+Subclasses implement :meth:`OffPolicyModule.update` and :meth:`OffPolicyModule.configure_optimizers`, declare the metrics they
 record in ``metric_keys`` (columns of metrics.csv), expose ``actor``, and may override
-:meth:`before_updates` (model-based algorithms train their model there). Their optimizer steps
-go through ``self.guard.step`` (:mod:`mpdp_pl.guard`), which restores the ``fault_parts``. The
+:meth:`OffPolicyModule.before_updates` (model-based algorithms train their model there). Their optimizer steps
+go through ``self.guard.step`` (:mod:`mpdp_pl.runtime.guard`), which restores the ``fault_parts``. The
 side jobs of the loop (logging, evaluation, checkpoints and signals) are the callbacks of
 :mod:`mpdp_pl.runtime.callbacks`.
 """
@@ -89,7 +89,7 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         return None
 
     def before_updates(self) -> None:
-        """Runs in every round once updates have started, before :meth:`update`."""
+        """Runs in every round once updates have started, before :meth:`OffPolicyModule.update`."""
 
     def record(self, metrics: dict) -> None:
         """Keep the latest value of fully named metrics (read only when logged)."""

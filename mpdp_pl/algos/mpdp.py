@@ -1,6 +1,6 @@
 """MPDP (Algorithm 2): SAC's critics and temperature on real data, a dynamics ensemble trained
 every ``model_train_freq`` env steps, and the farsighted improvement (Algorithm 1,
-:mod:`mpdp_pl.improvement`) of the multi-head actor pi_0..pi_{Hmax-1}; pi_0 acts.
+:mod:`mpdp_pl.lookahead.improvement`) of the multi-head actor pi_0..pi_{Hmax-1}; pi_0 acts.
 
 Before the first model training the actor takes SAC's one-step update (Eq. 4).
 
@@ -19,12 +19,12 @@ beta is the penalty at a typical held-out model error and transfers across tasks
 
 Switches beyond Algorithm 2 as printed (all off by default; ``--algo mpdp_paper`` pins the
 paper's choices): ``u_T_rule=first_step`` sets u_T from u at the unroll's own first step (a
-running mean, :meth:`follow_first_step`) instead of the held-out data; ``critic_target=mve``
+running mean, :meth:`MPDP.follow_first_step`) instead of the held-out data; ``critic_target=mve``
 trains the critics on value-expansion targets over model steps of pi_0
-(:mod:`mpdp_pl.value_expansion`) instead of on real transitions only (Alg. 2 line 6), and
+(:mod:`mpdp_pl.lookahead.value_expansion`) instead of on real transitions only (Alg. 2 line 6), and
 ``critic_states=model`` trains them at the start-state FIFO's model states instead of real ones;
 ``start_states=model`` starts the unroll at states of pi_0's model rollouts
-(:mod:`mpdp_pl.start_states`); ``single_policy`` uses pi_0 at every unroll step instead of the
+(:mod:`mpdp_pl.lookahead.start_states`); ``single_policy`` uses pi_0 at every unroll step instead of the
 heads; ``critic_data=branched`` trains the critics on MBPO's real/model mix (branched rollouts of
 pi_0 after every model training, :mod:`mpdp_pl.algos.model_data`) while the farsighted
 improvement still starts at real states. docs/hopper_probes.md has what they measured on Hopper.
@@ -114,7 +114,7 @@ class MPDP(ModelData, ModelBasedSAC):
         return beta / self.u_ref if self.cfg["beta_relative"] else beta
 
     def form(self) -> str:
-        """The unroll's form (:mod:`mpdp_pl.improvement`): ``auto`` is ``live`` on a CPU
+        """The unroll's form (:mod:`mpdp_pl.lookahead.improvement`): ``auto`` is ``live`` on a CPU
         without ``compile`` (work in proportion to the alive samples) and ``static`` otherwise
         (fixed shapes, no host sync: CUDA graphs and torch.compile)."""
         if self.unroll_form != "auto":
@@ -138,7 +138,7 @@ class MPDP(ModelData, ModelBasedSAC):
 
     def critic_loss(self, batch):
         """critic_target=mve, once the model exists: value-expansion targets over
-        ``mve_horizon`` model steps of pi_0 (:mod:`mpdp_pl.value_expansion`) from the real
+        ``mve_horizon`` model steps of pi_0 (:mod:`mpdp_pl.lookahead.value_expansion`) from the real
         ``batch``, or with ``critic_states=model`` from a batch of the start-state FIFO's model
         states (the real batch until the first farsighted update has filled the FIFO); SAC's
         otherwise."""

@@ -3,8 +3,8 @@ MBPO's ensemble, rollouts and real/model mix, with the critic replaced by a k-st
 Q(s, a_1..a_k) and the actor improved through plans made in the model.
 
 - Critic (Eq. 46-51): twin plan-value critics on k-step segments, ``real_ratio`` real
-  (:func:`~mpdp_pl.plan_value.real_segments`) and the rest from the model buffer, which after
-  every model training is refilled with :func:`~mpdp_pl.plan_value.model_segments` rollouts of
+  (:func:`~mpdp_pl.lookahead.plan_value.real_segments`) and the rest from the model buffer, which after
+  every model training is refilled with :func:`~mpdp_pl.lookahead.plan_value.model_segments` rollouts of
   the rollout schedule's length and sized by MBPO's pool formula (shared with :class:`MBPO`).
 - Actor (Eq. 52-54): at real states only, minimize alpha log pi^k(tau|s) - min_j Q_j(s, tau)
   with tau a reparameterized k-step plan through the model; gradient norm clipped at

@@ -2,7 +2,7 @@
 
 Three optimizers, each stepped by its own block: the twin critics (Eq. 2-3, Polyak-averaged
 targets), the actor pi_0 (Eq. 4) and the temperature alpha (auto-tuned to ``target_entropy``).
-MPDP subclasses this and replaces :meth:`actor_step` with the farsighted improvement.
+MPDP subclasses this and replaces :meth:`SAC.actor_step` with the farsighted improvement.
 """
 
 from __future__ import annotations

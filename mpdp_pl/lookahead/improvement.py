@@ -28,7 +28,7 @@ re-measured on Hopper).
 
 ``paper_literal_cut=True`` implements Algorithm 1 lines 6-7 as printed instead: at a cut or a
 predicted terminal, J += gamma^{t+1} V_old(s_{t+1}) and stop, and no tail value after the loop
-(DESIGN.md explains why this is not the default).
+(docs/design.md says why this is not the default).
 
 Two forms compute the same loss and gradients (``form``):
 
@@ -40,7 +40,7 @@ Two forms compute the same loss and gradients (``form``):
   Its work is proportional to the realized horizon instead of to Hmax; selecting rows needs the
   number of alive samples on the host (one sync per step), so it suits CPUs.
 
-Both iterate :class:`mpdp_pl.unroll.Unroll` (its static and live forms), which owns the model
+Both iterate :class:`mpdp_pl.lookahead.unroll.Unroll` (its static and live forms), which owns the model
 steps and the cut and terminal masks; this module keeps only the objective.
 """
 

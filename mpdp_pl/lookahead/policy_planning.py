@@ -1,9 +1,9 @@
 """POPLIN's planners (Wang and Ba 2019, "Exploring Model-based Planning with Policy Networks";
 facts from WilsonWangTHU/POPLIN ``dmbrl/controllers/MPC.py`` and ``dmbrl/misc/optimizers/``):
 PETS's CEM (:func:`~mpdp_pl.lookahead.planning.cem`) searches around a policy network's
-proposal instead of from scratch. Candidates are scored by :func:`~mpdp_pl.lookahead.planning.
-expected_returns` (POPLIN's ``E`` propagation: one trajectory per candidate through the elites'
-mean prediction).
+proposal instead of from scratch. Candidates are scored by
+:func:`~mpdp_pl.lookahead.planning.expected_returns` (POPLIN's ``E`` propagation: one trajectory
+per candidate through the elites' mean prediction).
 
 - :class:`ActionNoisePlanner`, POPLIN-A with its default ``INIT`` proposal: the policy is rolled
   once through the model from the state, giving a plan ``p_0..p_{H-1}``; CEM searches additive
@@ -17,7 +17,7 @@ bounded, so its variance is not capped), start each plan's noise mean from the p
 shifted by a step (POPLIN: zero at an episode's start; here a plan after an episode boundary
 starts from the stale one, as PETS's planner does) and its variance at ``init_var`` (POPLIN
 resets it every step). POPLIN's early stop when the variance falls below 0.001 is left out: no
-host sync inside the loop. While acting (:meth:`sample`), each planner keeps what its
+host sync inside the loop. While acting (:meth:`_PolicyPlanner.sample`), each planner keeps what its
 distillation needs in ``pending`` (the algorithm consumes it).
 """
 

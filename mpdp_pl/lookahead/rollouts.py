@@ -30,7 +30,7 @@ def branched_rollout(dynamics: DynamicsModel, act: Callable[[torch.Tensor], torc
                      start_obs: torch.Tensor, length: int) -> TensorDict:
     """``length`` model steps of ``act`` from ``start_obs`` ``[N, obs_dim]``; each step of each
     sample is served by a random elite, the only one evaluated (``sample_step``); samples that
-    reach a predicted terminal stop there (the live form of :class:`~mpdp_pl.unroll.Unroll`).
+    reach a predicted terminal stop there (the live form of :class:`~mpdp_pl.lookahead.unroll.Unroll`).
     Returns the transitions as a flat TensorDict with the replay buffer's keys. (Dropping the
     terminated samples syncs with the host once per step: this runs once per model training,
     not in the update loop.)"""

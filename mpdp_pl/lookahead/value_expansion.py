@@ -22,7 +22,7 @@ and the critics regress, with equal weight per transition, on
 
 So K = 0 is SAC's Eq. (2)-(3) exactly. With ``critic_states=model`` the critics instead train
 at model states with no real transition behind them, the start-state FIFO's
-(:mod:`mpdp_pl.start_states`; DHMBPO's critic data): x_0 is such a state, alive_0 is true, and
+(:mod:`mpdp_pl.lookahead.start_states`; DHMBPO's critic data): x_0 is such a state, alive_0 is true, and
 only the imagined rows y(x_k, b_k) are trained (:func:`state_expansion_targets`).
 
 The target evaluates pi_0 at every step (the policy that acts, and the one V_old of Algorithm 1

@@ -2,7 +2,7 @@
 
 Each head is a separate MLP ``obs -> (mean, log_std)``. The heads are stacked in one
 :class:`BatchedMLP` rather than sharing a trunk, so that the imagined-state terms of later heads
-cannot reshape pi_0 (DESIGN.md). Actions are ``a = tanh(mean + std * eps)`` in the normalized box
+cannot reshape pi_0 (docs/design.md). Actions are ``a = tanh(mean + std * eps)`` in the normalized box
 [-1, 1]^d; the log-density is SAC's change of variables (Haarnoja et al. 2018, Appendix C, Eq. 21).
 pi_0 acts in the environment and in evaluation.
 """
