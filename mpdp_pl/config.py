@@ -440,6 +440,9 @@ def validate(cfg: dict) -> None:
     for k, allowed in choices.items():
         if cfg[k] not in allowed:
             raise ConfigError(f"{k}={cfg[k]!r}: must be one of {', '.join(allowed)}")
+    if cfg["algo"] == "dhmbpo" and cfg["actor_updates_per_step"] > cfg["critic_updates_per_step"]:
+        raise ConfigError("dhmbpo pairs every actor update with a critic update: "
+                          "actor_updates_per_step must be <= critic_updates_per_step")
     if cfg["model_weights"] == "exp" and cfg["model_epoch_batches"] is None:
         raise ConfigError("model_weights=exp trains every member on the same rows: set model_epoch_batches")
     for k in ("model_layernorm", "model_dropout"):

@@ -54,7 +54,7 @@ class DHMBPO(ModelBasedSAC):
         critic_only, pairs = critic_updates - pairs, pairs + self.warm_pairs
         self.warm_pairs = 0
         if critic_only or pairs:
-            for opt in self.optimizers()[:3]:  # actor, critics, alpha: fresh Adam moments
+            for opt in self.optimizers()[:3]:  # critics, actor, alpha: fresh Adam moments
                 opt.optimizer.state.clear()
         critic_only += self.burst_left[0]
         pairs += self.burst_left[1]
