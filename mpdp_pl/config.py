@@ -440,6 +440,11 @@ def validate(cfg: dict) -> None:
     for k, allowed in choices.items():
         if cfg[k] not in allowed:
             raise ConfigError(f"{k}={cfg[k]!r}: must be one of {', '.join(allowed)}")
+    t = cfg["trainer"]
+    if cfg["model_early_stop"] == "z_test" and (str(t["strategy"]).startswith("ddp")
+                                                or t["devices"] * t["num_nodes"] > 1):
+        raise ConfigError("model_early_stop=z_test compares per-row holdout scores on one process: "
+                          "not built for DDP")
     if cfg["algo"] == "dhmbpo" and cfg["actor_updates_per_step"] > cfg["critic_updates_per_step"]:
         raise ConfigError("dhmbpo pairs every actor update with a critic update: "
                           "actor_updates_per_step must be <= critic_updates_per_step")

@@ -11,6 +11,13 @@ rounds in which no member improved by more than 1%, restoring the best weights a
 - ``max_steps=N``: a round is ``eval_every`` minibatch steps, each member's rows drawn uniformly
   from its bootstrap, at most N steps per training: the cost is bounded whatever the data.
 
+DHMBPO's procedure (4kubo/erl_lib ``model_train/de_trainer.py``) is the same loop with three
+options: ``epoch_batches`` (a round is at most that many batches, drawn without replacement, every
+member on the same rows, weighted by fixed per-member ``weights``; at most ``max_epochs``
+rounds), ``early_stop="z_test"`` (:class:`PairedZTest`: the whole ensemble's per-row holdout NLL
+against the best round's, its best weights kept for every member together) and, in the caller,
+a fresh AdamW per training.
+
 The holdout rows are the caller's (``split``): the model-based algorithms pass a fixed split
 whose holdout rows are never trained on (:func:`fixed_split`); without ``split`` a fresh random
 split is drawn, as MBPO does (its "holdout" then holds rows earlier trainings were fitted on).
