@@ -442,7 +442,7 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"{k}={cfg[k]!r}: must be one of {', '.join(allowed)}")
     t = cfg["trainer"]
     if cfg["model_early_stop"] == "z_test" and (str(t["strategy"]).startswith("ddp")
-                                                or t["devices"] * t["num_nodes"] > 1):
+                                                or (isinstance(t["devices"], int) and t["devices"] * t["num_nodes"] > 1)):
         raise ConfigError("model_early_stop=z_test compares per-row holdout scores on one process: "
                           "not built for DDP")
     if cfg["algo"] == "dhmbpo" and cfg["actor_updates_per_step"] > cfg["critic_updates_per_step"]:
