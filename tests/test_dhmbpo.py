@@ -172,3 +172,31 @@ def test_dhmbpo_trains_resumes_and_evaluates_through_the_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(out), "--episodes", "1"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_the_actors_return_reaches_the_actor_only_and_the_critic_target_nothing():
+    from mpdp_pl.models.actor import MultiHeadActor
+    from mpdp_pl.models.critic import TwinQ, make_target
+    from mpdp_pl.models.dynamics import DynamicsModel
+
+    torch.manual_seed(0)
+    dyn = DynamicsModel(3, 2, 4, 4, 16, 2, termination_fn=lambda s: s[:, 0] > 5.0, noise="member",
+                        layer_norm=[1.0, 0.1], dropout=[0.01, 0.0, 0.0])
+    actor = MultiHeadActor(3, 2, [16, 16], activation=torch.nn.SiLU, std="softplus")
+    critic = TwinQ(3, 2, [16, 16], 5, layer_norm=True, scaled=True, activation=torch.nn.SiLU)
+    critic.update_bounds(torch.randn(100), 0.99, 1.0)  # a nonzero width: Q depends on the weights
+    with torch.no_grad():
+        critic.net.layers[-1].weight.normal_()
+    target = make_target(critic)
+    roll = svg_rollout(dyn, lambda s: actor.sample(s), torch.randn(32, 3), 5)
+    tail = critic(roll.last_obs, roll.last_action, detach_params=True).mean(0)
+    (-soft_return(roll, tail, 0.1, 0.99, first_entropy=True).mean()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
+    assert all(p.grad is None for p in [*dyn.parameters(), *critic.parameters()])
+    actor.zero_grad()
+    with torch.no_grad():
+        y = soft_return(roll, redq_min(target(roll.last_obs, roll.last_action)), 0.1, 0.99, False)
+    q = critic(roll.obs[0].detach(), roll.action[0].detach())
+    ((q - y).pow(2).mean(-1).sum()).backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in actor.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in critic.net.parameters())
