@@ -113,6 +113,10 @@ def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
     assert not (out / "metrics.csv").exists() or rows(out) == []  # no half-finished row
     assert checkpoint.read(checkpoint.latest(out))["counters"]["env_steps"] == 100
     assert "stopped by SIGTERM at env step 100" in stdout
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(out),
+                           "--steps", "101"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [int(r["env_steps"]) for r in rows(out)] == [101]  # continued; the dropped one stays out
 
 
 DH_TINY = ["--env", "Hopper-v4", "--algo", "dhmbpo", "--logger", "none", "init_random_steps=200",
@@ -141,15 +145,22 @@ def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_bu
     assert float(after[-1]["train/updates"]) == 25 + 110  # the burst the stop left, run on resume
 
 
-def test_sigterm_inside_a_burst_exits_within_30_s_and_keeps_what_it_owes(tmp_path):
+def test_sigterm_inside_a_burst_exits_within_30_s_and_the_resume_runs_what_it_owes(tmp_path):
     out = tmp_path / "run"
     seconds, _ = stop_inside([*DH_TINY, "steps=250", "model_max_epochs=2",
-                              "warmup_updates=1000000"], out, tmp_path, marker_step=199)
+                              "warmup_updates=3000"], out, tmp_path, marker_step=199)
     assert seconds < 30, seconds
+    before = rows(out)
     counters = checkpoint.read(checkpoint.latest(out))["counters"]
     critic_only, pairs = counters["burst_left"]
     assert critic_only == 0 and 0 < pairs  # stopped among the pairs
-    assert counters["updates"] + pairs == 25 + 100 + 1000000
+    assert counters["updates"] + pairs == 25 + 100 + 3000
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = rows(out)
+    assert after[: len(before)] == before and int(after[-1]["env_steps"]) == 250
+    assert float(after[-1]["train/updates"]) == 25 + 100 + 3000
 
 
 def test_same_seed_same_metrics(tmp_path):
