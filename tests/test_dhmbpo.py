@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import run_train
-from mpdp_pl.algos.base import UpdateSchedule
+from mpdp_pl.algos.base import UpdateSchedule, burst_due
 from mpdp_pl.config import ConfigError, load_config
 from mpdp_pl.lookahead.svg import soft_return, svg_rollout
 from mpdp_pl.models.critic import redq_min
@@ -104,12 +104,16 @@ def test_z_test_stops_after_patience_rounds_without_evidence():
 
 
 def test_burst_schedule_pays_the_updates_of_every_1000_env_steps_at_once():
-    critic, actor = UpdateSchedule(1.25, 1000), UpdateSchedule(1.0, 1000)
-    paid = {t: (critic.due(1, t), actor.due(1, t)) for t in range(1, 7001)}
+    critic, actor = UpdateSchedule(1.25), UpdateSchedule(1.0)
+    paid = {t: (critic.due(1, burst_due(t - 1, t, 1000)), actor.due(1, burst_due(t - 1, t, 1000)))
+            for t in range(1, 7001)}
     assert {t: v for t, v in paid.items() if v != (0, 0)} == {
         t: (1250, 1000) for t in range(1000, 7001, 1000)}
-    per_step = UpdateSchedule(0.25)  # the default every=1: one update every 4 env steps
-    assert [per_step.due(1, t) for t in range(1, 9)] == [0, 0, 0, 1, 0, 0, 0, 1]
+    # rounds of 3 env steps never land on 1000: the burst comes in the round that crosses it
+    rounds = [(t - 3, t) for t in range(3, 3001, 3)]
+    assert [t for b, t in rounds if burst_due(b, t, 1000)] == [1002, 2001, 3000]
+    per_step = UpdateSchedule(0.25)  # update_every 1: every round is paid, one update in 4 steps
+    assert [per_step.due(1, burst_due(t - 1, t, 1)) for t in range(1, 9)] == [0, 0, 0, 1, 0, 0, 0, 1]
 
 
 class _LineModel:

@@ -35,22 +35,27 @@ from .env_setup import EnvSetup
 class UpdateSchedule:
     """Turns a per-env-step update ratio (0.25, 1, 20, ...) into whole updates per round.
 
-    Fractions accumulate: at 0.25, one update is due every 4 env steps. With ``every`` N > 1 the
-    credit is paid out only when the env-step count reaches a multiple of N: the updates of N env
-    steps come as one burst (DHMBPO's 1000-step iterations).
+    Fractions accumulate: at 0.25, one update is due every 4 env steps. A round that is not
+    ``paid`` keeps its credit for a later one (``update_every``: the updates of N env steps come
+    as one burst, DHMBPO's 1000-step iterations).
     """
 
-    def __init__(self, per_step: float, every: int = 1):
-        self.per_step, self.every, self.credit = per_step, every, 0.0
+    def __init__(self, per_step: float):
+        self.per_step, self.credit = per_step, 0.0
 
-    def due(self, env_steps: int, total: int = 0) -> int:
-        """Updates due after ``env_steps`` more env steps, ``total`` of them so far."""
+    def due(self, env_steps: int, paid: bool = True) -> int:
         self.credit += env_steps * self.per_step
-        if total % self.every:
+        if not paid:
             return 0
         n = math.floor(self.credit + 1e-9)
         self.credit -= n
         return n
+
+
+def burst_due(before: int, after: int, every: int) -> bool:
+    """Whether the env-step count, going from ``before`` to ``after``, reached a multiple of
+    ``every`` (every round when ``every`` is 1)."""
+    return after // every > before // every
 
 
 class OffPolicyModule(EnvSetup, pl.LightningModule):
@@ -61,8 +66,8 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.automatic_optimization = False
         self.cfg, self.spec = cfg, spec
         self.env_steps = self.updates = 0
-        self.critic_schedule = UpdateSchedule(cfg["critic_updates_per_step"], cfg["update_every"])
-        self.actor_schedule = UpdateSchedule(cfg["actor_updates_per_step"], cfg["update_every"])
+        self.critic_schedule = UpdateSchedule(cfg["critic_updates_per_step"])
+        self.actor_schedule = UpdateSchedule(cfg["actor_updates_per_step"])
         self.update_after = max(cfg["init_random_steps"], cfg["batch_size"])
         self.recorder = MetricsRecorder()
         self.guard = NonfiniteGuard(cfg["nonfinite_limit"], cfg["nonfinite_guard"])
@@ -169,11 +174,12 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         batch = batch[: -(-self.remaining_steps() // self.world_size)]
         self.store(batch)
         n = batch.numel()
-        self.env_steps += n * self.world_size
+        before, self.env_steps = self.env_steps, self.env_steps + n * self.world_size
         # update ratios count each rank's own env steps: N ranks take the same number of updates
         # per round as one, each averaged over N batches
-        critic_updates = self.critic_schedule.due(n, self.env_steps)
-        actor_updates = self.actor_schedule.due(n, self.env_steps)
+        paid = burst_due(before, self.env_steps, self.cfg["update_every"])
+        critic_updates = self.critic_schedule.due(n, paid)
+        actor_updates = self.actor_schedule.due(n, paid)
         if self.env_steps >= max(self.update_after, self.cfg["batch_size"] * self.world_size):
             self.before_updates()
             self.update(critic_updates, actor_updates)
