@@ -175,6 +175,9 @@ class ModelLearning:
         split = self.model_split(data)
         self.guard.snapshot(self, only="model")
         metrics = self.fit_dynamics(data, split, first=not self.model_ready)
+        if self.stop_signal is not None:  # cut short by a stop: back to the weights before it,
+            self.guard.restore(self, "model")  # and trained again, whole, when the run resumes
+            return
         if not self.model_is_finite(metrics):
             self.model_optimizer().optimizer.state.clear()  # moments may hold the NaN
             self.last_model_train_step = self.env_steps  # retry at the next training time
