@@ -38,6 +38,8 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # MPDP and its presets (conf/algo/*.yaml whose defaults list starts with mpdp)
 MPDP_ALGOS = ("mpdp", "mpdp_paper")
+# MPDP on MPPVE's plan-value critic (conf/algo/mpdp_pv.yaml, a preset of mppve)
+PLAN_VALUE_ALGOS = ("mppve", "mpdp_pv")
 PLANNERS = ("pets", "poplin_a", "poplin_p")  # model-predictive control, no actor-critic
 
 # Keys whose default is the string "auto" and that also take a number (inf and -inf included).
@@ -307,7 +309,7 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"{k}={cfg[k]!r}: must be 'auto' or a number")
     if cfg["env_batching"] not in ("serial", "parallel"):
         raise ConfigError(f"env_batching={cfg['env_batching']!r}: must be serial or parallel")
-    if cfg["algo"] == "mppve" and cfg["num_envs"] > 1:
+    if cfg["algo"] in PLAN_VALUE_ALGOS and cfg["num_envs"] > 1:
         raise ConfigError("num_envs > 1 is not supported by mppve (its plan segments are read from "
                           "one env's consecutive transitions)")
     if cfg["unroll_form"] not in ("auto", "static", "live"):
@@ -345,7 +347,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"start_states={cfg['start_states']!r}: must be real or model")
     if cfg["critic_states"] not in ("real", "model"):
         raise ConfigError(f"critic_states={cfg['critic_states']!r}: must be real or model")
-    if cfg["algo"] in ("mppve", "ddpg", *PLANNERS) and (cfg["critic_scale"] or cfg["obs_norm"]):
+    if cfg["algo"] in (*PLAN_VALUE_ALGOS, "ddpg", *PLANNERS) and (cfg["critic_scale"] or cfg["obs_norm"]):
         raise ConfigError(f"critic_scale and obs_norm are not built for {cfg['algo']}'s critic")
     if cfg["algo"] in ("sac", "ddpg", *PLANNERS) and cfg["warmup_updates"]:
         raise ConfigError(f"warmup_updates: {cfg['algo']} has no policy updates to warm start")
@@ -392,9 +394,12 @@ def validate(cfg: dict) -> None:
         for k, default in (("start_states", "real"), ("critic_states", "real"),
                            ("critic_data", "real"),
                            ("single_policy", False), ("u_T_rule", "holdout"),
-                           ("mve_target_bound", False)):
-            if cfg[k] != default:
+                           ("mve_target_bound", False), ("paper_literal_cut", False)):
+            if cfg[k] != default and not (k == "single_policy" and cfg["algo"] == "mpdp_pv"):
                 raise ConfigError(f"{k}={cfg[k]!r} is MPDP's (algo={cfg['algo']} does not use it)")
+    if cfg["algo"] == "mpdp_pv" and cfg["horizon"] < cfg["plan_length"]:
+        raise ConfigError(f"horizon={cfg['horizon']}: mpdp_pv's Hmax must be >= plan_length "
+                          f"({cfg['plan_length']}), the actions of one plan")
     if cfg["u_T_rule"] == "first_step" and cfg["u_T"] != "auto":
         raise ConfigError(f"u_T_rule=first_step sets u_T; it cannot be combined with u_T={cfg['u_T']}")
     if cfg["mve_target_bound"] and cfg["critic_target"] != "mve":

@@ -60,6 +60,14 @@ def _older_checkpoints(module, state_dict, prefix, *args) -> None:
         state_dict[prefix + "u_T"] = state_dict.pop(prefix + "u_threshold")
 
 
+@torch.no_grad()
+def held_out_u_ref(dynamics, holdout, quantile: float) -> torch.Tensor:
+    """u_ref: the ``quantile`` of u(s, a) (Eq. 8) over the held-out real transitions of the
+    latest model training; under DDP over every rank's, so every rank gets the same threshold."""
+    u = gather_across_ranks(dynamics.ovr_error(holdout["observation"], holdout["action"]))
+    return torch.quantile(u, quantile).clamp_min(1e-6)
+
+
 class MPDP(ModelData, ModelBasedSAC):
     def __init__(self, cfg: dict, spec):
         # single_policy: one policy for every step of the unroll (SVG, DHMBPO) instead of the
@@ -85,9 +93,7 @@ class MPDP(ModelData, ModelBasedSAC):
     @torch.no_grad()
     def after_model_training(self, holdout) -> None:
         if holdout.shape[0] > 0:
-            # under DDP, every rank's held-out u: the same threshold on every rank
-            u = gather_across_ranks(self.dynamics.ovr_error(holdout["observation"], holdout["action"]))
-            self.u_ref.copy_(torch.quantile(u, self.cfg["u_T_quantile"]).clamp_min(1e-6))
+            self.u_ref.copy_(held_out_u_ref(self.dynamics, holdout, self.cfg["u_T_quantile"]))
             scaled = self.cfg["u_T_scale"] * self.u_ref
             if not self.fixed_u_T and self.cfg["u_T_rule"] == "holdout":
                 self.u_T.copy_(scaled)

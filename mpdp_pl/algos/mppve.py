@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..models.critic import TwinQ, make_target
+from ..lookahead.plan_improvement import PlanImprovement, plan_improvement
 from ..lookahead.plan_value import make_plan, model_segments, plan_value_target, real_segments
 from .mbpo import MBPO
 
@@ -26,8 +27,8 @@ from .mbpo import MBPO
 class MPPVE(MBPO):
     metric_keys = (*MBPO.metric_keys, "train/valid_frac")
 
-    def __init__(self, cfg: dict, spec):
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: dict, spec, actor_heads: int = 1):
+        super().__init__(cfg, spec, actor_heads=actor_heads)
         self.k = cfg["plan_length"]
         self.critic = TwinQ(spec.obs_dim, self.k * spec.action_dim, cfg["hidden_sizes"],
                             layer_norm=cfg["critic_layernorm"])
@@ -70,14 +71,19 @@ class MPPVE(MBPO):
         self.record({"train/valid_frac": w.mean()})
         return loss, q
 
+    def improvement(self, obs: torch.Tensor) -> PlanImprovement:
+        """Eq. (53): J = min_j Q_j(s, tau) - alpha log pi^k(tau|s), tau ~ pi^k_{phi,theta}(s)
+        reparameterized (Eq. 54): :func:`~mpdp_pl.lookahead.plan_improvement.plan_improvement`
+        with one head, Hmax = k, no cut and no penalty. The critics' and the model's parameters
+        are not differentiated."""
+        return plan_improvement(obs, self.actor, self.critic, self.dynamics, self.alpha, 0.0,
+                                self.cfg["gamma"], None, self.k, self.k,
+                                grad_through_model=self.cfg["plan_grad_through_model"])
+
     def actor_loss(self, obs: torch.Tensor):
-        """Eq. (53): mean_B [alpha log pi^k(tau|s) - min_j Q_j(s, tau)], tau ~ pi^k_{phi,theta}(s)
-        reparameterized (Eq. 54); the critics' and the model's parameters are not differentiated."""
-        plan = make_plan(obs, self.actor, self.dynamics, self.k,
-                         grad_through_model=self.cfg["plan_grad_through_model"])
-        q = self.critic(obs, plan.actions, detach_params=True)
-        log_prob = plan.log_prob.sum(-1)
-        return (self.alpha.detach() * log_prob - q.min(dim=0).values).mean(), log_prob
+        """-mean_B J; alpha's update sees the sum of the plan's k log-probabilities."""
+        result = self.improvement(obs)
+        return result.loss, result.log_prob
 
     def q_value(self, obs):
         """No eval/q_bias: MPPVE's critic values k-step plans, not actions."""

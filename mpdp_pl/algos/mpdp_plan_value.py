@@ -1,0 +1,62 @@
+"""MPDP on MPPVE's plan-value critic (``--algo mpdp_pv``): MPPVE's critic Q(s, a_0..a_{k-1}), its
+real and model k-step segments and its update ratio, unchanged; the actor is MPDP's multi-head
+pi_0..pi_{Hmax-1}, improved by the farsighted objective scored by that plan value
+(:mod:`mpdp_pl.lookahead.plan_improvement`): model rewards minus beta * u for up to Hmax - k
+steps, cut where u(s_t, a_t) >= u_T, then the plan value of the heads' next k actions.
+
+Which head makes which action:
+
+- actor objective: head t acts at unroll step t; the plan valued at the end point s_T is made by
+  heads T..T+k-1;
+- critic target (MPPVE's Eq. 51) and model segments: pi_0 at every step. The critic therefore
+  values a plan followed by pi_0, the policy that acts in the environment.
+
+MPPVE is this algorithm with every part off (``single_policy=true horizon=<k> u_T=inf beta=0``:
+one head, no reward steps, so no cut and no penalty). u_T and u_ref follow MPDP's holdout rule
+(:meth:`mpdp_pl.algos.mpdp.MPDP.after_model_training`), and beta is relative to u_ref with
+``beta_relative``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..lookahead.plan_improvement import PlanImprovement, plan_improvement
+from .mpdp import held_out_u_ref
+from .mppve import MPPVE
+
+IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
+                    "train/J_plan_value", "train/realized_horizon", "train/u_mean",
+                    "model/u_T", "model/u_ref")
+
+
+class MPDPPlanValue(MPPVE):
+    metric_keys = (*MPPVE.metric_keys, *IMPROVEMENT_KEYS)
+
+    def __init__(self, cfg: dict, spec):
+        super().__init__(cfg, spec, actor_heads=1 if cfg["single_policy"] else cfg["horizon"])
+        self.horizon = cfg["horizon"]
+        self.fixed_u_T = cfg["u_T"] != "auto"
+        self.register_buffer("u_T", torch.tensor(float(cfg["u_T"]) if self.fixed_u_T else 0.0))
+        self.register_buffer("u_ref", torch.tensor(1.0))
+
+    @torch.no_grad()
+    def after_model_training(self, holdout) -> None:
+        super().after_model_training(holdout)  # MPPVE's model segments
+        if holdout.shape[0] > 0:
+            self.u_ref.copy_(held_out_u_ref(self.dynamics, holdout, self.cfg["u_T_quantile"]))
+            if not self.fixed_u_T:
+                self.u_T.copy_(self.cfg["u_T_scale"] * self.u_ref)
+        self.record({"model/u_T": self.u_T, "model/u_ref": self.u_ref})
+
+    def improvement(self, obs: torch.Tensor) -> PlanImprovement:
+        c = self.cfg
+        beta = c["beta"] / self.u_ref if c["beta_relative"] and c["beta"] > 0 else c["beta"]
+        no_cut = self.fixed_u_T and float(c["u_T"]) == float("inf")
+        result = plan_improvement(obs, self.actor, self.critic, self.dynamics, self.alpha, beta,
+                                  c["gamma"], None if no_cut else self.u_T, self.horizon, self.k,
+                                  grad_through_model=c["plan_grad_through_model"])
+        means = {k: result.diagnostics[k] for k in ("realized_horizon", "u_mean")}
+        self.record({f"train/{k}": v for k, v in result.diagnostics.items() if k not in means})
+        self.record_mean({f"train/{k}": v for k, v in means.items()})
+        return result
