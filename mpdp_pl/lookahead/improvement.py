@@ -101,153 +101,83 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
                            noise: RolloutNoise | None = None,
                            terminal_critic: bool = False, form: str = "static") -> Improvement:
     """Algorithm 1 over a batch ``obs`` ``[B, obs_dim]`` of real states (module docstring);
-    ``form``: ``static`` or ``live`` (same loss and gradients)."""
+    ``form``: ``static`` or ``live`` (same loss and gradients).
+
+    Written once for both forms: each step's terms are computed for the samples the unroll
+    stepped (static: all B, with masks; live: the alive ``rows``) and added into J at their
+    batch indices (:meth:`Unroll.add`); the critic's and V_old's values are computed where a
+    mask asks for them (:meth:`Unroll.masked`: every row in the static form, those rows only in
+    the live one)."""
+    if form not in FORMS:
+        raise ValueError(f"form={form!r}: must be one of {FORMS}")
     batch = obs.shape[0]
     if noise is None:
         noise = sample_noise(dynamics, horizon, batch, actor.action_dim, obs.device)
-    if form == "live":
-        return _live_unroll(obs, actor, critic, dynamics, alpha.detach(), beta, gamma,
-                            u_T, horizon, paper_literal_cut, noise, terminal_critic)
-    if form != "static":
-        raise ValueError(f"form={form!r}: must be one of {FORMS}")
     alpha = alpha.detach()
-    zeros = obs.new_zeros(batch)
-    ret, r_part, ent_part, pen_part, cut_part = zeros, zeros, zeros, zeros, zeros
-    realized = zeros
-    cut_fracs, u_sum, u_count, alive_steps = [], zeros.sum(), zeros.sum(), zeros.sum()
-    log_prob0 = None
+    zero = obs.new_zeros(())
+    ret = obs.new_zeros(batch)
+    r_sum, ent_sum, pen_sum, cut_sum, u_sum = zero, zero, zero, zero, zero
+    realized, u_count, alive_steps = zero, zero, zero
+    cut_counts = []
     # gathered once for the H steps: the elites' frozen weights, and pi_0..pi_{H-1} as views
     # (one gradient buffer per actor layer instead of one per head and step)
     heads = actor.head_params()
 
     def act(t, s, pick):
-        return actor.sample(s, min(t, actor.num_heads - 1), noise.actor[t], params=heads)
+        return actor.sample(s, min(t, actor.num_heads - 1), pick(noise.actor[t]), params=heads)
+
+    def end_value(scale):  # scale * V_old(s) with the tail's noise, for the rows given
+        return lambda s, eps: scale * v_old(actor, critic, s, alpha, eps)
+
+    def q_min(s, a):
+        return critic(s, a, detach_params=True).min(0).values
 
     unroll = Unroll(dynamics, obs, act, horizon, u_T=u_T, member=noise.member, noise=noise.model,
-                    params=dynamics.elite_params(detach=True), detach_dead=True)
+                    params=dynamics.elite_params(detach=True), live=form == "live",
+                    detach_dead=True)
+    tail_eps = noise.actor[horizon]
     for st in unroll:
         t, s, action, log_prob, step = st.t, st.obs, st.action, st.log_prob, st.model
         alive, cut = st.alive, st.cut
         discount = gamma ** t
+        u = step.u.detach()
         if t == 0:
-            log_prob0, u_first = log_prob, step.u.detach()
-        u_sum = u_sum + torch.where(alive, step.u.detach(), 0.0).sum()
+            log_prob0, u_first = log_prob, u
+        u_sum = u_sum + torch.where(alive, u, 0.0).sum()
         u_count = u_count + alive.sum()
         alive_steps = alive_steps + alive.sum()
-        cut_fracs.append(cut.float().mean())
+        cut_counts.append(cut.float().sum())
         reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)
         if paper_literal_cut:  # Alg. 1 l.6-8: end with gamma^{t+1} V(s_{t+1}), no r_t
             ended = alive & (cut | step.terminated)
             counted = alive & ~ended
-            end_value = gamma ** (t + 1) * v_old(actor, critic, step.next_obs, alpha,
-                                                 noise.actor[horizon])
-            ret = ret + torch.where(ended, end_value,
-                                    torch.where(counted, discount * reward_term, 0.0))
-            cut_part = cut_part + torch.where(ended, end_value, 0.0).detach()
+            value = unroll.masked(ended, end_value(gamma ** (t + 1)), step.next_obs,
+                                  unroll.pick(tail_eps, st))
+            term = torch.where(ended, value, torch.where(counted, discount * reward_term, 0.0))
+            cut_sum = cut_sum + torch.where(ended, value, 0.0).detach().sum()
             entropy_counted = counted
         else:
-            q = critic(s, action, detach_params=True).min(0).values
-            one_step = q - alpha * log_prob                               # SAC's objective at s_t
             counted = st.valid
-            if terminal_critic:
+            if terminal_critic:  # a predicted terminal ends the sample with Q, like a cut
                 cut = cut | (counted & step.terminated)
                 counted = st.alive_next
-            ret = ret + discount * torch.where(cut, one_step,
-                                               torch.where(counted, reward_term, 0.0))
-            cut_part = cut_part + torch.where(cut, discount * q, 0.0).detach()
+            q = unroll.masked(cut, q_min, s, action)
+            one_step = q - alpha * log_prob                               # SAC's objective at s_t
+            term = discount * torch.where(cut, one_step, torch.where(counted, reward_term, 0.0))
+            cut_sum = cut_sum + torch.where(cut, discount * q, 0.0).detach().sum()
             entropy_counted = alive
-        r_part = r_part + torch.where(counted, discount * step.reward, 0.0).detach()
-        ent_part = ent_part + torch.where(entropy_counted, -discount * alpha * log_prob,
-                                          0.0).detach()
-        pen_part = pen_part + torch.where(counted, -discount * beta * step.u, 0.0).detach()
-        realized = realized + counted.float()
-    s, alive = unroll.obs, unroll.alive
-    tail_part = zeros
-    if not paper_literal_cut:
-        tail = v_old(actor, critic, s, alpha, noise.actor[horizon])
-        tail_part = torch.where(alive, gamma ** horizon * tail, 0.0)
-        ret = ret + tail_part
-    diagnostics = {
-        "J": ret.mean().detach(),
-        "J_reward": r_part.mean(),
-        "J_entropy": ent_part.mean(),
-        "J_penalty": pen_part.mean(),
-        "J_cut_value": cut_part.mean(),
-        "J_tail": tail_part.mean().detach(),
-        "realized_horizon": realized.mean(),
-        "u_mean": u_sum / u_count.clamp_min(1),
-        "cut_frac": torch.stack(cut_fracs),
-        "live_rows": alive_steps / (batch * horizon),
-    }
-    return Improvement(-ret.mean(), log_prob0, diagnostics, u_first)
-
-
-def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_T, horizon,
-                 paper_literal_cut, noise, terminal_critic) -> Improvement:
-    """The ``live`` form: the static loop's Eq. (9)-(10) on the alive rows only.
-
-    ``rows`` holds the batch index of every alive sample and ``s`` their states; each step's
-    terms are computed for those rows and added into J at ``rows``. A sample leaves ``rows``
-    where the static form's mask turns off it (a cut, a predicted terminal), so nothing it would
-    compute later is computed at all.
-    """
-    batch = obs.shape[0]
-    ret = obs.new_zeros(batch)
-    zero = obs.new_zeros(())
-    r_sum, ent_sum, pen_sum, cut_sum, u_sum = zero, zero, zero, zero, zero
-    realized, u_count, rows_done = zero, zero, 0
-    cut_counts = []
-    log_prob0 = None
-    heads = actor.head_params()
-
-    def act(t, s, pick):
-        return actor.sample(s, min(t, actor.num_heads - 1), pick(noise.actor[t]), params=heads)
-
-    unroll = Unroll(dynamics, obs, act, horizon, u_T=u_T, member=noise.member, noise=noise.model,
-                    params=dynamics.elite_params(detach=True), live=True)
-    for st in unroll:
-        t, s, action, log_prob, step = st.t, st.obs, st.action, st.log_prob, st.model
-        cut, rows = st.cut, st.rows
-        n = rows.numel()
-        rows_done += n
-        discount = gamma ** t
-        u = step.u.detach()
-        if t == 0:
-            log_prob0, u_first = log_prob, u
-        u_sum, u_count = u_sum + u.sum(), u_count + n
-        cut_counts.append(cut.sum())
-        reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)
-        if paper_literal_cut:
-            ended = cut | step.terminated
-            counted = ~ended
-            end = ended.nonzero().squeeze(-1)
-            end_value = gamma ** (t + 1) * v_old(actor, critic, step.next_obs[end], alpha,
-                                                 noise.actor[horizon][rows[end]])
-            term = torch.where(counted, discount * reward_term, 0.0).index_add(0, end, end_value)
-            cut_sum = cut_sum + end_value.detach().sum()
-            ent_sum = ent_sum + torch.where(counted, -discount * alpha * log_prob, 0.0).detach().sum()
-        else:
-            counted = st.valid
-            valued = cut | (counted & step.terminated) if terminal_critic else cut
-            if terminal_critic:
-                counted = st.alive_next
-            end = valued.nonzero().squeeze(-1)
-            q = critic(s[end], action[end], detach_params=True).min(0).values
-            one_step = q - alpha * log_prob[end]                          # SAC's objective at s_t
-            term = (discount * torch.where(counted, reward_term, 0.0)).index_add(
-                0, end, discount * one_step)
-            cut_sum = cut_sum + discount * q.detach().sum()
-            ent_sum = ent_sum - discount * alpha * log_prob.detach().sum()
-        ret = ret.index_add(0, rows, term)
+        ret = unroll.add(ret, term, st)
         r_sum = r_sum + torch.where(counted, discount * step.reward, 0.0).detach().sum()
+        ent_sum = ent_sum + torch.where(entropy_counted, -discount * alpha * log_prob,
+                                        0.0).detach().sum()
         pen_sum = pen_sum + torch.where(counted, -discount * beta * step.u, 0.0).detach().sum()
         realized = realized + counted.sum()
-    cut_counts.extend([zero] * (horizon - unroll.steps_run))  # steps after nobody was left
-    rows, s = unroll.rows, unroll.obs
+    cut_counts.extend([zero] * (horizon - unroll.steps_run))  # live: steps after nobody was left
     tail_sum = zero
-    if not paper_literal_cut and rows.numel():
-        tail = gamma ** horizon * v_old(actor, critic, s, alpha, noise.actor[horizon][rows])
-        ret = ret.index_add(0, rows, tail)
+    if not paper_literal_cut:
+        tail = unroll.masked(unroll.alive, end_value(gamma ** horizon), unroll.obs,
+                             unroll.pick(tail_eps))
+        ret = unroll.add(ret, tail)
         tail_sum = tail.detach().sum()
     diagnostics = {
         "J": ret.mean().detach(),
@@ -259,6 +189,6 @@ def _live_unroll(obs, actor, critic, dynamics, alpha, beta, gamma, u_T, horizon,
         "realized_horizon": realized / batch,
         "u_mean": u_sum / u_count.clamp_min(1),
         "cut_frac": torch.stack(cut_counts) / batch,
-        "live_rows": zero.new_tensor(rows_done / (batch * horizon)),
+        "live_rows": alive_steps / (batch * horizon),
     }
     return Improvement(-ret.mean(), log_prob0, diagnostics, u_first)

@@ -71,6 +71,35 @@ class Unroll:
         self.rows = torch.arange(self.batch, device=obs.device) if live else None
         self.steps_run = 0
 
+    # ---------------------------------------------------------------- the forms, for objectives
+    def _rows(self, step: UnrollStep | None) -> torch.Tensor | None:
+        return None if not self.live else self.rows if step is None else step.rows
+
+    def pick(self, x: torch.Tensor, step: UnrollStep | None = None) -> torch.Tensor:
+        """The rows of a per-sample tensor ``x`` [B, ...] that ``step`` ran (without ``step``:
+        the samples alive after the last step); static: all of ``x``."""
+        rows = self._rows(step)
+        return x if rows is None else x[rows]
+
+    def add(self, total: torch.Tensor, term: torch.Tensor,
+            step: UnrollStep | None = None) -> torch.Tensor:
+        """``total`` [B] plus ``term``, the per-row values of ``step`` (without ``step``: of
+        the samples alive after the last step), at their batch indices."""
+        rows = self._rows(step)
+        return total + term if rows is None else total.index_add(0, rows, term)
+
+    def masked(self, mask: torch.Tensor, fn: Callable, *xs: torch.Tensor) -> torch.Tensor:
+        """``fn(*xs)`` [n] where ``mask`` is true, zero elsewhere. Static: computed for every row
+        and selected (fixed shapes); live: computed for the masked rows only (their number is
+        read on the host, as the live form does every step)."""
+        if not self.live:
+            return torch.where(mask, fn(*xs), 0.0)
+        out = xs[0].new_zeros(mask.shape[0])
+        idx = mask.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            return out
+        return out.index_add(0, idx, fn(*(x[idx] for x in xs)))
+
     def _model_step(self, s, a, pick) -> ModelStep:
         t = self.steps_run
         if not self.with_u:
