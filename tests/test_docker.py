@@ -38,7 +38,7 @@ def test_pip_installs_the_project_as_the_readme_does_and_nothing_else():
 def test_image_copies_what_the_install_needs_and_runs_train_py():
     copied = " ".join(instructions("COPY"))
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"]["find"]["include"]  # mpdp_pl and hydra_plugins (the mpdp_pool launcher)
+        "packages"]["find"]["include"]  # mpdp_pl and hydra_plugins (the mpdp_grid plugins)
     for path in ("pyproject.toml", "README.md", "train.py", "conf", *(p.rstrip("*") for p in packages)):
         assert path in copied, path
     assert instructions("ENTRYPOINT") == ['["python", "train.py"]']

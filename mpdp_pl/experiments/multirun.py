@@ -10,10 +10,11 @@ Hydra's sweeper grammar (``a,b``, ``range(0,4)``, ``choice(...)``) expands the s
 (their cartesian product). A named configuration is a ``variant`` (``conf/variant/<name>.yaml``:
 its algorithm and values). An experiment (``conf/experiment/<name>.yaml``: the paper's figures)
 is a short list of sweeps whose jobs run together and the report's settings; ``key=value`` items
-on the command line replace the experiment's values of that key in every sweep. A Hydra
-launcher plugin runs the jobs:
+on the command line replace the experiment's values of that key in every sweep. Hydra's own
+entry point (``hydra.main``, multirun mode; public API only) runs the planned jobs through the
+``mpdp_grid`` sweeper and a Hydra launcher plugin:
 
-- ``mpdp_pool`` (default; ``hydra_plugins/mpdp_pool_launcher``): every job is its own
+- ``mpdp_pool`` (default; ``hydra_plugins/mpdp_grid``): every job is its own
   ``train.py`` process with one torch thread, ``hydra.launcher.workers`` (default: the core
   count) at a time. Hydra's basic launcher would run them one after another in one process.
 - ``submitit_local`` / ``submitit_slurm`` (hydra-submitit-launcher): each job is a submitit job
@@ -39,11 +40,14 @@ job ``tasks_per_node`` = ``trainer.devices`` (docs/usage.md, "Grids").
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -88,17 +92,25 @@ def split_argv(argv: list[str]) -> tuple[Path, list[str], list[str]]:
 
 
 def expand(sweep: list[str]) -> list[list[str]]:
-    """The jobs of a sweep, as Hydra's basic sweeper makes them (its cartesian product)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The jobs of a sweep, as Hydra's basic sweeper makes them: the cartesian product of every
+    key's values (a key given twice keeps its last), parsed by Hydra's override grammar."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    values: dict[str, list[str]] = {}
     try:
-        parsed = OverridesParser.create().parse_overrides(sweep)
-        batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+        for override in OverridesParser.create().parse_overrides(sweep):
+            key = override.get_key_element()
+            if not override.is_sweep_override():
+                values[key] = [f"{key}={override.get_value_element_as_str()}"]
+            elif override.is_discrete_sweep():
+                values[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+            else:
+                raise HydraException(f"{key}: only lists of values can be swept (a,b or "
+                                     f"range(...)), not {override.value_type.name}")
     except HydraException as e:
         raise ConfigError(" ".join(str(e).split())) from None
-    return [list(job) for batch in batches for job in batch]
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 def job_config(job: list[str]) -> dict:
@@ -205,47 +217,76 @@ def hydra_overrides(out: Path, hydra_args: list[str]) -> list[str]:
             "hydra.job.chdir=False", *launcher, *hydra_args]
 
 
-def _hydra():
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.global_hydra import GlobalHydra
+@dataclass
+class Grid:
+    """The jobs a ``train.py -m`` launches, handed to the ``mpdp_grid`` sweeper
+    (hydra_plugins/mpdp_grid), and what came back."""
+
+    jobs: list[list[str]]
+    ready: Callable[[], None]
+    returns: list = field(default_factory=list)  # Hydra's JobReturn of each job
+    error: Exception | None = None               # what stopped the launch before any job ran
+
+
+PLANNED: list[Grid] = []  # the grid being launched (the sweeper reads the last)
+
+
+def check_hydra_settings(overrides: list[str]) -> None:
+    """The grid's Hydra settings (launcher and its options) composed with Hydra's compose API:
+    a bad one is one line before anything starts."""
+    from hydra import compose, initialize
+    from omegaconf.errors import OmegaConfBaseException
 
     from ..config import schema
 
-    schema()  # the grid's Hydra config: the structured schema (algo and env as plain keys)
-    GlobalHydra.instance().clear()
-    return Hydra.create_main_hydra2(task_name="mpdp_pl", config_search_path=create_config_search_path(None))
+    schema()
+    try:
+        with initialize(version_base="1.3", config_path=None, job_name="mpdp_pl"):
+            compose("schema", overrides=overrides, return_hydra_config=True)
+    except Exception as e:  # Hydra's and OmegaConf's composition errors: multi-line reports
+        if not isinstance(e, OmegaConfBaseException) and type(e).__module__.split(".")[0] != "hydra":
+            raise
+        raise ConfigError(" ".join(str(e).split())) from None
 
 
 def launch_jobs(out: Path, jobs: list[list[str]], hydra_args: list[str] = (), ready=lambda: None) -> list:
     """Run explicit jobs (override lists that may set ``out``) through a Hydra launcher plugin
     (``hydra_args``, e.g. ``hydra/launcher=submitit_slurm``; default mpdp_pool): the jobs of
-    one or several sweeps, each with its run directory as ``out``. ``ready`` runs once the
-    launcher is set up (a bad launcher setting is refused before it). Returns each job's exit
-    code, or the exception it raised."""
+    one or several sweeps, each with its run directory as ``out``. Hydra's own entry point,
+    ``hydra.main`` in multirun mode, runs them with the ``mpdp_grid`` sweeper. ``ready`` runs
+    once the launcher is set up (a bad launcher setting is refused before it). Returns each
+    job's exit code, or the exception it raised."""
+    import hydra
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.plugins import Plugins
-    from hydra.errors import HydraException
-    from hydra.types import HydraContext, RunMode
-    from hydra._internal.callbacks import Callbacks
     from omegaconf.errors import OmegaConfBaseException
 
-    hydra = _hydra()
+    overrides = [*hydra_overrides(out, list(hydra_args)), "hydra/sweeper=mpdp_grid"]
+    check_hydra_settings(overrides)
+    grid = Grid([list(job) for job in jobs], ready)
+    PLANNED.append(grid)
+    argv, sys.argv = sys.argv, [str(TRAIN), "--multirun", *overrides]
     try:
-        cfg = hydra.compose_config("schema", overrides=hydra_overrides(out, list(hydra_args)),
-                                   run_mode=RunMode.MULTIRUN, with_log_configuration=False)
-        HydraConfig.instance().set_config(cfg)
-        launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(cfg)),
-            task_function=task, config=cfg)
-        ready()
-        returns = launcher.launch(jobs, initial_job_idx=0)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(" ".join(str(e).split())) from None
+        hydra.main(config_path=None, config_name="schema", version_base="1.3")(task)()
     finally:
+        sys.argv = argv
+        PLANNED.remove(grid)
         GlobalHydra.instance().clear()
-    return [r._return_value for r in returns]  # an exit code, or what a failed job raised
+    if isinstance(grid.error, ConfigError):
+        raise grid.error
+    if isinstance(grid.error, (hydra.errors.HydraException, OmegaConfBaseException)):
+        raise ConfigError(" ".join(str(grid.error).split())) from None
+    if grid.error is not None:
+        raise grid.error
+    return [job_result(r) for r in grid.returns]
+
+
+def job_result(job):
+    """A job's exit code, or the exception it raised (Hydra's public ``JobReturn.return_value``
+    raises it)."""
+    try:
+        return job.return_value
+    except Exception as e:  # noqa: BLE001 - what the job raised, kept for its log
+        return e
 
 
 def experiment(name: str, cli: list[str]) -> tuple[list[list[str]], dict]:

@@ -1,7 +1,12 @@
-"""``hydra/launcher=mpdp_pool``: the jobs of a sweep side by side, each its own ``train.py``
-process with one torch thread, ``workers`` at a time (default: the core count). Hydra's basic
-launcher runs jobs one after another in its own process; submitit's local launcher starts them
-all at once."""
+"""``hydra/launcher=mpdp_pool``: the jobs of a grid side by side, each its own ``train.py``
+process with one torch thread, ``workers`` at a time (default: the core count).
+
+Why not a maintained launcher: Hydra's basic launcher runs jobs one after another in its own
+process; submitit's local launcher starts them all at once; hydra-joblib-launcher would run each
+job's function in a worker process of its own, whose only work is to wait on the job's
+``train.py`` process, and it names its limit ``n_jobs``, so every committed grid command with
+``hydra.launcher.workers`` would break. A thread per running job that waits on its process is
+the lightest launcher that keeps them."""
 
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +21,7 @@ from hydra.plugins.launcher import Launcher
 
 @dataclass
 class PoolLauncherConf:
-    _target_: str = "hydra_plugins.mpdp_pool_launcher.pool_launcher.PoolLauncher"
+    _target_: str = "hydra_plugins.mpdp_grid.pool_launcher.PoolLauncher"
     workers: Optional[int] = field(default=None)  # null: os.cpu_count()
 
 
