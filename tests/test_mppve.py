@@ -8,7 +8,7 @@ import csv
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, TINY_MODEL_DATA
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 
@@ -214,11 +214,8 @@ def test_config_per_task():
 
 
 def test_mppve_smoke_run(tmp_path):
-    cfg = load_config("Hopper-v4", "mppve", {
-        **parse_overrides(TINY), "steps": 400, "init_random_steps": 250, "eval_every": 400,
-        "eval_episodes": 1, "model_train_freq": 50, "model_hidden": 16, "model_max_steps": 20,
-        "rollout_batch_size": 200, "rollout_schedule": [0, 1, 1, 3], "epoch_length": 50,
-        "critic_updates_per_step": 2.0, "logger": "none", "out": str(tmp_path / "run")})
+    cfg = load_config("Hopper-v4", "mppve", {**parse_overrides(TINY), **TINY_MODEL_DATA,
+                                              "out": str(tmp_path / "run")})
     out = train(cfg)
     with open(out / "metrics.csv") as f:
         last = list(csv.DictReader(f))[-1]

@@ -60,6 +60,14 @@ def _older_checkpoints(module, state_dict, prefix, *args) -> None:
         state_dict[prefix + "u_T"] = state_dict.pop(prefix + "u_threshold")
 
 
+def register_threshold(module: torch.nn.Module, cfg: dict) -> None:
+    """The cut threshold u_T (a fixed number, or with ``u_T=auto`` 0 until the first model
+    training sets it) and u_ref, as buffers of ``module`` that its checkpoints keep."""
+    module.fixed_u_T = cfg["u_T"] != "auto"
+    module.register_buffer("u_T", torch.tensor(float(cfg["u_T"]) if module.fixed_u_T else 0.0))
+    module.register_buffer("u_ref", torch.tensor(1.0))
+
+
 @torch.no_grad()
 def held_out_u_ref(dynamics, holdout, quantile: float) -> torch.Tensor:
     """u_ref: the ``quantile`` of u(s, a) (Eq. 8) over the held-out real transitions of the
@@ -74,9 +82,7 @@ class MPDP(ModelData, ModelBasedSAC):
         # paper's heads pi_0..pi_{Hmax-1}
         super().__init__(cfg, spec, actor_heads=1 if cfg["single_policy"] else cfg["horizon"])
         self.horizon = cfg["horizon"]
-        self.fixed_u_T = cfg["u_T"] != "auto"
-        self.register_buffer("u_T", torch.tensor(float(cfg["u_T"]) if self.fixed_u_T else 0.0))
-        self.register_buffer("u_ref", torch.tensor(1.0))
+        register_threshold(self, cfg)
         # u_T_rule=first_step: running mean of the quantile of u(s_0, a_0); 0 until the first unroll
         self.register_buffer("u_first_ref", torch.tensor(0.0))
         self.register_load_state_dict_pre_hook(_older_checkpoints)

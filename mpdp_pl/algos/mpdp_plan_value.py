@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..lookahead.plan_improvement import PlanImprovement, plan_improvement
-from .mpdp import held_out_u_ref
+from .mpdp import held_out_u_ref, register_threshold
 from .mppve import MPPVE
 
 IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
@@ -36,9 +36,7 @@ class MPDPPlanValue(MPPVE):
     def __init__(self, cfg: dict, spec):
         super().__init__(cfg, spec, actor_heads=1 if cfg["single_policy"] else cfg["horizon"])
         self.horizon = cfg["horizon"]
-        self.fixed_u_T = cfg["u_T"] != "auto"
-        self.register_buffer("u_T", torch.tensor(float(cfg["u_T"]) if self.fixed_u_T else 0.0))
-        self.register_buffer("u_ref", torch.tensor(1.0))
+        register_threshold(self, cfg)
 
     @torch.no_grad()
     def after_model_training(self, holdout) -> None:
