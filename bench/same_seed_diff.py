@@ -1,9 +1,9 @@
 """Behaviour across a refactor: one short same-seed run of each algorithm at two commits (MPDP
 also with the static unroll and with its switches on), and the metrics.csv rows compared
 (wall-time columns aside). Prints each algorithm's verdict and, where
-rows differ, the first differing columns.
+rows differ, the first differing columns and the largest relative difference among their cells.
 
-    python bench/same_seed_diff.py BASE_COMMIT [NEW_COMMIT (default: the working tree)]
+    python bench/same_seed_diff.py BASE_COMMIT [NEW_COMMIT (default: the working tree)] [--only RUN ...]
 
 Each commit's tree is checked out with ``git worktree`` into a temporary directory and run with
 this interpreter (the same installed packages), one torch thread, on InvertedPendulum-v4:
@@ -42,9 +42,24 @@ def rows(path: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k not in DROP} for r in csv.DictReader(f)]
 
 
-def run_all(tree: Path, out: Path) -> dict[str, Path]:
+def largest_relative_difference(old: list[dict], new: list[dict], keys: set[str]) -> float:
+    """max |a - b| / max(|a|, |b|) over the differing numeric cells (inf where one is empty)."""
+    worst = 0.0
+    for r0, r1 in zip(old, new):
+        for k in keys:
+            try:
+                a, b = float(r0[k]), float(r1[k])
+            except (KeyError, ValueError):
+                return float("inf")
+            if a != b:
+                worst = max(worst, abs(a - b) / max(abs(a), abs(b)))
+    return worst
+
+
+def run_all(tree: Path, out: Path, names: list[str]) -> dict[str, Path]:
     runs = {}
-    for name, (algo, extra) in RUNS.items():
+    for name in names:
+        algo, extra = RUNS[name]
         d = out / name
         proc = subprocess.run([sys.executable, str(tree / "train.py"), "--algo", algo, "--out",
                                str(d), *RUN, *extra], cwd=tree, capture_output=True, text=True)
@@ -58,6 +73,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("base")
     p.add_argument("new", nargs="?")
+    p.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS),
+                   help="the runs to compare (default: all)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -70,7 +87,7 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees[name]),
                             commit], check=True, capture_output=True)
         try:
-            results = {name: run_all(tree, tmp / name) for name, tree in trees.items()}
+            results = {name: run_all(tree, tmp / name, a.only) for name, tree in trees.items()}
         finally:
             for name, commit in (("base", a.base), ("new", a.new)):
                 if commit is not None:
@@ -78,12 +95,13 @@ def main() -> None:
                                     str(trees[name])], capture_output=True)
         print(f"base {a.base}, new {a.new or 'working tree'}; config: {' '.join(RUN)}")
         same = True
-        for algo in RUNS:
+        for algo in a.only:
             old, new = rows(results["base"][algo]), rows(results["new"][algo])
-            diff = [k for r0, r1 in zip(old, new) for k in r0 if r0.get(k) != r1.get(k)]
+            diff = {k for r0, r1 in zip(old, new) for k in r0 if r0.get(k) != r1.get(k)}
             if len(old) != len(new) or diff:
                 same = False
-                print(f"{algo}: DIFFERENT ({len(old)} vs {len(new)} rows; columns {sorted(set(diff))[:8]})")
+                print(f"{algo}: DIFFERENT ({len(old)} vs {len(new)} rows; columns {sorted(diff)[:8]}; "
+                      f"largest relative difference {largest_relative_difference(old, new, diff):.1e})")
             else:
                 print(f"{algo}: identical ({len(old)} rows, {len(old[0])} columns each)")
         sys.exit(0 if same else 1)
