@@ -134,3 +134,19 @@ def test_mpdp_pv_run(tmp_path):
     assert int(last["env_steps"]) == 400
     assert 0 <= float(last["train/realized_horizon"]) <= 3 and float(last["model/u_T"]) > 0
     assert float(last["train/updates"]) == 2 * 151
+
+
+@pytest.mark.parametrize("variant, parts", [
+    (None, (True, True, True, True)),
+    ("pv_heads", (True, False, False, False)),
+    ("pv_hmax", (False, True, False, False)),
+    ("pv_hmax_cut", (False, True, True, False)),
+    ("pv_hmax_beta", (False, True, False, True)),
+])
+def test_each_delta_variant_turns_on_its_parts(variant, parts):
+    """(heads, reward steps before the plan value, the u-based cut, beta * u) on Hopper."""
+    cfg = load_config("Hopper-v4", "mpdp_pv" if variant is None else None,
+                      {} if variant is None else {"variant": variant})
+    reward_steps = cfg["horizon"] > cfg["plan_length"]
+    assert (not cfg["single_policy"], reward_steps, reward_steps and cfg["u_T"] != float("inf"),
+            reward_steps and cfg["beta"] > 0) == parts
