@@ -114,3 +114,19 @@ for p in sorted(pathlib.Path("bench").glob("*.py")):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr[-2000:]
+
+
+def test_only_hydras_public_api():
+    """No module of the package or of its Hydra plugins imports Hydra's private ``hydra._internal``
+    (grids run through ``hydra.main`` and public plugin interfaces)."""
+    private = []
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            private += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith("hydra._internal")]
+    assert private == []
