@@ -310,8 +310,8 @@ def validate(cfg: dict) -> None:
     if cfg["env_batching"] not in ("serial", "parallel"):
         raise ConfigError(f"env_batching={cfg['env_batching']!r}: must be serial or parallel")
     if cfg["algo"] in PLAN_VALUE_ALGOS and cfg["num_envs"] > 1:
-        raise ConfigError("num_envs > 1 is not supported by mppve (its plan segments are read from "
-                          "one env's consecutive transitions)")
+        raise ConfigError(f"num_envs > 1 is not supported by {cfg['algo']} (its plan segments are "
+                          "read from one env's consecutive transitions)")
     if cfg["unroll_form"] not in ("auto", "static", "live"):
         raise ConfigError(f"unroll_form={cfg['unroll_form']!r}: must be auto, static or live")
     if cfg["compile"] and cfg["unroll_form"] == "live":
