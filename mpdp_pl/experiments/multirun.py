@@ -42,8 +42,10 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +182,8 @@ def run_job(job: list[str], out: Path) -> int:
     """One job of the grid, in its own ``train.py`` process with one torch thread: reused when
     finished, resumed from its checkpoint when partial, started otherwise. Returns its exit
     code (0 for a reused run)."""
+    if RUNNING.stop is not None:  # the grid was stopped: start nothing more
+        return 128 + RUNNING.stop
     cfg = job_config(job)
     path = Path(cfg["out"]) if cfg["out"] else run_dir(out, cfg)
     log = path.with_name(path.name + ".log")
@@ -195,9 +199,38 @@ def run_job(job: list[str], out: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [*(o for o in job if not o.startswith("out=")), f"out={path}", "trainer.num_threads=1"]
         mode = "w"
-    with open(log, mode) as f:
-        return subprocess.call([sys.executable, str(TRAIN), *cmd], stdout=f,
-                               stderr=subprocess.STDOUT, env=env)
+    with open(log, mode) as f, RUNNING.lock:
+        if RUNNING.stop is not None:  # the grid was stopped before this job started
+            return 128 + RUNNING.stop
+        proc = subprocess.Popen([sys.executable, str(TRAIN), *cmd], stdout=f,
+                                stderr=subprocess.STDOUT, env=env)
+        RUNNING.procs.add(proc)
+    try:
+        return proc.wait()
+    finally:
+        with RUNNING.lock:
+            RUNNING.procs.discard(proc)
+
+
+class Running:
+    """The jobs' ``train.py`` processes this process started (the ``mpdp_pool`` launcher's),
+    and the signal that stopped the grid, if one did."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.procs: set[subprocess.Popen] = set()
+        self.stop: int | None = None
+
+    def forward(self, signum, frame) -> None:
+        """SIGTERM to the grid: passed on to every running job, which checkpoints and exits
+        (docs/usage.md, "Stopping a local grid"); jobs not started yet are not started."""
+        with self.lock:
+            self.stop = signum
+            for proc in self.procs:
+                proc.send_signal(signum)
+
+
+RUNNING = Running()
 
 
 def task(cfg) -> int:
@@ -265,9 +298,12 @@ def launch_jobs(out: Path, jobs: list[list[str]], hydra_args: list[str] = (), re
     grid = Grid([list(job) for job in jobs], ready)
     PLANNED.append(grid)
     argv, sys.argv = sys.argv, [str(TRAIN), "--multirun", *overrides]
+    RUNNING.stop = None
+    previous = signal.signal(signal.SIGTERM, RUNNING.forward)
     try:
         hydra.main(config_path=None, config_name="schema", version_base="1.3")(task)()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sys.argv = argv
         PLANNED.remove(grid)
         GlobalHydra.instance().clear()
@@ -363,6 +399,10 @@ def main(argv: list[str]) -> int:
                              "experiment": names[0] if names else None, "jobs": jobs}], f, width=1000)
 
     codes = launch_jobs(out, jobs, hydra_args, ready)
+    if RUNNING.stop is not None:
+        print(f"stopped by {signal.Signals(RUNNING.stop).name}: every running job checkpointed; "
+              f"the same command resumes the grid")
+        return 128 + RUNNING.stop
     failed = []
     for job, rc in zip(jobs, codes):
         if rc == 0:
