@@ -95,11 +95,14 @@ def test_the_check_fails_on_a_reference_that_does_not_resolve():
 
 
 def test_no_file_cites_a_document_the_repository_does_not_hold():
-    # a name.md not glued to a path or a shell variable before it; table.md is the report's output
+    # a Markdown file's name not glued to a path or a shell variable before it; table.md is the
+    # report's output
     cited = re.compile(r"(?<![\w$/.-])([A-Za-z_][\w/.-]*\.md)\b")
     files = [p for p in [*PACKAGE.rglob("*.py"), *(ROOT / "conf").rglob("*.yaml"),
-                         *(ROOT / "bench").rglob("*"), *(ROOT / "hydra_plugins").rglob("*.py")]
-             if p.is_file() and p.suffix in (".py", ".yaml", ".sh")]
+                         *(ROOT / "bench").rglob("*"), *(ROOT / "hydra_plugins").rglob("*.py"),
+                         *(ROOT / "tests").glob("*.py"), *(ROOT / "docs").glob("*.md"),
+                         ROOT / "train.py", ROOT / "README.md"]
+             if p.is_file() and p.suffix in (".py", ".yaml", ".sh", ".md")]
     missing = []
     for path in files:
         for doc in cited.findall(path.read_text()):

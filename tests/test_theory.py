@@ -2,7 +2,7 @@
 dynamics and beta = 0, for the H-step distillation as printed (Eq. 6 with gamma^H V_old, as the
 proofs need) and for this project's cut variant (Q_k <- Q_old on pairs the model distrusts).
 
-Exact planner (DESIGN.md): V_old = (I - gamma P^pi)^{-1} r^pi; W_0 = V_old;
+Exact planner, the reference these tests hold the theory against: V_old = (I - gamma P^pi)^{-1} r^pi; W_0 = V_old;
 Q_k = r + gamma P W_{k-1} (Q_old on cut pairs), W_k = alpha logsumexp(Q_k / alpha),
 pi*_k = exp((Q_k - W_k) / alpha); pi_new = pi*_H and J^H = W_H.
 """
