@@ -27,11 +27,8 @@ RUN = ["--env", "InvertedPendulum-v4", "--seed", "0", "--logger", "none", "steps
 # name: (algorithm, its overrides); MPDP also with the static unroll and with its switches on
 RUNS = {"sac": ("sac", []), "mpdp": ("mpdp", ["horizon=3"]),
         "mpdp-static": ("mpdp", ["horizon=3", "unroll_form=static"]),
-        "mpdp-switches": ("mpdp", ["horizon=3", "critic_target=mve", "mve_horizon=2",
-                                   "u_T_rule=first_step", "u_T_quantile=0.9", "u_T_scale=1.5",
-                                   "start_states=model", "start_rollout_length=3",
-                                   "single_policy=true", "critic_layernorm=true",
-                                   "mve_target_bound=true"]),
+        "mpdp-switches": ("mpdp", ["horizon=3", "u_T_quantile=0.9", "single_policy=true",
+                                   "critic_layernorm=true"]),
         "mbpo": ("mbpo", ["rollout_batch_size=256"]),
         "mppve": ("mppve", ["rollout_batch_size=256"])}
 DROP = ("time/elapsed", "time/env_steps_per_s", "model/train_seconds")

@@ -45,6 +45,15 @@ PLANNERS = ("pets", "poplin_a", "poplin_p")  # model-predictive control, no acto
 # Keys whose default is the string "auto" and that also take a number (inf and -inf included).
 AUTO_OR_NUMBER = {"target_entropy", "u_T"}
 
+# MPDP's switches removed after they measured no gain on Hopper (docs/mpdp.md, "Switches removed"),
+# each with the value at which a stored run behaves as this version does (None: any value, the
+# key acted only beside another removed one). A stored run with another value ran code that
+# LAST_WITH_REMOVED holds and this version does not.
+REMOVED_KEYS = {"u_T_rule": "holdout", "u_T_scale": 1.0, "critic_target": "td", "mve_horizon": None,
+                "critic_states": "real", "critic_data": "real", "mve_target_bound": False,
+                "start_states": "real"}
+LAST_WITH_REMOVED = "a3aa6da"
+
 
 
 
@@ -90,6 +99,18 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def migrate(cfg: dict, where: Any) -> dict:
+    """A stored run config (``where``: its run directory or checkpoint) in this version's keys:
+    the removed keys go; one that held another value than today's behaviour is a ConfigError
+    that names the commit that can still continue the run."""
+    kept = {k: v for k, v in cfg.items() if k not in REMOVED_KEYS}
+    for k, value in REMOVED_KEYS.items():
+        if k in cfg and value is not None and cfg[k] != value:
+            raise ConfigError(f"{where} ran with {k}={cfg[k]}, a switch this version removed; "
+                              f"continue it from a checkout of {LAST_WITH_REMOVED}")
+    return kept
 
 
 def differing_keys(saved: dict, cfg: dict, ignore=()) -> list[str]:
@@ -335,18 +356,6 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"beta={cfg['beta']}: must be >= 0")
     if not 0 < cfg["u_T_quantile"] <= 1:
         raise ConfigError(f"u_T_quantile={cfg['u_T_quantile']}: must be in (0, 1]")
-    if cfg["u_T_rule"] not in ("holdout", "first_step"):
-        raise ConfigError(f"u_T_rule={cfg['u_T_rule']!r}: must be holdout or first_step")
-    if cfg["u_T_scale"] <= 0:
-        raise ConfigError(f"u_T_scale={cfg['u_T_scale']}: must be > 0")
-    if cfg["critic_target"] not in ("td", "mve"):
-        raise ConfigError(f"critic_target={cfg['critic_target']!r}: must be td or mve")
-    if cfg["critic_target"] == "mve" and cfg["algo"] not in MPDP_ALGOS:
-        raise ConfigError(f"critic_target=mve is MPDP's (algo={cfg['algo']} has no value expansion)")
-    if cfg["start_states"] not in ("real", "model"):
-        raise ConfigError(f"start_states={cfg['start_states']!r}: must be real or model")
-    if cfg["critic_states"] not in ("real", "model"):
-        raise ConfigError(f"critic_states={cfg['critic_states']!r}: must be real or model")
     if cfg["algo"] in (*PLAN_VALUE_ALGOS, "ddpg", *PLANNERS) and (cfg["critic_scale"] or cfg["obs_norm"]):
         raise ConfigError(f"critic_scale and obs_norm are not built for {cfg['algo']}'s critic")
     if cfg["algo"] in ("sac", "ddpg", *PLANNERS) and cfg["warmup_updates"]:
@@ -375,15 +384,6 @@ def validate(cfg: dict) -> None:
         raise ConfigError("warmup_updates must be >= 0 and model_first_fit_scale >= 1")
     if cfg["critic_scale"] and cfg["gamma"] >= 1:
         raise ConfigError("critic_scale needs gamma < 1 (its bounds are r / (1 - gamma))")
-    if cfg["critic_data"] not in ("real", "branched"):
-        raise ConfigError(f"critic_data={cfg['critic_data']!r}: must be real or branched")
-    if cfg["critic_data"] == "branched" and cfg["critic_states"] == "model":
-        raise ConfigError("critic_data=branched and critic_states=model are two sources of the "
-                          "critics' states; choose one")
-    needs = cfg["critic_target"] != "mve" or cfg["start_states"] != "model" or cfg["mve_horizon"] < 1
-    if cfg["critic_states"] == "model" and cfg["algo"] in MPDP_ALGOS and needs:
-        raise ConfigError("critic_states=model needs critic_target=mve, mve_horizon >= 1 and "
-                          "start_states=model (its states are the start-state FIFO's)")
     for k in ("start_rollout_length", "start_rollout_every"):
         if cfg[k] < 1:
             raise ConfigError(f"{k}={cfg[k]}: must be >= 1")
@@ -391,23 +391,12 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"start_buffer_size={cfg['start_buffer_size']}: must be >= batch_size "
                           f"({cfg['batch_size']})")
     if cfg["algo"] not in MPDP_ALGOS:
-        for k, default in (("start_states", "real"), ("critic_states", "real"),
-                           ("critic_data", "real"),
-                           ("single_policy", False), ("u_T_rule", "holdout"),
-                           ("mve_target_bound", False), ("paper_literal_cut", False)):
+        for k, default in (("single_policy", False), ("paper_literal_cut", False)):
             if cfg[k] != default and not (k == "single_policy" and cfg["algo"] == "mpdp_pv"):
                 raise ConfigError(f"{k}={cfg[k]!r} is MPDP's (algo={cfg['algo']} does not use it)")
     if cfg["algo"] == "mpdp_pv" and cfg["horizon"] < cfg["plan_length"]:
         raise ConfigError(f"horizon={cfg['horizon']}: mpdp_pv's Hmax must be >= plan_length "
                           f"({cfg['plan_length']}), the actions of one plan")
-    if cfg["u_T_rule"] == "first_step" and cfg["u_T"] != "auto":
-        raise ConfigError(f"u_T_rule=first_step sets u_T; it cannot be combined with u_T={cfg['u_T']}")
-    if cfg["mve_target_bound"] and cfg["critic_target"] != "mve":
-        raise ConfigError("mve_target_bound bounds the targets of critic_target=mve")
-    if cfg["mve_target_bound"] and cfg["gamma"] >= 1:
-        raise ConfigError("mve_target_bound needs gamma < 1 (its bound is r / (1 - gamma))")
-    if cfg["mve_horizon"] < 0:
-        raise ConfigError(f"mve_horizon={cfg['mve_horizon']}: must be >= 0")
     if cfg["actor_grad_clip"] <= 0:
         raise ConfigError(f"actor_grad_clip={cfg['actor_grad_clip']}: must be > 0")
     if not cfg["hidden_sizes"] or any(

@@ -12,6 +12,7 @@ import torch
 
 from conftest import TINY
 from mpdp_pl.runtime import checkpoint
+from mpdp_pl.algos.mbpo import MBPO
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import load_config, parse_overrides
 from mpdp_pl.runtime.guard import NumericalFault
@@ -61,6 +62,21 @@ class NaNInjection(MPDP):
         return loss * float("nan") if part == self.part and self.calls[part] in self.bad else loss
 
 
+class MBPONaNInjection(MBPO):
+    """MBPO whose critic loss is NaN for the critic updates listed in ``bad``."""
+
+    bad = set()
+
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        self.critic_calls = 0
+
+    def critic_loss(self, batch):
+        loss, q = super().critic_loss(batch)
+        self.critic_calls += 1
+        return (loss * float("nan") if self.critic_calls in self.bad else loss), q
+
+
 def fault_cfg(tmp_path, **extra):
     return load_config("InvertedPendulum-v4", "mpdp", {
         **parse_overrides(TINY), "steps": 400, "model_hidden": 16, "model_max_steps": 20,
@@ -95,13 +111,16 @@ def test_a_repeating_fault_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
 
 @pytest.mark.parametrize("guard", ["sync", "deferred"])
 def test_the_guard_holds_at_twenty_critic_updates_on_model_data(tmp_path, guard):
-    """MPDP's critics on MBPO's mix at 20 updates per env step: faults deep into the bursts are
-    skipped and undone, the run ends finite and logs the model data's age."""
-    NaNInjection.part, NaNInjection.bad = "critic", {900, 901, 1700}
-    cfg = fault_cfg(tmp_path, nonfinite_guard=guard, steps=300, critic_data="branched",
-                    critic_updates_per_step=20.0, rollout_batch_size=100, epoch_length=50,
-                    rollout_schedule=[0, 1, 1, 2])
-    out = train_module(NaNInjection, cfg)
+    """Critics on MBPO's real/model mix at 20 updates per env step: faults deep into the bursts
+    are skipped and undone, the run ends finite and logs the model data's age."""
+    MBPONaNInjection.bad = {900, 901, 1700}
+    cfg = load_config("InvertedPendulum-v4", "mbpo", {
+        **parse_overrides(TINY), "steps": 300, "model_hidden": 16, "model_max_steps": 20,
+        "model_train_freq": 50, "logger": "none", "out": str(tmp_path / "run"),
+        "nonfinite_guard": guard, "critic_updates_per_step": 20.0, "actor_updates_per_step": 1.0,
+        "rollout_batch_size": 100,
+        "epoch_length": 50, "rollout_schedule": [0, 1, 1, 2]})
+    out = train_module(MBPONaNInjection, cfg)
     last = rows(out)[-1]
     assert float(last["train/nonfinite_skips"]) == 3 and int(last["env_steps"]) == 300
     assert float(last["train/updates"]) == 20 * 101  # env steps 200..300, 20 critic updates each

@@ -31,8 +31,8 @@ HOPPER_STEPS = 10_000  # init_random_steps (5000) + 5000 env steps of farsighted
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="MPDP's default u_T rule (the held-out median) cuts about "
                    "half of each batch per model step: a realized horizon of 1-1.9 on Hopper; "
-                   "u_T_rule=first_step reaches 4.3-4.6 of Hmax 5 (docs/hopper_probes.md) but is "
-                   "not the default until it out-learns it. strict: passing fails, so the mark "
+                   "a threshold at 1.5 x the 0.9 quantile of u at s_0 reached 4.3-4.6 of Hmax 5 "
+                   "(docs/hopper_probes.md) but did not out-learn it. strict: passing fails, so the mark "
                    "goes when the default changes")
 def test_hopper_horizon_grows_past_two_at_the_default_config(tmp_path):
     """MPDP on Hopper-v4 at its default config for 10k env steps: the mean realized horizon

@@ -1,6 +1,6 @@
-"""MBPO's model data as one shared part (mpdp_pl/algos/model_data.py): MPDP's critics on the
-real/model mix with critic_data=branched while its farsighted improvement starts at real states,
-and the model buffer's age against a hand computation."""
+"""MBPO's model data as one shared part (mpdp_pl/algos/model_data.py): the real/model mix of a
+batch, the refill from real states after a model training, and the model buffer's age against a
+hand computation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import torch
 from tensordict import TensorDict
 
 from mpdp_pl.algos.mbpo import MBPO
-from mpdp_pl.algos.mpdp import MPDP
-from mpdp_pl.config import ConfigError, load_config
+from mpdp_pl.config import load_config
 from mpdp_pl.environment.data import make_replay_buffer
 from mpdp_pl.environment.envs import EnvSpec
 
@@ -36,27 +35,23 @@ def module(cls, algo, **extra):
     return m
 
 
-def test_mpdp_critics_take_mbpos_mix_and_its_improvement_real_states():
-    mpdp = module(MPDP, "mpdp", critic_data="branched")
-    assert mpdp.critic_batch()["next", "reward"].eq(1.0).all()  # no rollouts yet: all real
-    mpdp.refill_model_buffer(transitions(160, -1.0), length=1)
+def test_a_batch_takes_real_ratio_real_rows_and_the_rest_from_the_model_buffer():
+    mbpo = module(MBPO, "mbpo")
+    assert mbpo.sample_batch()["next", "reward"].eq(1.0).all()  # no rollouts yet: all real
+    mbpo.refill_model_buffer(transitions(160, -1.0), length=1)
     for _ in range(3):
-        r = mpdp.critic_batch()["next", "reward"].squeeze(-1)
+        r = mbpo.sample_batch()["next", "reward"].squeeze(-1)
         assert r.shape == (100,) and (r == 1.0).sum() == 5 and (r == -1.0).sum() == 95
-        assert mpdp.actor_start_states().eq(1.0).all()  # the unroll's s_0: real states only
-    default = module(MPDP, "mpdp")  # critic_data=real: Algorithm 2's real batches
-    default.refill_model_buffer(transitions(160, -1.0), length=1)
-    assert default.critic_batch()["next", "reward"].eq(1.0).all()
 
 
-def test_mpdp_refills_the_model_buffer_with_pi0_rollouts_after_each_model_training():
-    mpdp = module(MPDP, "mpdp", critic_data="branched", rollout_schedule=[0, 1, 2, 2])
-    mpdp.env_steps = 5000
-    mpdp.after_model_training(mpdp.replay_buffer[:50])
+def test_the_model_buffer_is_refilled_with_pi0_rollouts_after_each_model_training():
+    mbpo = module(MBPO, "mbpo", rollout_schedule=[0, 1, 2, 2])
+    mbpo.env_steps = 5000
+    mbpo.after_model_training(mbpo.replay_buffer[:50])
     # 40 start states, 2 model steps each (minus any predicted terminal), all model transitions
-    assert 40 <= len(mpdp.model_buffer) <= 80
-    assert mpdp.model_buffer[:]["observation"][:40].eq(1.0).all()  # they start at real states
-    assert "train/model_data_age" in mpdp.metric_keys
+    assert 40 <= len(mbpo.model_buffer) <= 80
+    assert mbpo.model_buffer[:]["observation"][:40].eq(1.0).all()  # they start at real states
+    assert "train/model_data_age" in mbpo.metric_keys
 
 
 def test_model_data_age_is_the_mean_age_of_the_rows_held():
@@ -72,13 +67,3 @@ def test_model_data_age_is_the_mean_age_of_the_rows_held():
     assert mbpo.model_data_age() == pytest.approx(by_hand) == pytest.approx(425.0)
     mbpo.refill_model_buffer(transitions(0, 0.0), length=1)  # logged before the next refill
     assert mbpo.recorder.latest["train/model_data_age"] == pytest.approx(425.0)
-
-
-def test_critic_data_is_checked():
-    with pytest.raises(ConfigError, match="critic_data"):
-        load_config("Hopper-v4", "mpdp", {"critic_data": "model"})
-    with pytest.raises(ConfigError, match="choose one"):
-        load_config("Hopper-v4", "mpdp", {"critic_data": "branched", "critic_states": "model",
-                                          "critic_target": "mve", "start_states": "model"})
-    with pytest.raises(ConfigError, match="MPDP's"):
-        load_config("Hopper-v4", "sac", {"critic_data": "branched"})

@@ -80,14 +80,14 @@ def test_statistics_refresh_every_model_train_freq_env_steps():
 
 
 def test_mpdp_with_dhmbpos_parts_trains_warm_starts_and_resumes(tmp_path):
-    """critic_scale, obs_norm, critic_data=branched, a warm start of 30 updates and a first fit 3
+    """critic_scale, obs_norm, a warm start of 30 updates and a first fit 3
     times as long, on Hopper: updates counted by hand, statistics and bounds in the checkpoint,
     and --resume continues it."""
     cfg = load_config("Hopper-v4", "mpdp", {
         **parse_overrides(TINY), "steps": 400, "init_random_steps": 250, "eval_every": 400,
         "eval_episodes": 1, "model_hidden": 16, "model_max_steps": 20, "model_train_freq": 1000,
         "model_eval_every": 10, "horizon": 3, "critic_scale": True, "obs_norm": True,
-        "critic_data": "branched", "rollout_batch_size": 100, "warmup_updates": 30,
+        "warmup_updates": 30,
         "model_first_fit_scale": 3, "critic_updates_per_step": 2.0, "logger": "none",
         "out": str(tmp_path / "run")})
     out = train(cfg)

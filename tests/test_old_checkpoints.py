@@ -32,3 +32,21 @@ def test_a_run_from_before_the_move_resumes_and_evaluates(tmp_path, algo):
     proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(run), "--episodes", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_run_that_used_a_removed_switch_is_refused_with_the_commit_that_continues_it(tmp_path):
+    """The old MPDP run with ``critic_target: mve`` in its config (a switch removed after it
+    measured no gain): --resume is refused with one line naming the commit that still has it,
+    and nothing the run wrote changes."""
+    from mpdp_pl.config import LAST_WITH_REMOVED
+
+    run = tmp_path / "mpdp"
+    shutil.copytree(OLD / "mpdp", run)
+    cfg_file = run / "config.yaml"
+    cfg_file.write_text(cfg_file.read_text().replace("critic_target: td", "critic_target: mve"))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    proc = run_train(["--resume", str(run), "--steps", "450"], cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "critic_target=mve" in lines[0] and LAST_WITH_REMOVED in lines[0]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -1,5 +1,5 @@
 """MBPO's model data (Janner et al. 2019, Sec. 4.2 and Algorithm 2, lines 7-10), one part shared
-by MBPO, MPPVE and MPDP's ``critic_data=branched``.
+by MBPO and MPPVE.
 
 After every model training, ``rollout_batch_size`` real states start k-step branched rollouts
 through the ensemble (k from ``rollout_schedule``); the rollouts go into a model buffer sized by

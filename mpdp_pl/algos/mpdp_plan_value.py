@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..lookahead.plan_improvement import PlanImprovement, plan_improvement
-from .mpdp import held_out_u_ref, register_threshold
+from .mpdp import set_threshold, register_threshold
 from .mppve import MPPVE
 
 IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
@@ -38,14 +38,9 @@ class MPDPPlanValue(MPPVE):
         self.horizon = cfg["horizon"]
         register_threshold(self, cfg)
 
-    @torch.no_grad()
     def after_model_training(self, holdout) -> None:
         super().after_model_training(holdout)  # MPPVE's model segments
-        if holdout.shape[0] > 0:
-            self.u_ref.copy_(held_out_u_ref(self.dynamics, holdout, self.cfg["u_T_quantile"]))
-            if not self.fixed_u_T:
-                self.u_T.copy_(self.cfg["u_T_scale"] * self.u_ref)
-        self.record({"model/u_T": self.u_T, "model/u_ref": self.u_ref})
+        set_threshold(self, holdout)
 
     def improvement(self, obs: torch.Tensor) -> PlanImprovement:
         c = self.cfg

@@ -70,7 +70,7 @@ class Improvement(NamedTuple):
     diagnostics: dict             # detached tensors: J and its parts, horizon, cut fractions, u,
                                   # and live_rows: alive sample-steps / (B * Hmax), the share of
                                   # the static form's work spent on live samples
-    u_first: torch.Tensor         # [B] detached u(s_0, a_0) at the start states (u_T_rule=first_step)
+    u_first: torch.Tensor         # [B] detached u(s_0, a_0) at the start states (logged as train/u_first)
 
 
 FORMS = ("static", "live")

@@ -1,17 +1,17 @@
-"""Start states of the farsighted unroll from model rollouts (``start_states=model``; DHMBPO's
-"distribution rollouts", Kubo et al. 2025).
+"""Start states of DHMBPO's actor and critic updates from model rollouts (its "distribution
+rollouts", Kubo et al. 2025; :mod:`mpdp_pl.algos.dhmbpo`).
 
 Every ``start_rollout_every`` actor updates, ``batch_size`` real states start a gradient-free
 rollout of pi_0 through the ensemble of ``start_rollout_length`` steps (each step served by one
 random elite, :meth:`~mpdp_pl.models.dynamics.DynamicsModel.sample_step`); every state it visits,
-the real start included, enters a FIFO of ``start_buffer_size`` states, from which the actor's
-batches are then drawn. The unroll so starts where pi_0's own imagined trajectories go, not only
+the real start included, enters a FIFO of ``start_buffer_size`` states, from which the update's
+batches are then drawn. The updates so start where pi_0's own imagined trajectories go, not only
 at the states the behaviour policies visited.
 
 Shapes stay static (no host sync): a sample that reaches a predicted terminal keeps its last
 non-terminal state for the rest of the rollout, so the FIFO holds that state again instead of a
 state past the terminal. The FIFO is not saved in checkpoints: a run (fresh or resumed) makes its
-first rollout at its first farsighted update, so its first batches come from that one rollout's
+first rollout at its first update after the model exists, so its first batches come from that one rollout's
 (``start_rollout_length`` + 1) x ``batch_size`` states until more rollouts fill the FIFO.
 
 Memory: ``start_buffer_size * obs_dim * 4`` bytes (51200 states: 2.3 MB on Hopper, 9.2 MB on

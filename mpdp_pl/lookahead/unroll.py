@@ -1,8 +1,8 @@
 """The one model-unroll primitive: a batch of states stepped through the dynamics ensemble for up
 to k steps by a policy, with the alive masks of cuts and predicted terminals. MPDP's farsighted
-improvement (:mod:`mpdp_pl.lookahead.improvement`, with gradient), its value-expansion targets
-(:mod:`mpdp_pl.lookahead.value_expansion`) and start-state rollouts (:mod:`mpdp_pl.lookahead.start_states`), MBPO's
-branched rollouts (:mod:`mpdp_pl.lookahead.rollouts`) and MPPVE's plans (:mod:`mpdp_pl.lookahead.plan_value`) all
+improvement (:mod:`mpdp_pl.lookahead.improvement`, with gradient), DHMBPO's start-state
+rollouts (:mod:`mpdp_pl.lookahead.start_states`), MBPO's branched rollouts
+(:mod:`mpdp_pl.lookahead.rollouts`) and MPPVE's plans (:mod:`mpdp_pl.lookahead.plan_value`) all
 iterate it; each keeps only its objective and what it stores.
 
 At step t, for the samples of the batch alive at t (alive_0 given, all by default):

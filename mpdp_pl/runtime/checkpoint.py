@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, migrate
 from ..environment.data import load_buffer, save_buffer
 
 FORMAT_VERSION = 1
@@ -141,7 +141,7 @@ def check_compatible(saved: dict, cfg: dict) -> None:
     where it runs (``PLACEMENT_KEYS``)."""
     from ..config import differing_keys
 
-    diff = differing_keys(_canonical(saved), _canonical(cfg), RESUMABLE_KEYS)
+    diff = differing_keys(_canonical(migrate(saved, "the checkpoint")), _canonical(cfg), RESUMABLE_KEYS)
     if diff:
         raise ConfigError(f"the checkpoint was written under another config (differs in: "
                           f"{', '.join(diff[:5])})")
@@ -176,7 +176,7 @@ def run_config(run_dir: Path) -> dict:
         raise ConfigError(f"{path} is not a run config")
     cfg.pop("run", None)
     cfg.pop("resumed", None)
-    return cfg
+    return migrate(cfg, run_dir)
 
 
 def find_run(cfg: dict, root: Path = Path("runs")) -> Path:
