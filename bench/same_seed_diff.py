@@ -30,7 +30,8 @@ RUNS = {"sac": ("sac", []), "mpdp": ("mpdp", ["horizon=3"]),
         "mpdp-switches": ("mpdp", ["horizon=3", "u_T_quantile=0.9", "single_policy=true",
                                    "critic_layernorm=true"]),
         "mbpo": ("mbpo", ["rollout_batch_size=256"]),
-        "mppve": ("mppve", ["rollout_batch_size=256"])}
+        "mppve": ("mppve", ["rollout_batch_size=256"]),
+        "mpdp_pv": ("mpdp_pv", ["rollout_batch_size=256"])}
 DROP = ("time/elapsed", "time/env_steps_per_s", "model/train_seconds")
 
 

@@ -4,7 +4,6 @@ what it is for: a LayerNorm critic reaches targets of a few hundred in tens of A
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mpdp_pl.models.critic import TwinQ, make_target, polyak_update

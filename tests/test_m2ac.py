@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import math
 
-import pytest
 import torch
 
 from conftest import TINY, run_train

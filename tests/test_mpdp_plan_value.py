@@ -142,6 +142,7 @@ def test_mpdp_pv_run(tmp_path):
     ("pv_hmax", (False, True, False, False)),
     ("pv_hmax_cut", (False, True, True, False)),
     ("pv_hmax_beta", (False, True, False, True)),
+    ("pv_long", (True, True, True, True)),
 ])
 def test_each_delta_variant_turns_on_its_parts(variant, parts):
     """(heads, reward steps before the plan value, the u-based cut, beta * u) on Hopper."""
