@@ -95,13 +95,17 @@ def main() -> None:
         same = True
         for algo in a.only:
             old, new = rows(results["base"][algo]), rows(results["new"][algo])
-            diff = {k for r0, r1 in zip(old, new) for k in r0 if r0.get(k) != r1.get(k)}
+            # a column only one side logs counts only if it holds a value
+            diff = {k for r0, r1 in zip(old, new) for k in r0.keys() | r1.keys()
+                    if (r0.get(k) or "") != (r1.get(k) or "")}
+            only = sorted(set(old[0]) ^ set(new[0])) if old and new else []
+            note = f"; empty columns on one side only: {only}" if only else ""
             if len(old) != len(new) or diff:
                 same = False
                 print(f"{algo}: DIFFERENT ({len(old)} vs {len(new)} rows; columns {sorted(diff)[:8]}; "
-                      f"largest relative difference {largest_relative_difference(old, new, diff):.1e})")
+                      f"largest relative difference {largest_relative_difference(old, new, diff):.1e}){note}")
             else:
-                print(f"{algo}: identical ({len(old)} rows, {len(old[0])} columns each)")
+                print(f"{algo}: identical ({len(old)} rows, {len(old[0])} columns each){note}")
         sys.exit(0 if same else 1)
 
 

@@ -106,6 +106,8 @@ def migrate(cfg: dict, where: Any) -> dict:
     the removed keys go; one that held another value than today's behaviour is a ConfigError
     that names the commit that can still continue the run."""
     kept = {k: v for k, v in cfg.items() if k not in REMOVED_KEYS}
+    if cfg.get("algo") not in (*MPDP_ALGOS, "mpdp_pv"):  # where they never acted
+        return kept
     for k, value in REMOVED_KEYS.items():
         if k in cfg and value is not None and cfg[k] != value:
             raise ConfigError(f"{where} ran with {k}={cfg[k]}, a switch this version removed; "

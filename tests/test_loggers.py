@@ -46,6 +46,23 @@ def test_metrics_csv_refuses_a_second_row_for_the_same_step(tmp_path):
     assert (tmp_path / "m.csv").read_text().splitlines() == ["env_steps,eval/return", "10,1.0"]
 
 
+def test_a_resumed_file_keeps_its_columns_and_gains_new_ones_at_the_end(tmp_path):
+    """A version that logs a column fewer (``b``) and one more (``d``) than the file holds:
+    every value stays under its name, the old rows are padded, the new row fits the header."""
+    path = tmp_path / "m.csv"
+    path.write_text("env_steps,a,b,c\n10,1.0,2.0,3.0\n")
+    m = MetricsCSV(path, ["env_steps", "a", "c", "d"])
+    m.write({"env_steps": 20, "a": 4.0, "c": 6.0, "d": 7.0})
+    with pytest.raises(ValueError):
+        m.write({"env_steps": 20, "a": 0.0})
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    assert rows == [["env_steps", "a", "b", "c", "d"], ["10", "1.0", "2.0", "3.0", ""],
+                    ["20", "4.0", "", "6.0", "7.0"]]
+    MetricsCSV(path, ["env_steps", "a", "c", "d"])  # nothing to add: the file stays as it is
+    assert list(csv.reader(open(path))) == rows
+
+
 def test_csv_logger_run_in_process(tmp_path, no_wandb_key):
     """train() without a subprocess; --logger csv writes Lightning's CSV of training metrics
     against env steps next to metrics.csv, and no W&B files."""

@@ -27,6 +27,9 @@ def test_a_run_from_before_the_move_resumes_and_evaluates(tmp_path, algo):
     assert after.startswith(before)  # the old rows stay; the run goes on from 300
     with open(run / "metrics.csv") as f:
         assert [int(r["env_steps"]) for r in csv.DictReader(f)] == [150, 300, 450]
+    with open(run / "metrics.csv") as f:  # every row under the file's own header
+        header, *rows = list(csv.reader(f))
+    assert all(len(r) == len(header) for r in rows)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["steps"] == 450 and cfg["algo"] == algo
     proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(run), "--episodes", "1"],

@@ -80,10 +80,13 @@ PLACEMENT_PREFIXES = ("wandb.", "trainer.", "run.")  # run.: provenance (command
 
 
 def _config_keys(cfg: dict) -> dict:
-    from ..config import flatten
+    """The keys that tell runs apart: not where they ran, nor a switch this version removed
+    (runs from before and after the removal name it differently)."""
+    from ..config import REMOVED_KEYS, flatten
 
     return {k: v for k, v in flatten(cfg).items()
-            if k not in PLACEMENT_KEYS and not k.startswith(PLACEMENT_PREFIXES)}
+            if k not in PLACEMENT_KEYS and k not in REMOVED_KEYS
+            and not k.startswith(PLACEMENT_PREFIXES)}
 
 
 def _distinct_labels(group: list[tuple[Path, dict, tuple]]) -> list[tuple]:

@@ -23,6 +23,10 @@ class MetricsCSV:
 
     Each row is written and flushed on its own, so a crash never leaves a half-written file
     behind more than the row in flight. Missing values are left empty.
+
+    A resumed run keeps its file's header, whatever this version logs: a column it no longer
+    logs stays (empty from then on), and a column the file lacks is added at the end, the rows
+    already written padded with empty cells (one atomic rewrite; no value moves).
     """
 
     def __init__(self, path: Path, columns: list[str]):
@@ -31,10 +35,17 @@ class MetricsCSV:
         if not self.path.exists() or self.path.stat().st_size == 0:
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.columns)
-        else:  # a resumed run appends to its own file
-            with open(self.path, newline="") as f:
-                rows = list(csv.DictReader(f))
-            self.last_step = int(rows[-1]["env_steps"]) if rows else None
+            return
+        with open(self.path, newline="") as f:  # a resumed run appends to its own file
+            header, *rows = list(csv.reader(f))
+        self.last_step = int(rows[-1][header.index("env_steps")]) if rows else None
+        added = [c for c in self.columns if c not in header]
+        self.columns = header + added
+        if added:
+            tmp = self.path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([self.columns, *(r + [""] * len(added) for r in rows)])
+            tmp.replace(self.path)
 
     @staticmethod
     def truncate_after(path: Path, step: int) -> None:
