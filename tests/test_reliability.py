@@ -116,7 +116,8 @@ def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(out),
                            "--steps", "101"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [int(r["env_steps"]) for r in rows(out)] == [101]  # continued; the dropped one stays out
+    # the evaluation the stop dropped is taken at the resume, at its own env step, then the last
+    assert [int(r["env_steps"]) for r in rows(out)] == [100, 101]
 
 
 DH_TINY = ["--env", "Hopper-v4", "--algo", "dhmbpo", "--logger", "none", "init_random_steps=200",
@@ -145,8 +146,10 @@ def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_bu
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = rows(out)
-    assert after[:1] == before and [int(r["env_steps"]) for r in after] == [100, 250]
-    assert float(after[-1]["train/updates"]) == 25 + 110  # the burst the stop left, run on resume
+    # the resume finishes the round the stop cut (the fit, the warm start, the burst), then
+    # takes the evaluation that round owed, at its env step, before any new env step
+    assert after[:1] == before and [int(r["env_steps"]) for r in after] == [100, 200, 250]
+    assert float(after[1]["train/updates"]) == float(after[2]["train/updates"]) == 25 + 110
 
 
 def test_sigterm_inside_a_burst_exits_within_30_s_and_the_resume_runs_what_it_owes(tmp_path):
@@ -163,8 +166,8 @@ def test_sigterm_inside_a_burst_exits_within_30_s_and_the_resume_runs_what_it_ow
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = rows(out)
-    assert after[: len(before)] == before and int(after[-1]["env_steps"]) == 250
-    assert float(after[-1]["train/updates"]) == 25 + 100 + 3000
+    assert after[: len(before)] == before and [int(r["env_steps"]) for r in after[len(before):]] == [200, 250]
+    assert float(after[-2]["train/updates"]) == float(after[-1]["train/updates"]) == 25 + 100 + 3000
 
 
 def test_same_seed_same_metrics(tmp_path):

@@ -156,6 +156,16 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
     # ----------------------------------------------------------------- the loop
     def on_train_start(self) -> None:
         self.clock.start(self.env_steps)
+        if self.env_steps > 0:
+            self.finish_round()
+
+    def finish_round(self) -> None:
+        """At a resume, the work a stop signal left undone in the round the checkpoint ends
+        (a model training cut short, the rest of a burst), before the evaluation that round
+        owes and before any new env step; nothing where the round was complete."""
+        if self.env_steps >= max(self.update_after, self.cfg["batch_size"] * self.world_size):
+            self.before_updates()
+            self.update(0, 0)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         """One round of Algorithm 2: store the collected steps, then the due updates; the

@@ -22,14 +22,22 @@ class PeriodicEvaluation(Callback):
         self.metrics_csv: MetricsCSV | None = None
 
     def on_train_start(self, trainer, module) -> None:
-        self.last_step = module.env_steps
+        self.last_step = module.last_eval_step  # a resumed run's, from its checkpoint
+        self.resumed = module.env_steps > 0
         if trainer.is_global_zero and module.out_dir is not None:
             self.metrics_csv = MetricsCSV(module.out_dir / "metrics.csv",
                                           [*BASE_COLUMNS, *module.metric_keys])
 
+    def on_train_epoch_start(self, trainer, module) -> None:
+        """A run resumed from a round whose evaluation a stop signal dropped takes it now, at
+        that round's env step, after the module finished the round (its ``on_train_start``)."""
+        if self.resumed and module.stop_signal is None:
+            self.on_train_batch_end(trainer, module, None, None, 0)
+        self.resumed = False
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         every = module.cfg["eval_every"]
-        if module.env_steps // every > self.last_step // every:
+        if module.stop_signal is None and module.env_steps // every > self.last_step // every:
             self.evaluate(trainer, module)
 
     def on_train_end(self, trainer, module) -> None:
@@ -37,10 +45,11 @@ class PeriodicEvaluation(Callback):
             self.evaluate(trainer, module)
 
     def evaluate(self, trainer, module) -> None:
-        """One evaluation and its row; a stop signal during the episodes drops both."""
-        self.last_step = module.last_eval_step = module.env_steps
+        """One evaluation and its row; a stop signal during the episodes drops both, and the
+        resumed run takes the evaluation again."""
         module.guard.check_deferred(module)
         if not trainer.is_global_zero:
+            self.last_step = module.last_eval_step = module.env_steps
             return
         cfg = module.cfg
         result = evaluate(module.envs["eval"], module.policy(deterministic=True),
@@ -49,6 +58,7 @@ class PeriodicEvaluation(Callback):
                           should_stop=lambda: module.stop_signal is not None)
         if result is None:
             return
+        self.last_step = module.last_eval_step = module.env_steps
         module.last_eval = result
         row = {"env_steps": module.env_steps, **result,
                **module.clock.window("eval", module.env_steps), **training_scalars(module)}
