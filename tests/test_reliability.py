@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-
+import torch
 from conftest import ROOT, TINY, run_train
 from mpdp_pl.runtime import checkpoint
 
@@ -142,6 +142,12 @@ def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_bu
     # starts (10 pairs) and runs the burst the stop left (25 critic-only, 100 pairs)
     assert counters["env_steps"] == 200 and counters["model_trainings"] == 0
     assert counters["burst_left"] == [25, 100]
+    # as versions before 98df1eb wrote it: the dropped evaluation marked as done; the rows of
+    # metrics.csv still tell the resume that it is owed
+    state = checkpoint.read(checkpoint.latest(out))
+    assert state["counters"]["last_eval_step"] == 100
+    state["counters"]["last_eval_step"] = 200
+    torch.save(state, checkpoint.latest(out) / "state.pt")
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(out)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -27,6 +27,9 @@ class PeriodicEvaluation(Callback):
         if trainer.is_global_zero and module.out_dir is not None:
             self.metrics_csv = MetricsCSV(module.out_dir / "metrics.csv",
                                           [*BASE_COLUMNS, *module.metric_keys])
+            if self.metrics_csv.last_step is not None:  # checkpoints of versions before 98df1eb
+                # marked an evaluation a stop dropped as done: the file's rows say what was taken
+                self.last_step = min(self.last_step, self.metrics_csv.last_step)
 
     def on_train_epoch_start(self, trainer, module) -> None:
         """A run resumed from a round whose evaluation a stop signal dropped takes it now, at
