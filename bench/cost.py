@@ -9,9 +9,10 @@ steps at the algorithm's default config, in which every part is timed:
 - env and collector: the rest of the window's wall time (collection, buffer writes, Lightning);
 - critic updates (MPPVE's include its target plans through the model);
 - actor updates (MPDP: the farsighted improvement; with the temperature step);
-- model training (``train_model`` without what runs after it: the buffer copy, the split,
-  ``model/error``, normalizers and the trainings of the window);
-- model rollouts (what runs after each training: MBPO's and MPPVE's rollouts, MPDP's u_T);
+- model training (``train_model``: the buffer copy, the split, ``model/error``, normalizers and
+  the trainings of the window);
+- model rollouts (``model_rollouts`` after each training: MBPO's and MPPVE's; MPDP's u_T
+  calibration, one u over the holdout, is left in the rest);
 - evaluation: timed once per window, and quoted for the setting "10 episodes of the
   deterministic pi_0 every 1000 env steps" at the worst case of full 1000-step episodes
   (the measured seconds per eval env step x 10,000), since a young policy's short episodes
@@ -57,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_training import load_transitions  # noqa: E402
 
 PARTS = {"critic_step": "critic", "actor_step": "actor", "train_model": "model training",
-         "after_model_training": "model rollouts", "evaluate": "evaluation",
+         "model_rollouts": "model rollouts", "evaluate": "evaluation",
          # DHMBPO: the H-step rollout a critic and an actor update share (counted with the actor,
          # whose gradient runs through it) and the distribution rollouts that fill its FIFO
          "rollout": "actor", "refill": "model rollouts"}
@@ -135,12 +136,9 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
     t_end = log["ticks"][-1][1]
     steps = log["ticks"][-1][0] - start
     parts = defaultdict(float)
-    inside_training = 0.0
     for part, step, secs, method in log["calls"]:
         if part != "evaluation" and step > start:
             parts[part] += secs
-            inside_training += secs if method == "after_model_training" else 0.0
-    parts["model training"] -= inside_training  # after_model_training runs inside it
     wall = t_end - t_start
     per_1k = {p: parts[p] * 1000 / steps for p in PARTS.values() if p != "evaluation"}
     per_1k["env and collector"] = (wall - sum(parts.values())) * 1000 / steps

@@ -24,6 +24,8 @@ RUN = ["--env", "InvertedPendulum-v4", "--seed", "0", "--logger", "none", "steps
        "init_random_steps=200", "eval_every=200", "eval_episodes=2", "batch_size=64",
        "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1", "model_max_steps=20",
        "model_hidden=32", "model_train_freq=100"]
+PLANNER = ["pets_horizon=3", "pets_population=10", "pets_elites=2", "pets_iterations=2",
+           "pets_particles=5"]
 # name: (algorithm, its overrides); MPDP also with the static unroll and with its switches on
 RUNS = {"sac": ("sac", []), "mpdp": ("mpdp", ["horizon=3"]),
         "mpdp-static": ("mpdp", ["horizon=3", "unroll_form=static"]),
@@ -31,7 +33,16 @@ RUNS = {"sac": ("sac", []), "mpdp": ("mpdp", ["horizon=3"]),
                                    "critic_layernorm=true"]),
         "mbpo": ("mbpo", ["rollout_batch_size=256"]),
         "mppve": ("mppve", ["rollout_batch_size=256"]),
-        "mpdp_pv": ("mpdp_pv", ["rollout_batch_size=256"])}
+        "mpdp_pv": ("mpdp_pv", ["rollout_batch_size=256"]),
+        "m2ac": ("m2ac", ["rollout_batch_size=256"]),
+        "dhmbpo": ("dhmbpo", ["update_every=100", "critic_updates_per_step=1.5", "warmup_updates=10",
+                              "model_batch_size=64", "model_max_epochs=4", "model_patience=2",
+                              "start_rollout_every=10", "start_rollout_length=5",
+                              "start_buffer_size=2000"]),
+        "ddpg": ("ddpg", []),
+        "pets": ("pets", PLANNER),
+        "poplin_a": ("poplin_a", [*PLANNER, "poplin_bc_epochs=2"]),
+        "poplin_p": ("poplin_p", PLANNER)}
 DROP = ("time/elapsed", "time/env_steps_per_s", "model/train_seconds")
 
 

@@ -32,6 +32,16 @@ class NaNInjection(MPDP):
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
         self.calls = {"critic": 0, "actor": 0, "model": 0}
+        fit = self.model_learner.fit
+
+        def diverging_fit(data, split, first=False):  # a diverged training when listed
+            metrics = fit(data, split, first)
+            if self._maybe_nan("model", torch.tensor(0.0)).isnan():
+                with torch.no_grad():
+                    next(self.dynamics.ensemble.parameters()).fill_(float("nan"))
+            return metrics
+
+        self.model_learner.fit = diverging_fit
 
     def critic_loss(self, batch):
         loss, q = super().critic_loss(batch)
@@ -49,13 +59,6 @@ class NaNInjection(MPDP):
             super().actor_step()
         finally:
             self.improve = original
-
-    def fit_dynamics(self, data, split, first=False):
-        metrics = super().fit_dynamics(data, split, first)
-        if self._maybe_nan("model", torch.tensor(0.0)).isnan():  # a diverged training
-            with torch.no_grad():
-                next(self.dynamics.ensemble.parameters()).fill_(float("nan"))
-        return metrics
 
     def _maybe_nan(self, part, loss):
         self.calls[part] += 1

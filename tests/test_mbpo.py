@@ -60,22 +60,22 @@ def mbpo():
 
 def test_model_buffer_retains_model_retain_epochs_of_rollouts(mbpo):
     # 40 rollouts per model training, 4 trainings per epoch, length 1, 1 epoch retained
-    assert mbpo.model_buffer_size_for(1) == 160 and mbpo.model_buffer_size_for(3) == 480
-    mbpo.resize_model_buffer(160)
+    assert mbpo.model_data.size_for(1) == 160 and mbpo.model_data.size_for(3) == 480
+    mbpo.model_data.resize(160)
     for round_ in range(6):
-        mbpo.model_buffer.extend(_transitions(40, reward=-float(round_)))
-    kept = mbpo.model_buffer[:]["next", "reward"].unique().tolist()
-    assert len(mbpo.model_buffer) == 160 and sorted(kept) == [-5.0, -4.0, -3.0, -2.0]
-    mbpo.resize_model_buffer(480)  # the schedule lengthened rollouts: keep what is there
-    assert len(mbpo.model_buffer) == 160 and mbpo.model_buffer_capacity == 480
-    mbpo.resize_model_buffer(80)   # shrink: the newest 80 survive
-    assert sorted(mbpo.model_buffer[:]["next", "reward"].unique().tolist()) == [-5.0, -4.0]
+        mbpo.model_data.buffer.extend(_transitions(40, reward=-float(round_)))
+    kept = mbpo.model_data.buffer[:]["next", "reward"].unique().tolist()
+    assert len(mbpo.model_data.buffer) == 160 and sorted(kept) == [-5.0, -4.0, -3.0, -2.0]
+    mbpo.model_data.resize(480)  # the schedule lengthened rollouts: keep what is there
+    assert len(mbpo.model_data.buffer) == 160 and mbpo.model_data.capacity == 480
+    mbpo.model_data.resize(80)   # shrink: the newest 80 survive
+    assert sorted(mbpo.model_data.buffer[:]["next", "reward"].unique().tolist()) == [-5.0, -4.0]
 
 
 def test_batches_mix_real_and_model_data_at_real_ratio(mbpo):
     assert mbpo.sample_batch()["next", "reward"].eq(1.0).all()  # no rollouts yet: all real
-    mbpo.resize_model_buffer(160)
-    mbpo.model_buffer.extend(_transitions(160, reward=-1.0))
+    mbpo.model_data.resize(160)
+    mbpo.model_data.buffer.extend(_transitions(160, reward=-1.0))
     batch = mbpo.sample_batch()
     r = batch["next", "reward"].squeeze(-1)
     assert batch.shape == (100,)

@@ -7,7 +7,8 @@ import csv
 import pytest
 
 from conftest import TINY
-from mpdp_pl.algos.model_based import MODEL_METRIC_KEYS, ModelBasedSAC
+from mpdp_pl.algos.model_based import ModelBasedSAC
+from mpdp_pl.algos.model_learner import MODEL_METRIC_KEYS
 from mpdp_pl.config import load_config, parse_overrides
 from mpdp_pl.run import train_module
 
@@ -46,9 +47,10 @@ def test_model_trained_every_freq_steps(tmp_path):
     calls = []
 
     class Counting(ModelBasedSAC):
-        def train_model(self):
-            calls.append(self.env_steps)
-            super().train_model()
+        def train_model(self, open_loop_k=None):
+            if self.model_learner.due():
+                calls.append(self.env_steps)
+            return super().train_model(open_loop_k)
 
     cfg = load_config("Pendulum-v1", "sac", {
         **parse_overrides(TINY), "steps": 400, "init_random_steps": 150, "eval_every": 400,

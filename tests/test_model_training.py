@@ -63,10 +63,16 @@ class Recording(MPDP):
 
     splits: list = []
 
-    def model_split(self, data):
-        train, hold = super().model_split(data)
-        Recording.splits.append((set(train.tolist()), set(hold.tolist())))
-        return train, hold
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        split = self.model_learner.split
+
+        def recording(data):
+            train, hold = split(data)
+            Recording.splits.append((set(train.tolist()), set(hold.tolist())))
+            return train, hold
+
+        self.model_learner.split = recording
 
 
 def test_no_holdout_row_was_ever_fitted_on_and_resume_keeps_the_split(tmp_path):

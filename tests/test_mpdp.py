@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import offline_env, run_train
-from mpdp_pl.algos.mpdp import MPDP
+from mpdp_pl.algos.mpdp import MPDP, set_threshold
 from mpdp_pl.config import load_config
 from mpdp_pl.environment.envs import env_spec, make_env
 from mpdp_pl.lookahead.improvement import farsighted_improvement
@@ -80,7 +80,7 @@ def test_u_T_calibrated_on_held_out_real_transitions_or_fixed(u_T):
     module = MPDP(cfg, env_spec(env))
     held_out = env.rollout(200, break_when_any_done=False)
     env.close()
-    module.after_model_training(held_out)
+    set_threshold(module, held_out)
     u = module.dynamics.ovr_error(held_out["observation"], held_out["action"]).detach()
     if u_T == "auto":
         expected = torch.quantile(u, 0.8)

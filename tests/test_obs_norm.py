@@ -67,7 +67,7 @@ def test_statistics_refresh_every_model_train_freq_env_steps():
                                      "done": torch.zeros(n, 1, dtype=torch.bool)}}, [n])
         sac.store(batch)
         sac.env_steps += n
-        sac.before_updates()
+        sac.refresh_obs_norm()
 
     step(2.0)   # 50: the first refresh
     assert sac.actor.obs_norm.mean.eq(2.0).all() and sac.critic_target.obs_norm.mean.eq(2.0).all()

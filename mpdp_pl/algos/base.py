@@ -3,14 +3,18 @@
 One Lightning "batch" is one round of ``frames_per_batch`` env steps from the collector. The
 module adds it to the replay buffer, advances its env-step counter (the budget, schedules,
 evaluation and the logging x-axis all count env steps; ``trainer.global_step`` counts optimizer
-steps), runs the due number of updates (``critic_updates_per_step``, ``actor_updates_per_step``,
-fractions allowed), and evaluates pi_0 every ``eval_every`` env steps and once at the end.
+steps), hands the round's due updates (``critic_updates_per_step``, ``actor_updates_per_step``,
+fractions allowed) to :meth:`OffPolicyModule.update`, and evaluates pi_0 every ``eval_every`` env
+steps and once at the end.
 
-Subclasses implement :meth:`OffPolicyModule.update` and :meth:`OffPolicyModule.configure_optimizers`, declare the metrics they
-record in ``metric_keys`` (columns of metrics.csv), expose ``actor``, and may override
-:meth:`OffPolicyModule.before_updates` (model-based algorithms train their model there). Their optimizer steps
-go through ``self.guard.step`` (:mod:`mpdp_pl.runtime.guard`), which restores the ``fault_parts``. The
-side jobs of the loop (logging, evaluation, checkpoints and signals) are the callbacks of
+Subclasses implement :meth:`OffPolicyModule.update` (the rest of their round, in order: a
+model-based one trains its model there first) and :meth:`OffPolicyModule.configure_optimizers`,
+declare the metrics they record in ``metric_keys`` (columns of metrics.csv) and expose
+``actor``. What they own besides networks (the model learner, the model data) are
+:class:`Component` members listed in ``components``: the loop saves and restores their counters,
+lets them mark each stored round, and restores their parts after a fault. Optimizer steps go
+through ``self.guard.step`` (:mod:`mpdp_pl.runtime.guard`), which restores the ``fault_parts``.
+The side jobs of the loop (logging, evaluation, checkpoints and signals) are the callbacks of
 :mod:`mpdp_pl.runtime.callbacks`.
 """
 
@@ -58,6 +62,29 @@ def burst_due(before: int, after: int, every: int) -> bool:
     return after // every > before // every
 
 
+class Component:
+    """A member of a module that owns state besides its networks (the model learner, the model
+    data). The loop calls each of these for every member in the module's ``components``."""
+
+    def counters(self) -> dict:
+        """What a resumed run needs of it besides tensors (merged into the module's counters)."""
+        return {}
+
+    def load_counters(self, c: dict) -> None:
+        """Set from the module's saved counters."""
+
+    def store(self, batch: TensorDictBase) -> None:
+        """Mark a collected round before it enters the replay buffer."""
+
+    def fault_parts(self) -> dict:
+        """What a fault in each of its optimized parts restores."""
+        return {}
+
+    def replay_buffers(self) -> dict:
+        """The buffers it holds, by name (checkpoints save them)."""
+        return {}
+
+
 class OffPolicyModule(EnvSetup, pl.LightningModule):
     metric_keys: tuple[str, ...] = ()
 
@@ -81,20 +108,20 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.resume_state: dict | None = None  # set by run.train_module before fit
         self.resume_path: Path | None = None
         self.stop_signal: str | None = None    # set by callbacks.Durability handlers
+        self.components: list[Component] = []  # members with state of their own (Component)
 
     # ----------------------------------------------------------------- algorithm interface
     actor: torch.nn.Module
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
+        """The round's work after its env steps were stored: whatever comes first (a model
+        training when due), then the due critic and actor updates."""
         raise NotImplementedError
 
     def q_value(self, obs: torch.Tensor) -> torch.Tensor | None:
         """The critic's Q(s, pi_0(s)) with the deterministic pi_0 at ``obs`` (for
         ``eval/q_bias``); None where there is no such critic."""
         return None
-
-    def before_updates(self) -> None:
-        """Runs in every round once updates have started, before :meth:`OffPolicyModule.update`."""
 
     def record(self, metrics: dict) -> None:
         """Keep the latest value of fully named metrics (read only when logged)."""
@@ -105,11 +132,15 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.recorder.record_mean(metrics)
 
     def fault_parts(self) -> dict[str, list[torch.nn.Module | torch.nn.Parameter]]:
-        """What a fault in each optimized part restores (subclasses declare theirs)."""
-        return {}
+        """What a fault in each optimized part restores (subclasses declare their own; the
+        components' are added)."""
+        return {k: v for part in self.components for k, v in part.fault_parts().items()}
 
     def store(self, batch: TensorDictBase) -> None:
-        """Add a collected round to the replay buffer (before ``env_steps`` counts it)."""
+        """Add a collected round to the replay buffer (before ``env_steps`` counts it), after
+        the components marked it."""
+        for part in self.components:
+            part.store(batch)
         self.replay_buffer.extend(batch)
 
     def sample_batch(self) -> TensorDictBase:
@@ -123,7 +154,8 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
                 "actor_credit": self.actor_schedule.credit,
                 "last_eval_step": self.last_eval_step, "last_log_step": self.last_log_step,
                 "last_checkpoint_step": self.last_checkpoint_step,
-                "nonfinite_skips": self.guard.skips, "elapsed": self.clock.elapsed()}
+                "nonfinite_skips": self.guard.skips, "elapsed": self.clock.elapsed(),
+                **{k: v for part in self.components for k, v in part.counters().items()}}
 
     def load_counters(self, c: dict) -> None:
         self.env_steps, self.updates = c["env_steps"], c["updates"]
@@ -132,10 +164,13 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.last_checkpoint_step = c["last_checkpoint_step"]
         self.guard.skips = c["nonfinite_skips"]
         self.clock.elapsed_before = c["elapsed"]
+        for part in self.components:
+            part.load_counters(c)
 
     def replay_buffers(self) -> dict:
-        """The buffers a checkpoint saves, by name (MBPO and MPPVE add their model buffer)."""
-        return {"replay_buffer": self.replay_buffer}
+        """The buffers a checkpoint saves, by name (the model data adds its model buffer)."""
+        return {"replay_buffer": self.replay_buffer,
+                **{k: v for part in self.components for k, v in part.replay_buffers().items()}}
 
     def save_checkpoint(self) -> Path | None:
         self.guard.check_deferred(self)
@@ -164,7 +199,6 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         (a model training cut short, the rest of a burst), before the evaluation that round
         owes and before any new env step; nothing where the round was complete."""
         if self.env_steps >= max(self.update_after, self.cfg["batch_size"] * self.world_size):
-            self.before_updates()
             self.update(0, 0)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
@@ -191,7 +225,6 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         critic_updates = self.critic_schedule.due(n, paid)
         actor_updates = self.actor_schedule.due(n, paid)
         if self.env_steps >= max(self.update_after, self.cfg["batch_size"] * self.world_size):
-            self.before_updates()
             self.update(critic_updates, actor_updates)
 
     def on_train_end(self) -> None:

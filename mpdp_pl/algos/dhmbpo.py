@@ -4,7 +4,7 @@
 What is DHMBPO's own, in the order of one burst (erl_lib ``svg.py`` ``observe``, lines 205-232):
 every ``update_every`` env steps (1000), with the policy frozen in between,
 
-1. the ensemble is trained (the shared :class:`~mpdp_pl.algos.model_based.ModelLearning`, with
+1. the ensemble is trained (the shared :class:`~mpdp_pl.algos.model_learner.ModelLearner`, with
    DHMBPO's options: conf/algo/dhmbpo.yaml) and the networks' observation statistics refreshed;
 2. the actor's, critics' and temperature's Adam states start afresh (``init_optimizer``, l.211);
 3. one "distribution rollout" of pi through the model from ``batch_size`` real states fills the
@@ -45,11 +45,22 @@ class DHMBPO(ModelBasedSAC):
         self.warm_pairs, self.burst_left = c["warm_pairs"], list(c["burst_left"])
 
     def warm_start(self) -> None:
-        """erl_lib multiplies the first burst's pairs by its seed iterations (``svg.py:571``)."""
-        self.warm_pairs = self.cfg["warmup_updates"]
+        """After the first model training: erl_lib multiplies the first burst's pairs by its
+        seed iterations (``svg.py:571``)."""
+        if self.model_learner.trainings == 1:
+            self.warm_pairs = self.cfg["warmup_updates"]
+
+    def update(self, critic_updates: int, actor_updates: int) -> None:
+        """One round, once base.py stored its env steps: steps 1-4 above. The loop pays the
+        updates of ``update_every`` env steps at once (a burst); other rounds have none."""
+        self.refresh_obs_norm()
+        if self.train_model() is not None:
+            self.warm_start()
+        self.burst(critic_updates, actor_updates)
 
     # ------------------------------------------------------------------ one burst
-    def update(self, critic_updates: int, actor_updates: int) -> None:
+    def burst(self, critic_updates: int, actor_updates: int) -> None:
+        """Steps 2-4: fresh moments, the critic-only updates, then the pairs."""
         pairs = min(critic_updates, actor_updates)
         critic_only, pairs = critic_updates - pairs, pairs + self.warm_pairs
         self.warm_pairs = 0

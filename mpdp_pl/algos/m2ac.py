@@ -64,9 +64,10 @@ def masked_rollout(dynamics: DynamicsModel, act: Callable[[torch.Tensor], torch.
 
 
 class M2AC(MBPO):
-    def after_model_training(self, holdout) -> None:
+    def model_rollouts(self) -> None:
+        """After a model training: masked rollouts (:func:`masked_rollout`)."""
         c = self.cfg
         start = self.replay_buffer.sample(c["rollout_batch_size"])["observation"].to(self.device)
         rows = masked_rollout(self.dynamics, lambda s: self.actor.sample(s)[0], start,
                               c["m2ac_horizon"], c["m2ac_penalty"], c["m2ac_keep_h1"])
-        self.refill_model_buffer(rows, c["m2ac_horizon"])
+        self.model_data.refill(rows, c["m2ac_horizon"])

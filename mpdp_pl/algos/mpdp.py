@@ -86,10 +86,24 @@ class MPDP(ModelBasedSAC):
         self.metric_keys = (*self.metric_keys, *IMPROVEMENT_KEYS,
                             *(f"train/cut_frac/{t}" for t in range(self.horizon)))
 
-    def after_model_training(self, holdout) -> None:
-        set_threshold(self, holdout)
+    def update(self, critic_updates: int, actor_updates: int) -> None:
+        """One round of Algorithm 2, once base.py stored its env steps (line 3):
 
-    def open_loop_horizon(self) -> int:
+        - the networks' observation statistics, when due (``obs_norm``);
+        - line 4: the ensemble's training, every ``model_train_freq`` env steps; after it,
+          u_T and u_ref from u (Eq. 8) on the real transitions it was not fitted on;
+        - lines 5-6: the critic updates on real data (Eq. 2-3, :meth:`critic_step`);
+        - line 7: the actor updates, the farsighted improvement of pi_0..pi_{Hmax-1}
+          (Algorithm 1, :meth:`actor_step`).
+        """
+        self.refresh_obs_norm()
+        holdout = self.train_model(open_loop_k=self.realized_horizon)
+        if holdout is not None:
+            set_threshold(self, holdout)
+            self.warm_start()
+        self.policy_updates(critic_updates, actor_updates)
+
+    def realized_horizon(self) -> int:
         """The realized horizon of the updates since the last push (else the last interval's),
         rounded, at least 1 (one host read per model training)."""
         total, count = self.recorder.interval_sums.get("train/realized_horizon", (None, 0))

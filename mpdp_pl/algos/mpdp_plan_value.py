@@ -13,7 +13,7 @@ Which head makes which action:
 
 MPPVE is this algorithm with every part off (``single_policy=true horizon=<k> u_T=inf beta=0``:
 one head, no reward steps, so no cut and no penalty). u_T and u_ref follow MPDP's holdout rule
-(:meth:`mpdp_pl.algos.mpdp.MPDP.after_model_training`), and beta is relative to u_ref with
+(:func:`mpdp_pl.algos.mpdp.set_threshold`), and beta is relative to u_ref with
 ``beta_relative``.
 """
 
@@ -38,9 +38,18 @@ class MPDPPlanValue(MPPVE):
         self.horizon = cfg["horizon"]
         register_threshold(self, cfg)
 
-    def after_model_training(self, holdout) -> None:
-        super().after_model_training(holdout)  # MPPVE's model segments
-        set_threshold(self, holdout)
+    def update(self, critic_updates: int, actor_updates: int) -> None:
+        """One round, once base.py stored its env steps: the model training when due, then
+        MPPVE's model segments and u_T and u_ref from u (Eq. 8) on the real transitions it was
+        not fitted on; then the plan-value critic updates (MPPVE's Eq. 50-51) and the actor
+        updates (:meth:`improvement`)."""
+        self.refresh_obs_norm()
+        holdout = self.train_model()
+        if holdout is not None:
+            self.model_rollouts()
+            set_threshold(self, holdout)
+            self.warm_start()
+        self.policy_updates(critic_updates, actor_updates)
 
     def improvement(self, obs: torch.Tensor) -> PlanImprovement:
         c = self.cfg

@@ -36,19 +36,20 @@ class MPPVE(MBPO):
         self.target_entropy *= self.k  # log pi^k sums k per-step log-probabilities
 
     # ------------------------------------------------------------------ data
-    def after_model_training(self, holdout) -> None:
-        length = self.rollout_length()
-        self.refill_model_buffer(model_segments(self.replay_buffer, self.dynamics, self.actor,
-                                                self.cfg["rollout_batch_size"], length, self.k),
-                                 length)
+    def model_rollouts(self) -> None:
+        """After a model training: k-step segments of pi's plans from real states (Eq. 46-49)."""
+        length = self.model_data.rollout_length()
+        self.model_data.refill(model_segments(self.replay_buffer, self.dynamics, self.actor,
+                                              self.cfg["rollout_batch_size"], length, self.k),
+                               length)
 
     def sample_batch(self):
         """k-step segments: ``real_ratio`` of the batch real, the rest from the model buffer."""
-        n = self.cfg["batch_size"]
-        if self.model_buffer is None or len(self.model_buffer) == 0:
+        n, data = self.cfg["batch_size"], self.model_data
+        if data.empty():
             return real_segments(self.replay_buffer, n, self.k).to(self.device)
-        real = real_segments(self.replay_buffer, self.real_batch, self.k)
-        model = self.model_buffer.sample(n - self.real_batch)
+        real = real_segments(self.replay_buffer, data.real_batch, self.k)
+        model = data.buffer.sample(n - data.real_batch)
         return torch.cat([real.to(self.device), model.select(*real.keys()).to(self.device)])
 
     def actor_states(self) -> torch.Tensor:

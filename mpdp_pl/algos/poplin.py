@@ -1,7 +1,7 @@
 """POPLIN-A and POPLIN-P (Wang and Ba 2019; facts from WilsonWangTHU/POPLIN): PETS's loop (the
 shared ensemble trained every ``model_train_freq`` env steps on the real buffer, a new plan at
-every env step, no actor-critic; :mod:`.pets`) with a policy network that proposes where CEM
-searches (:mod:`mpdp_pl.lookahead.policy_planning`), and the policy's update after each model
+every env step, no actor-critic; they subclass :class:`~mpdp_pl.algos.pets.PETS`) with a
+policy network that proposes where CEM searches (:mod:`mpdp_pl.lookahead.policy_planning`), and the policy's update after each model
 training from the plans made since the previous one. POPLIN updates once per episode, on that
 episode; here the shared loop's model trainings set the pace (every ``model_train_freq`` env
 steps), and what the planner kept for it is not checkpointed (a resumed run starts it afresh).
@@ -26,27 +26,28 @@ from ..environment.data import buffer_contents
 from ..lookahead.planning import CEMSettings
 from ..lookahead.policy_planning import ActionNoisePlanner, ParameterNoisePlanner
 from ..models.actor import ProposalPolicy
-from .base import OffPolicyModule
-from .model_based import MODEL_METRIC_KEYS, ModelLearning
+from .model_learner import MODEL_METRIC_KEYS
+from .pets import PETS
 
 BC_HOLDOUT = 0.2        # POPLIN's policy network: 20% of the distillation rows held out
 MIN_INPUT_STD = 0.1     # its whitening floors the variance at 1e-2
 
 
-class POPLIN(ModelLearning, OffPolicyModule):
+class POPLIN(PETS):
     planner = ActionNoisePlanner
 
-    def __init__(self, cfg: dict, spec):
-        super().__init__(cfg, spec)
+    def make_planner(self, cfg: dict, spec):
+        """CEM around a policy network (:attr:`planner`: action or weight noise)."""
         policy = ProposalPolicy(spec.obs_dim, spec.action_dim, cfg["poplin_hidden"])
-        self.actor = self.planner(self.dynamics, policy, CEMSettings.from_config(cfg),
-                                  cfg["poplin_init_var"])
+        return self.planner(self.dynamics, policy, CEMSettings.from_config(cfg), cfg["poplin_init_var"])
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
-        """Nothing per env step: the model trains in :meth:`before_updates`, and the policy
-        after it (:meth:`after_model_training`)."""
+        """One round: the model's training when due, and after it the policy's update from the
+        plans made since the previous one; nothing per env step."""
+        if self.model_learner.train_when_due() is not None:
+            self.policy_from_plans()
 
-    def after_model_training(self, holdout) -> None:
+    def policy_from_plans(self) -> None:
         pending, self.actor.pending = self.actor.pending, []
         if pending:
             self.improve_policy([torch.cat(parts) for parts in zip(*pending)])
@@ -60,7 +61,7 @@ class POPLINA(POPLIN):
 
     def configure_optimizers(self):
         policy = torch.optim.Adam(self.actor.policy.parameters(), lr=self.cfg["poplin_bc_lr"])
-        return [policy, self.make_model_optimizer()]
+        return [policy, self.model_learner.make_optimizer()]
 
     def fault_parts(self) -> dict:
         return {**super().fault_parts(), "policy": [self.actor.policy]}
@@ -92,13 +93,13 @@ class POPLINP(POPLIN):
     metric_keys = MODEL_METRIC_KEYS + ("poplin/weight_step",)
 
     def configure_optimizers(self):
-        return [self.make_model_optimizer()]
+        return [self.model_learner.make_optimizer()]
 
-    def after_model_training(self, holdout) -> None:
-        if self.model_trainings == 1:  # the first model: whiten by the random warm-up's states
+    def policy_from_plans(self) -> None:
+        if self.model_learner.trainings == 1:  # the first model: whiten by the random warm-up's states
             obs = buffer_contents(self.replay_buffer)["observation"].to(self.device)
             self.actor.policy.obs_norm.set(obs.mean(0), obs.std(0).clamp_min(MIN_INPUT_STD))
-        super().after_model_training(holdout)
+        super().policy_from_plans()
 
     def improve_policy(self, pending: list[torch.Tensor]) -> None:
         """AVG on the executed first-step weight noises ``[N, W]``."""

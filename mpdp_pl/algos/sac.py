@@ -71,9 +71,9 @@ class SAC(OffPolicyModule):
         super().load_counters(c)
         self.obs_norm_step = c.get("obs_norm_step", -1)
 
-    def before_updates(self) -> None:
+    def refresh_obs_norm(self) -> None:
         """obs_norm: the networks take the pooled statistics of the stored observations every
-        ``model_train_freq`` env steps (before a model-based algorithm's model training)."""
+        ``model_train_freq`` env steps (first in a round, before a model training)."""
         freq = self.cfg["model_train_freq"]
         if self.obs_moments is not None and self.env_steps // freq > self.obs_norm_step // freq:
             m = self.obs_moments  # pooled over DDP ranks (each rank's moments cover its own data)
@@ -112,8 +112,8 @@ class SAC(OffPolicyModule):
 
     # ------------------------------------------------------------------ optimizer steps
     def fault_parts(self) -> dict:
-        return {"critic": [self.critic, self.critic_target], "actor": [self.actor],
-                "alpha": [self.log_alpha]}
+        return {**super().fault_parts(), "critic": [self.critic, self.critic_target],
+                "actor": [self.actor], "alpha": [self.log_alpha]}
 
     def critic_batch(self) -> TensorDictBase:
         """The transitions of a critic update (SAC: a real batch)."""
@@ -161,6 +161,12 @@ class SAC(OffPolicyModule):
                      "train/entropy": -log_prob.mean()})
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
+        """One round of SAC: the networks' observation statistics when due, then the updates."""
+        self.refresh_obs_norm()
+        self.policy_updates(critic_updates, actor_updates)
+
+    def policy_updates(self, critic_updates: int, actor_updates: int) -> None:
+        """The due critic updates (Eq. 2-3), then the due actor updates (:meth:`actor_step`)."""
         for _ in range(critic_updates):
             self.critic_step()
         for _ in range(actor_updates):
