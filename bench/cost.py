@@ -6,7 +6,8 @@ a recorded run (``RUN_DIR``, for example a SAC run on Hopper-v4 to 31k env steps
 data), trains its model once (not timed: it starts from scratch), and then runs ``--window`` env
 steps at the algorithm's default config, in which every part is timed:
 
-- env and collector: the rest of the window's wall time (collection, buffer writes, Lightning);
+- env and collector: the rest of the window's wall time (collection, buffer writes, Lightning,
+  and MPDP's u_T calibration after each model training);
 - critic updates (MPPVE's include its target plans through the model);
 - actor updates (MPDP: the farsighted improvement; with the temperature step);
 - model training (``train_model``: the buffer copy, the split, ``model/error``, normalizers and
@@ -61,7 +62,9 @@ PARTS = {"critic_step": "critic", "actor_step": "actor", "train_model": "model t
          "model_rollouts": "model rollouts", "evaluate": "evaluation",
          # DHMBPO: the H-step rollout a critic and an actor update share (counted with the actor,
          # whose gradient runs through it) and the distribution rollouts that fill its FIFO
-         "rollout": "actor", "refill": "model rollouts"}
+         "rollout": "actor", "refill_start_states": "model rollouts",
+         # POPLIN: its policy's update from the plans, after each model training
+         "policy_from_plans": "model rollouts"}
 EVAL_STEPS_PER_1K = 10 * 1000  # 10 episodes of at most 1000 steps, every 1000 env steps
 
 

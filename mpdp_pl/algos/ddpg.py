@@ -42,7 +42,7 @@ class DDPG(OffPolicyModule):
                 torch.optim.Adam(self.actor.parameters(), lr=c["actor_lr"])]
 
     def fault_parts(self) -> dict:
-        return {"critic": [self.critic, self.critic_target],
+        return {**super().fault_parts(), "critic": [self.critic, self.critic_target],
                 "actor": [self.actor, self.actor_target]}
 
     def critic_loss(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:

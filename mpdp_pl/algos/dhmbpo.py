@@ -4,8 +4,9 @@
 What is DHMBPO's own, in the order of one burst (erl_lib ``svg.py`` ``observe``, lines 205-232):
 every ``update_every`` env steps (1000), with the policy frozen in between,
 
-1. the ensemble is trained (the shared :class:`~mpdp_pl.algos.model_learner.ModelLearner`, with
-   DHMBPO's options: conf/algo/dhmbpo.yaml) and the networks' observation statistics refreshed;
+1. the networks' observation statistics are refreshed and the ensemble is trained (the shared
+   :class:`~mpdp_pl.algos.model_learner.ModelLearner`, with DHMBPO's options:
+   conf/algo/dhmbpo.yaml);
 2. the actor's, critics' and temperature's Adam states start afresh (``init_optimizer``, l.211);
 3. one "distribution rollout" of pi through the model from ``batch_size`` real states fills the
    start-state FIFO (:mod:`mpdp_pl.lookahead.start_states`), and the critics alone take the
@@ -44,7 +45,7 @@ class DHMBPO(ModelBasedSAC):
         super().load_counters(c)
         self.warm_pairs, self.burst_left = c["warm_pairs"], list(c["burst_left"])
 
-    def warm_start(self) -> None:
+    def warm_start_after_first_model(self) -> None:
         """After the first model training: erl_lib multiplies the first burst's pairs by its
         seed iterations (``svg.py:571``)."""
         if self.model_learner.trainings == 1:
@@ -55,7 +56,7 @@ class DHMBPO(ModelBasedSAC):
         updates of ``update_every`` env steps at once (a burst); other rounds have none."""
         self.refresh_obs_norm()
         if self.train_model() is not None:
-            self.warm_start()
+            self.warm_start_after_first_model()
         self.burst(critic_updates, actor_updates)
 
     # ------------------------------------------------------------------ one burst
@@ -71,7 +72,7 @@ class DHMBPO(ModelBasedSAC):
         pairs += self.burst_left[1]
         self.burst_left = [0, 0]
         if critic_only or pairs:
-            self.refill()
+            self.refill_start_states()
         for i in range(critic_only):
             if self.stop_signal is not None:
                 self.burst_left = [critic_only - i, pairs]
@@ -85,13 +86,13 @@ class DHMBPO(ModelBasedSAC):
                 self.burst_left = [0, pairs - i]
                 return
             if i % self.cfg["start_rollout_every"] == 0:
-                self.refill()
+                self.refill_start_states()
             rollout = self.rollout()
             self.critic_step(rollout)
             self.actor_step(rollout)
             self.updates += 1
 
-    def refill(self) -> None:
+    def refill_start_states(self) -> None:
         """One distribution rollout of pi from ``batch_size`` real states into the FIFO."""
         c = self.cfg
         if self.start_fifo is None:

@@ -24,13 +24,13 @@ class MBPO(ModelBasedSAC):
         self.components.append(self.model_data)
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
-        """One round of MBPO's Algorithm 2, once base.py stored its env steps: the model
-        training when due (line 4), then new model rollouts into the model buffer (lines 7-8),
-        then SAC's updates on the real/model mix (lines 9-10)."""
+        """One round of MBPO's Algorithm 2, once base.py stored its env steps (line 5): the
+        model training when due (line 3), then new model rollouts into the model buffer (lines
+        6-8), then SAC's updates on the real/model mix (lines 9-10)."""
         self.refresh_obs_norm()
         if self.train_model() is not None:
             self.model_rollouts()
-            self.warm_start()
+            self.warm_start_after_first_model()
         self.policy_updates(critic_updates, actor_updates)
 
     def model_rollouts(self) -> None:

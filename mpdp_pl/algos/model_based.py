@@ -10,7 +10,7 @@ from typing import Callable
 
 from tensordict import TensorDictBase
 
-from .model_learner import MODEL_METRIC_KEYS, ModelLearner
+from .model_learner import MODEL_METRIC_KEYS, attach_model_learner
 from .sac import SAC
 
 
@@ -22,9 +22,7 @@ class ModelBasedSAC(SAC):
 
     def __init__(self, cfg: dict, spec, actor_heads: int = 1):
         super().__init__(cfg, spec, actor_heads=actor_heads)
-        self.model_learner = ModelLearner(cfg, spec, self)
-        self.components.append(self.model_learner)
-        self.dynamics = self.model_learner.dynamics  # registered here: checkpoints keep dynamics.*
+        attach_model_learner(self, cfg, spec)
 
     def configure_optimizers(self):
         return [*super().configure_optimizers(), self.model_learner.make_optimizer()]
@@ -39,8 +37,8 @@ class ModelBasedSAC(SAC):
         ``model/open_loop_error`` (MPDP: its realized horizon); None: not measured."""
         return self.model_learner.train_when_due(open_loop_k)
 
-    def warm_start(self) -> None:
-        """Right after the first model training that succeeded (a no-op after the others):
+    def warm_start_after_first_model(self) -> None:
+        """After a model training that succeeded, and only if it was the first:
         ``warmup_updates`` critic and actor updates, interleaved (DHMBPO's warm start: 5
         iterations' worth of updates at its first model)."""
         if self.model_learner.trainings != 1:
@@ -52,8 +50,9 @@ class ModelBasedSAC(SAC):
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
         """One round: the observation statistics, the model when due, then SAC's updates on
-        real data."""
+        real data (no registered algorithm uses this round as it is; the tests of the shared
+        model training do)."""
         self.refresh_obs_norm()
         if self.train_model() is not None:
-            self.warm_start()
+            self.warm_start_after_first_model()
         self.policy_updates(critic_updates, actor_updates)

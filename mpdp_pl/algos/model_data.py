@@ -1,4 +1,4 @@
-"""MBPO's model data (Janner et al. 2019, Sec. 4.2 and Algorithm 2, lines 7-10), a member of
+"""MBPO's model data (Janner et al. 2019, Sec. 4.2 and Algorithm 2, lines 6-10), a member of
 MBPO, MPPVE, M2AC and mpdp_pv: :class:`ModelData`.
 
 After every model training, ``rollout_batch_size`` real states start k-step branched rollouts

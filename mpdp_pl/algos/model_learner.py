@@ -40,6 +40,15 @@ MODEL_METRIC_KEYS = ("model/holdout_nll", "model/holdout_mse", "model/elites", "
                      "model/steps", "model/train_seconds", "model/error", "model/holdout_size")
 
 
+def attach_model_learner(module, cfg: dict, spec) -> "ModelLearner":
+    """A :class:`ModelLearner` as ``module.model_learner``, listed in its components, with its
+    ensemble registered as ``module.dynamics`` (checkpoints keep ``dynamics.*``)."""
+    module.model_learner = ModelLearner(cfg, spec, module)
+    module.components.append(module.model_learner)
+    module.dynamics = module.model_learner.dynamics
+    return module.model_learner
+
+
 class ModelLearner(Component):
     """The ensemble (``dynamics``, which the host registers so that checkpoints keep it), its
     optimizer (the host's last), the holdout flags it adds to stored transitions, and its

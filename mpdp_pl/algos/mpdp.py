@@ -90,8 +90,10 @@ class MPDP(ModelBasedSAC):
         """One round of Algorithm 2, once base.py stored its env steps (line 3):
 
         - the networks' observation statistics, when due (``obs_norm``);
-        - line 4: the ensemble's training, every ``model_train_freq`` env steps; after it,
-          u_T and u_ref from u (Eq. 8) on the real transitions it was not fitted on;
+        - line 4: the ensemble's training, every ``model_train_freq`` env steps (before it,
+          ``model/error`` and ``model/open_loop_error`` at the realized horizon); after it,
+          u_T and u_ref from u (Eq. 8) on the real transitions it was not fitted on, and after
+          the first one ``warmup_updates`` interleaved updates (0 by default);
         - lines 5-6: the critic updates on real data (Eq. 2-3, :meth:`critic_step`);
         - line 7: the actor updates, the farsighted improvement of pi_0..pi_{Hmax-1}
           (Algorithm 1, :meth:`actor_step`).
@@ -100,7 +102,7 @@ class MPDP(ModelBasedSAC):
         holdout = self.train_model(open_loop_k=self.realized_horizon)
         if holdout is not None:
             set_threshold(self, holdout)
-            self.warm_start()
+            self.warm_start_after_first_model()
         self.policy_updates(critic_updates, actor_updates)
 
     def realized_horizon(self) -> int:

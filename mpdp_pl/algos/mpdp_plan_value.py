@@ -48,7 +48,7 @@ class MPDPPlanValue(MPPVE):
         if holdout is not None:
             self.model_rollouts()
             set_threshold(self, holdout)
-            self.warm_start()
+            self.warm_start_after_first_model()
         self.policy_updates(critic_updates, actor_updates)
 
     def improvement(self, obs: torch.Tensor) -> PlanImprovement:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..lookahead.planning import CEMPlanner, CEMSettings
 from .base import OffPolicyModule
-from .model_learner import MODEL_METRIC_KEYS, ModelLearner
+from .model_learner import MODEL_METRIC_KEYS, attach_model_learner
 
 
 class PETS(OffPolicyModule):
@@ -16,9 +16,7 @@ class PETS(OffPolicyModule):
 
     def __init__(self, cfg: dict, spec):
         super().__init__(cfg, spec)
-        self.model_learner = ModelLearner(cfg, spec, self)
-        self.components.append(self.model_learner)
-        self.dynamics = self.model_learner.dynamics  # registered here: checkpoints keep dynamics.*
+        attach_model_learner(self, cfg, spec)
         self.actor = self.make_planner(cfg, spec)
 
     def make_planner(self, cfg: dict, spec) -> CEMPlanner:
@@ -29,4 +27,9 @@ class PETS(OffPolicyModule):
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
         """One round: the model's training when due; no policy updates (the planner acts)."""
-        self.model_learner.train_when_due()
+        self.train_model()
+
+    def train_model(self):
+        """The ensemble's training when due: the held-out transitions after one that
+        succeeded, else None."""
+        return self.model_learner.train_when_due()

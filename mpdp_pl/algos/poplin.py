@@ -1,10 +1,11 @@
 """POPLIN-A and POPLIN-P (Wang and Ba 2019; facts from WilsonWangTHU/POPLIN): PETS's loop (the
 shared ensemble trained every ``model_train_freq`` env steps on the real buffer, a new plan at
-every env step, no actor-critic; they subclass :class:`~mpdp_pl.algos.pets.PETS`) with a
-policy network that proposes where CEM searches (:mod:`mpdp_pl.lookahead.policy_planning`), and the policy's update after each model
-training from the plans made since the previous one. POPLIN updates once per episode, on that
-episode; here the shared loop's model trainings set the pace (every ``model_train_freq`` env
-steps), and what the planner kept for it is not checkpointed (a resumed run starts it afresh).
+every env step, no actor-critic; they subclass :class:`~mpdp_pl.algos.pets.PETS`) with a policy
+network that proposes where CEM searches (:mod:`mpdp_pl.lookahead.policy_planning`), and the
+policy's update after each model training from the plans made since the previous one. POPLIN
+updates once per episode, on that episode; here the shared loop's model trainings set the pace
+(every ``model_train_freq`` env steps), and what the planner kept for it is not checkpointed (a
+resumed run starts it afresh).
 
 - :class:`POPLINA`, ``BC-AI``: behaviour cloning, by mean squared error, of the executed actions
   and of the elites' first actions at the same real states (real and imagined data); Adam at
@@ -44,7 +45,7 @@ class POPLIN(PETS):
     def update(self, critic_updates: int, actor_updates: int) -> None:
         """One round: the model's training when due, and after it the policy's update from the
         plans made since the previous one; nothing per env step."""
-        if self.model_learner.train_when_due() is not None:
+        if self.train_model() is not None:
             self.policy_from_plans()
 
     def policy_from_plans(self) -> None:
