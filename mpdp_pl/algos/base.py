@@ -8,9 +8,9 @@ fractions allowed) to :meth:`OffPolicyModule.update`, and evaluates pi_0 every `
 steps and once at the end.
 
 Subclasses implement :meth:`OffPolicyModule.update` (the rest of their round, in order: a
-model-based one refreshes its observation statistics and trains its model there first) and :meth:`OffPolicyModule.configure_optimizers`,
-declare the metrics they record in ``metric_keys`` (columns of metrics.csv) and expose
-``actor``. What they own besides networks (the model learner, the model data) are
+model-based one refreshes its observation statistics and trains its model there first) and
+:meth:`OffPolicyModule.configure_optimizers`, declare the metrics they record in
+``metric_keys`` (columns of metrics.csv) and expose ``actor``. What they own besides networks (the model learner, the model data) are
 :class:`Component` members listed in ``components``: the loop saves and restores their counters,
 lets them mark each stored round, and restores their parts after a fault. Optimizer steps go
 through ``self.guard.step`` (:mod:`mpdp_pl.runtime.guard`), which restores the ``fault_parts``.

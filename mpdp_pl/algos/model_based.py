@@ -1,8 +1,9 @@
-"""SAC with a dynamics ensemble as a member (:class:`~mpdp_pl.algos.model_learner.ModelLearner`):
-:class:`ModelBasedSAC`, the shared base of MPDP, MBPO, MPPVE, M2AC and DHMBPO. Each of them
-writes its own round in :meth:`~mpdp_pl.algos.base.OffPolicyModule.update`, in the order of its
-algorithm: the observation statistics, the model training when due (:meth:`ModelBasedSAC.train_model`)
-and what follows a training, then the critic and actor updates."""
+"""SAC with a dynamics ensemble as a member
+(:class:`~mpdp_pl.algos.model_learner.ModelLearner`): :class:`ModelBasedSAC`, the shared base of
+MPDP, MBPO, MPPVE, M2AC and DHMBPO. Each of them writes its own round in
+:meth:`~mpdp_pl.algos.base.OffPolicyModule.update`, in the order of its algorithm: the
+observation statistics, the model training when due (:meth:`ModelBasedSAC.train_model`) and
+what follows a training, then the critic and actor updates."""
 
 from __future__ import annotations
 
