@@ -98,7 +98,11 @@ def test_another_metric_is_reported_from_the_runs_own_rows(grid, tmp_path):
         rows = [(int(r["env_steps"]), float(r["train/realized_horizon"])) for r in csv.DictReader(f)
                 if r["algo"] == "mpdp"]
     assert rows == evals(grid / "InvertedPendulum-v4" / "mpdp" / "seed0", "train/realized_horizon") and rows
-    assert "train/realized_horizon (a)" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "train/realized_horizon (a)" in table
+    # the horizon in hundredths (a whole-unit cell would read 1 for 0.8 to 1.4)
+    at_300 = [v for step, v in rows if step <= 300][-1]
+    assert f"| mpdp | 1 | {at_300:.2f} @ 300 |" in table
     assert not (tmp_path / "stats.csv").exists()  # rliable's statistics are for returns
 
 

@@ -183,12 +183,13 @@ def value_at(evals: list[dict], step: int) -> float | None:
     return before[-1]["return"]
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float], digits: int = 0) -> str:
+    """Mean ± std over seeds (one seed: its value), ``digits`` after the point."""
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.0f}"
-    return f"{statistics.mean(values):.0f} ± {statistics.stdev(values):.0f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def first_reaching(evals: list[dict], threshold: float) -> int | None:
@@ -217,7 +218,8 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
             cells = []
             for step in at.get(env, []):
                 vals = [v for v in (value_at(e, step) for e in evals) if v is not None]
-                cells.append(f"{_fmt(vals)} @ {step:,}")
+                # returns in whole units; other metrics (a horizon of 0.8-5 steps) in hundredths
+                cells.append(f"{_fmt(vals, 0 if metric == 'eval/return' else 2)} @ {step:,}")
             cells += ["-"] * (width - len(cells))
             if threshold is not None:
                 cells.append(" / ".join(str(first_reaching(e, threshold) or "-") for e in evals))
