@@ -76,7 +76,7 @@ def _timed_evaluate(self, trainer, module):
     if log is not None:
         log["calls"].append(("evaluation", module.env_steps, time.perf_counter() - t0, "evaluate"))
         if module.last_eval:  # mean episode length x episodes: the eval env steps it took
-            log["eval_steps"] = module.last_eval["eval/episode_length"] * module.cfg["eval_episodes"]
+            log["eval_steps"] = module.last_eval["eval/episode_length"] * module.cfg["eval"]["episodes"]
 
 
 _EVALUATE = PeriodicEvaluation.evaluate
@@ -131,8 +131,8 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(env_id, algo, {
-            "init_random_steps": 0, "steps": n + warmup + window, "eval_every": 10**9,
-            "eval_episodes": 2, "checkpoint_every": 0, "logger": "none", "out": f"{tmp}/run",
+            "data.init_random_steps": 0, "steps": n + warmup + window, "eval.every": 10**9,
+            "eval.episodes": 2, "durability.checkpoint_every": 0, "logger": "none", "out": f"{tmp}/run",
             "trainer.num_threads": 1, **overrides})
         train_module(timed(ALGOS[algo], data, n, log), cfg)
     start, t_start = log["ticks"][0]  # after the first round (and its untimed model training)
@@ -151,7 +151,7 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
     # the task's own evaluation (eval_episodes every eval_every env steps, full episodes) in
     # place of the quoted one: what a run at the task's config costs, the estimate's basis
     task = load_config(env_id, algo, overrides)
-    own_eval = per_1k["evaluation"] / EVAL_STEPS_PER_1K * task["eval_episodes"] * 1000 * 1000 / task["eval_every"]
+    own_eval = per_1k["evaluation"] / EVAL_STEPS_PER_1K * task["eval"]["episodes"] * 1000 * 1000 / task["eval"]["every"]
     own = sum(per_1k.values()) - per_1k["evaluation"] + own_eval
     live = [(lr, h) for step, lr, h in log["live"] if step > start]
     peak = ((cuda and torch.cuda.max_memory_allocated())  # 0: the run stayed on the CPU
@@ -160,8 +160,8 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
             "peak_mib": peak, "own_eval_total": own, "hours_per_100k": own * 100 / 3600,
             "live_rows": sum(x for x, _ in live) / len(live) if live else float("nan"),
             "realized_horizon": sum(h for _, h in live) / len(live) if live else float("nan"),
-            "critic_per_step": cfg["critic_updates_per_step"],
-            "actor_per_step": cfg["actor_updates_per_step"]}
+            "critic_per_step": cfg["updates"]["critic_per_step"],
+            "actor_per_step": cfg["updates"]["actor_per_step"]}
 
 
 COLUMNS = ["env and collector", "critic", "actor", "model training", "model rollouts", "evaluation"]

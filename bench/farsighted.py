@@ -52,7 +52,7 @@ def load(path: Path):
         raise SystemExit(f"error: {ckpt} is a {cfg['algo']} checkpoint, not mpdp")
     module = ALGOS["mpdp"](cfg, probe_env_spec(cfg))
     module.load_state_dict(state["module"])
-    buf = make_replay_buffer(cfg["buffer_size"], "cpu")
+    buf = make_replay_buffer(cfg["data"]["buffer_size"], "cpu")
     load_buffer(buf, ckpt / "replay_buffer")
     return ckpt, state, module, buf
 
@@ -64,11 +64,11 @@ def update(m, obs, noise, u_T, form, opt):
     c = m.cfg
     fn = COMPILED.get(form, farsighted_improvement)
     out = fn(obs, m.actor, m.critic, m.dynamics, m.alpha, m.penalty_weight(),
-             c["gamma"], u_T, m.horizon, c["paper_literal_cut"], noise,
-             c["terminal_critic"], form="static" if form == "compiled" else form)
+             c["critic"]["gamma"], u_T, m.horizon, c["improvement"]["paper_literal_cut"], noise,
+             c["improvement"]["terminal_critic"], form="static" if form == "compiled" else form)
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
-    torch.nn.utils.clip_grad_norm_(m.actor.parameters(), c["actor_grad_clip"])
+    torch.nn.utils.clip_grad_norm_(m.actor.parameters(), c["actor"]["grad_clip"])
     opt.step()
     return out.diagnostics
 
@@ -77,8 +77,8 @@ def update(m, obs, noise, u_T, form, opt):
 def realized(m, obs, noise, u_T) -> float:
     c = m.cfg
     return farsighted_improvement(obs, m.actor, m.critic, m.dynamics, m.alpha, m.penalty_weight(),
-                                  c["gamma"], u_T, m.horizon, c["paper_literal_cut"], noise,
-                                  c["terminal_critic"], form="live").diagnostics["realized_horizon"].item()
+                                  c["critic"]["gamma"], u_T, m.horizon, c["improvement"]["paper_literal_cut"], noise,
+                                  c["improvement"]["terminal_critic"], form="live").diagnostics["realized_horizon"].item()
 
 
 def u_t_for(m, obs, noise, target: float) -> float:
@@ -99,13 +99,13 @@ def sync(device) -> None:
 
 
 def time_forms(m, buf, u_T, repeat: int, seed: int, device="cpu") -> dict:
-    opt = torch.optim.Adam(m.actor.parameters(), lr=m.cfg["actor_lr"])
+    opt = torch.optim.Adam(m.actor.parameters(), lr=m.cfg["actor"]["lr"])
     saved = {k: v.clone() for k, v in m.actor.state_dict().items()}
     g = torch.Generator().manual_seed(seed)
     forms = (*FORMS, *COMPILED)
     times = {f: [] for f in forms}
     diags = {f: [] for f in forms}
-    b = m.cfg["batch_size"]
+    b = m.cfg["data"]["batch_size"]
     for i in range(repeat + 2):  # two warm-up rounds
         idx = torch.randint(len(buf), (b,), generator=g)
         obs = buf[idx]["observation"].to(device)
@@ -123,7 +123,7 @@ def time_forms(m, buf, u_T, repeat: int, seed: int, device="cpu") -> dict:
     m.actor.load_state_dict(saved)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {"ms": {f: 1000 * mean(times[f]) for f in forms},
-            "horizon": mean([d["realized_horizon"].item() for d in diags["live"]]),
+            "improvement.horizon": mean([d["realized_horizon"].item() for d in diags["live"]]),
             "live_rows": mean([d["live_rows"].item() for d in diags["live"]])}
 
 
@@ -145,10 +145,10 @@ def main() -> None:
     m = m.to(a.device)
     c = m.cfg
     print(f"{c['env']} MPDP checkpoint {ckpt} (env step {state['counters']['env_steps']}, "
-          f"{len(buf)} real transitions): batch {c['batch_size']}, Hmax {m.horizon}, ensemble "
-          f"{c['ensemble_size']}x{c['model_hidden']}x{c['model_layers']} ({len(m.dynamics.elites)} "
-          f"elites), actor/critic {c['hidden_sizes']}, u_T {m.u_T.item():.4g} "
-          f"(u_T={c['u_T']}, quantile {c['u_T_quantile']}); device {a.device}, 1 torch thread; "
+          f"{len(buf)} real transitions): batch {c['data']['batch_size']}, Hmax {m.horizon}, ensemble "
+          f"{c['model']['ensemble_size']}x{c['model']['hidden']}x{c['model']['layers']} ({len(m.dynamics.elites)} "
+          f"elites), actor/critic {c['networks']['hidden_sizes']}, u_T {m.u_T.item():.4g} "
+          f"(improvement.u_T={c['improvement']['u_T']}, quantile {c['improvement']['u_T_quantile']}); device {a.device}, 1 torch thread; "
           f"{a.repeat} updates per form", flush=True)
     g = torch.Generator().manual_seed(a.seed + 999)
     probe = buf[torch.randint(len(buf), (1024,), generator=g)]["observation"].to(a.device)

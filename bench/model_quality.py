@@ -99,19 +99,19 @@ def main() -> None:
     for env_id in a.tasks:
         cfg = load_config(env_id, "sac", parse_overrides(a.overrides))
         settings = TrainSettings.from_config(cfg)
-        train_eps = record(env_id, a.transitions, cfg["obs_truncate"], seed=0)
-        test_eps = record(env_id, a.eval_transitions, cfg["obs_truncate"], seed=1)
+        train_eps = record(env_id, a.transitions, cfg["task"]["obs_truncate"], seed=0)
+        test_eps = record(env_id, a.eval_transitions, cfg["task"]["obs_truncate"], seed=1)
         obs, act, nxt, rew, term = flatten(train_eps, env_id)
-        term_fn = None if cfg["termination"] == "learned" else TERMINATION_FNS[cfg["termination"]]
-        model = DynamicsModel(obs.shape[1], act.shape[1], cfg["ensemble_size"], cfg["num_elites"],
-                              cfg["model_hidden"], cfg["model_layers"], term_fn)
-        opt = torch.optim.Adam(param_groups(model, cfg["model_lr"], cfg["model_weight_decay"]))
+        term_fn = None if cfg["model"]["termination"] == "learned" else TERMINATION_FNS[cfg["model"]["termination"]]
+        model = DynamicsModel(obs.shape[1], act.shape[1], cfg["model"]["ensemble_size"], cfg["model"]["elites"],
+                              cfg["model"]["hidden"], cfg["model"]["layers"], term_fn)
+        opt = torch.optim.Adam(param_groups(model, cfg["model"]["lr"], cfg["model"]["weight_decay"]))
         t0 = time.perf_counter()
         m = train_dynamics(model, obs, act, nxt, rew, term, opt, settings)
         secs = time.perf_counter() - t0
         print(f"{env_id}: {len(obs)} random-action transitions, obs {obs.shape[1]} dims; model "
-              f"K={cfg['ensemble_size']} elites={cfg['num_elites']} hidden={cfg['model_hidden']}x"
-              f"{cfg['model_layers']} batch={settings.batch_size} max_epochs={settings.max_epochs} "
+              f"K={cfg['model']['ensemble_size']} elites={cfg['model']['elites']} hidden={cfg['model']['hidden']}x"
+              f"{cfg['model']['layers']} batch={settings.batch_size} max_epochs={settings.max_epochs} "
               f"patience={settings.patience}; {a.threads} torch threads")
         print(f"  training: {m['model/epochs']:.0f} epochs, {secs:.1f} s = "
               f"{secs / (len(obs) / 1000):.2f} s per 1k transitions "

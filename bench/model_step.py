@@ -51,7 +51,7 @@ def main() -> None:
     obs = torch.randn(a.batch, dyn.obs_dim)
     act = torch.rand(a.batch, dyn.action_dim) * 2 - 1
     print(f"{a.env}: batch {a.batch}, {a.threads} thread(s), ensemble {dyn.members} members / "
-          f"{len(dyn.elites)} elites x {cfg['model_hidden']} hidden, plan length k = {k}")
+          f"{len(dyn.elites)} elites x {cfg['model']['hidden']} hidden, plan length k = {k}")
     with torch.no_grad():
         every = timed(lambda: dyn.step(obs, act), a.repeats)
         serving = timed(lambda: dyn.sample_step(obs, act), a.repeats)

@@ -25,7 +25,7 @@ Rules (``--rules``):
 
 The table's last cost column is seconds per 1k transitions of this sequence (a training every
 ``--every``). A rule ``steps<N>`` at ``--every`` E spends N * 1000 / E model steps per 1k env
-steps: ``steps2000`` at the default E = 1000 is the default ``model_max_steps=500`` at
+steps: ``steps2000`` at the default E = 1000 is the default ``model.max_steps=500`` at
 ``model_train_freq`` = 250. What a training costs inside the loop: ``bench/cost.py``.
 """
 
@@ -57,7 +57,7 @@ def load_transitions(run_dir: Path):
     if ckpt is None:
         raise SystemExit(f"error: {run_dir} holds no checkpoint")
     cfg = checkpoint.read(ckpt)["config"]
-    buf = make_replay_buffer(cfg["buffer_size"], "cpu")
+    buf = make_replay_buffer(cfg["data"]["buffer_size"], "cpu")
     load_buffer(buf, ckpt / "replay_buffer")
     data = buf[:][chronological_order(buf)]
     return cfg, data
@@ -88,11 +88,11 @@ def test_errors(model: DynamicsModel, test) -> tuple[float, float, int]:
 
 
 def make_model(cfg):
-    term = cfg["termination"]
-    model = DynamicsModel(cfg["obs_dim"], cfg["action_dim"], cfg["ensemble_size"], cfg["num_elites"],
-                          cfg["model_hidden"], cfg["model_layers"],
+    term = cfg["model"]["termination"]
+    model = DynamicsModel(cfg["obs_dim"], cfg["action_dim"], cfg["model"]["ensemble_size"], cfg["model"]["elites"],
+                          cfg["model"]["hidden"], cfg["model"]["layers"],
                           termination_fn=None if term == "learned" else TERMINATION_FNS[term])
-    opt = torch.optim.Adam(param_groups(model, cfg["model_lr"], cfg["model_weight_decay"]))
+    opt = torch.optim.Adam(param_groups(model, cfg["model"]["lr"], cfg["model"]["weight_decay"]))
     return model, opt
 
 
@@ -100,10 +100,10 @@ def run_rule(rule: str, cfg: dict, data, every: int, at: list[int], test_n: int,
     torch.manual_seed(seed)
     model, opt = make_model(cfg)
     if rule == "old":
-        settings = TrainSettings.from_config({**cfg, "model_max_steps": None})
+        settings = TrainSettings.from_config({**cfg, "model.max_steps": None})
     else:
-        settings = TrainSettings.from_config({**cfg, "model_max_steps": int(rule[len("steps"):])})
-    flags = holdout_flags(0, data.shape[0], cfg["model_holdout_ratio"])
+        settings = TrainSettings.from_config({**cfg, "model.max_steps": int(rule[len("steps"):])})
+    flags = holdout_flags(0, data.shape[0], cfg["model"]["holdout_ratio"])
     results = {}
     for n in range(every, max(at) + 1, every):
         part = data[:n]
@@ -147,10 +147,10 @@ def main() -> None:
     cfg.update(obs_dim=data["observation"].shape[-1], action_dim=data["action"].shape[-1])
     print(f"{run_cfg['env']}: transitions of {a.run_dir} ({run_cfg['algo']} seed {run_cfg['seed']}); "
           f"a training every {a.every} transitions up to {max(a.at)}, tested on the next {a.test}; "
-          f"model K={cfg['ensemble_size']} elites={cfg['num_elites']} {cfg['model_hidden']}x"
-          f"{cfg['model_layers']} batch {cfg['model_batch_size']}, holdout {cfg['model_holdout_ratio']} "
-          f"(max {cfg['model_max_holdout']}), patience {cfg['model_patience']}, max_epochs "
-          f"{cfg['model_max_epochs']}, eval_every {cfg['model_eval_every']}; 1 torch thread", flush=True)
+          f"model K={cfg['model']['ensemble_size']} elites={cfg['model']['elites']} {cfg['model']['hidden']}x"
+          f"{cfg['model']['layers']} batch {cfg['model']['batch_size']}, holdout {cfg['model']['holdout_ratio']} "
+          f"(max {cfg['model']['max_holdout']}), patience {cfg['model']['patience']}, max_epochs "
+          f"{cfg['model']['max_epochs']}, eval_every {cfg['model']['eval_every']}; 1 torch thread", flush=True)
     table = {rule: run_rule(rule, cfg, data, a.every, a.at, a.test, a.seed) for rule in a.rules}
     print(f"\n| rule | n | s/training | s per 1k transitions (a training every {a.every}) "
           f"| test 1-step nMSE | test {OPEN_LOOP}-step error |")

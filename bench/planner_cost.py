@@ -39,9 +39,9 @@ def planner(algo: str, cfg: dict, dynamics: DynamicsModel, obs_dim: int, action_
     settings = CEMSettings.from_config(cfg)
     if algo == "pets":
         return CEMPlanner(dynamics, action_dim, settings)
-    policy = ProposalPolicy(obs_dim, action_dim, cfg["poplin_hidden"])
+    policy = ProposalPolicy(obs_dim, action_dim, cfg["poplin"]["hidden"])
     cls = ActionNoisePlanner if algo == "poplin_a" else ParameterNoisePlanner
-    return cls(dynamics, policy, settings, cfg["poplin_init_var"])
+    return cls(dynamics, policy, settings, cfg["poplin"]["init_var"])
 
 
 def max_rss_mib() -> float:
@@ -63,11 +63,11 @@ def main(argv=None) -> None:
     spec = env_spec(env)
     obs = env.reset()["observation"].reshape(1, -1).float().to(device)
     env.close()
-    dynamics = DynamicsModel(spec.obs_dim, spec.action_dim, base["ensemble_size"], base["num_elites"],
-                             base["model_hidden"], base["model_layers"]).to(device)
+    dynamics = DynamicsModel(spec.obs_dim, spec.action_dim, base["model"]["ensemble_size"], base["model"]["elites"],
+                             base["model"]["hidden"], base["model"]["layers"]).to(device)
     if args.only is None:
-        print(f"{args.env}: obs {spec.obs_dim}, action {spec.action_dim}; ensemble {base['ensemble_size']} x "
-              f"{base['model_layers']}x{base['model_hidden']} ({base['num_elites']} elites), learned "
+        print(f"{args.env}: obs {spec.obs_dim}, action {spec.action_dim}; ensemble {base['model']['ensemble_size']} x "
+              f"{base['model']['layers']}x{base['model']['hidden']} ({base['model']['elites']} elites), learned "
               f"termination; {args.threads} torch thread(s), {device}; {args.plans} timed plans each")
     if args.only is None:
         print("| algo | setting | horizon | population | elites | iterations | particles | s per env step | peak MiB |")
@@ -93,9 +93,9 @@ def main(argv=None) -> None:
     else:
         peak = max_rss_mib() - rss0
     sec = (time.perf_counter() - t0) / args.plans
-    particles = cfg["pets_particles"] if algo == "pets" else "E (mean)"
-    print(f"| {algo} | {setting} | {cfg['pets_horizon']} | {cfg['pets_population']} | "
-          f"{cfg['pets_elites']} | {cfg['pets_iterations']} | {particles} | {sec:.3f} | {peak:.0f} |",
+    particles = cfg["pets"]["particles"] if algo == "pets" else "E (mean)"
+    print(f"| {algo} | {setting} | {cfg['pets']['horizon']} | {cfg['pets']['population']} | "
+          f"{cfg['pets']['elites']} | {cfg['pets']['iterations']} | {particles} | {sec:.3f} | {peak:.0f} |",
           flush=True)
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ("--env InvertedPendulum-v4 --algo mpdp --logger none steps=1500 init_random_steps=1000 "
-       "eval_every=100000 checkpoint_every=0")
-BESIDE = "--env Hopper-v4 --algo mpdp --logger none steps=1000000 eval_every=100000 checkpoint_every=0"
+RUN = ("--env InvertedPendulum-v4 --algo mpdp --logger none steps=1500 data.init_random_steps=1000 "
+       "eval.every=100000 durability.checkpoint_every=0")
+BESIDE = "--env Hopper-v4 --algo mpdp --logger none steps=1000000 eval.every=100000 durability.checkpoint_every=0"
 
 
 def train(args: str, threads: int, out: Path, **popen) -> subprocess.Popen:

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         from .algos.env_setup import EVAL_SEED_OFFSET
 
         seed = a.seed if a.seed is not None else cfg["seed"] + EVAL_SEED_OFFSET
-        result = evaluate_agent(cfg, module, a.episodes or cfg["eval_episodes"], seed,
+        result = evaluate_agent(cfg, module, a.episodes or cfg["eval"]["episodes"], seed,
                                 a.deterministic)
     except ConfigError as e:
         return _fail(str(e))

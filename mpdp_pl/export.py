@@ -44,8 +44,8 @@ def export_policy(cfg: dict, module, path: Path) -> Path:
     """Trace pi_0 of ``module`` (any algorithm) into ``path``."""
     spec = module.spec
     actor = copy.deepcopy(module.actor).requires_grad_(False)  # plain tensors out, no autograd
-    policy = ExportedPolicy(actor, cfg.get("obs_truncate"), spec.action_low, spec.action_high).eval()
-    raw_dim = spec.obs_dim if not cfg.get("obs_truncate") else _raw_obs_dim(cfg)
+    policy = ExportedPolicy(actor, cfg["task"].get("obs_truncate"), spec.action_low, spec.action_high).eval()
+    raw_dim = spec.obs_dim if not cfg["task"].get("obs_truncate") else _raw_obs_dim(cfg)
     example = torch.zeros(2, raw_dim)
     traced = torch.jit.trace(policy, example, check_trace=False)
     path = Path(path)

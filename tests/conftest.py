@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["steps=600", "init_random_steps=200", "eval_every=200", "eval_episodes=2",
-        "batch_size=64", "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1",
-        "model_max_steps=20"]
+TINY = ["steps=600", "data.init_random_steps=200", "eval.every=200", "eval.episodes=2",
+        "data.batch_size=64", "networks.hidden_sizes=[32,32]", "logging.every=100", "trainer.num_threads=1",
+        "model.max_steps=20"]
 # with TINY: a 400-step Hopper run whose model trains every 50 steps and refills a model buffer
 # of 3-step rollouts (MBPO's data: MPPVE, mpdp_pv)
-TINY_MODEL_DATA = {"steps": 400, "init_random_steps": 250, "eval_every": 400, "eval_episodes": 1,
-                   "model_train_freq": 50, "model_hidden": 16, "model_max_steps": 20,
-                   "rollout_batch_size": 200, "rollout_schedule": [0, 1, 1, 3], "epoch_length": 50,
-                   "critic_updates_per_step": 2.0, "logger": "none"}
+TINY_MODEL_DATA = {"steps": 400, "data.init_random_steps": 250, "eval.every": 400, "eval.episodes": 1,
+                   "model.train_freq": 50, "model.hidden": 16, "model.max_steps": 20,
+                   "rollouts.batch_size": 200, "rollouts.schedule": [0, 1, 1, 3], "rollouts.epoch_length": 50,
+                   "updates.critic_per_step": 2.0, "logger": "none"}
 
 
 def offline_env(tmp_home: Path) -> dict:

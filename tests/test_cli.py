@@ -22,34 +22,34 @@ def test_every_flag_has_a_default():
 @pytest.mark.parametrize("env_id", ["Hopper-v4", "Hopper-v5"])
 def test_task_file_applies_to_v4_and_v5(env_id):
     cfg = load_config(env_id)
-    assert cfg["target_entropy"] == -1 and cfg["steps"] == 100000
+    assert cfg["temperature"]["target_entropy"] == -1 and cfg["steps"] == 100000
 
 
 def test_env_without_file_gets_base_defaults():
     cfg, base = load_config("Swimmer-v4"), load_config()
-    assert cfg["target_entropy"] == "auto" and cfg["termination"] == "learned"
-    assert cfg["init_random_steps"] == 5000 != base["init_random_steps"]
+    assert cfg["temperature"]["target_entropy"] == "auto" and cfg["model"]["termination"] == "learned"
+    assert cfg["data"]["init_random_steps"] == 5000 != base["data"]["init_random_steps"]
 
 
 def test_humanoid_truncates_observations_by_default():
-    assert load_config("Humanoid-v4")["obs_truncate"] == 45
+    assert load_config("Humanoid-v4")["task"]["obs_truncate"] == 45
 
 
 def test_overrides_are_typed_and_nested():
     cfg = load_config("Hopper-v4", overrides=parse_overrides(
-        ["batch_size=128", "tau=1e-2", "gamma=1", "wandb.project=x", "hidden_sizes=[64,64]",
-         "target_entropy=-2.5", "critic_updates_per_step=0.25"]))
-    assert cfg["batch_size"] == 128 and cfg["tau"] == 0.01 and cfg["gamma"] == 1.0
-    assert isinstance(cfg["gamma"], float)
-    assert cfg["wandb"]["project"] == "x" and cfg["hidden_sizes"] == [64, 64]
-    assert cfg["target_entropy"] == -2.5 and cfg["critic_updates_per_step"] == 0.25
+        ["data.batch_size=128", "critic.tau=1e-2", "critic.gamma=1", "wandb.project=x", "networks.hidden_sizes=[64,64]",
+         "temperature.target_entropy=-2.5", "updates.critic_per_step=0.25"]))
+    assert cfg["data"]["batch_size"] == 128 and cfg["critic"]["tau"] == 0.01 and cfg["critic"]["gamma"] == 1.0
+    assert isinstance(cfg["critic"]["gamma"], float)
+    assert cfg["wandb"]["project"] == "x" and cfg["networks"]["hidden_sizes"] == [64, 64]
+    assert cfg["temperature"]["target_entropy"] == -2.5 and cfg["updates"]["critic_per_step"] == 0.25
 
 
 @pytest.mark.parametrize("items,match", [
     (["batchsize=1"], "unknown key 'batchsize'.*batch_size"),
-    (["batch_size=abc"], "batch_size"),
-    (["batch_size=0"], "batch_size=0"),
-    (["gamma=2"], "gamma"),
+    (["data.batch_size=abc"], "batch_size"),
+    (["data.batch_size=0"], "data.batch_size=0"),
+    (["critic.gamma=2"], "gamma"),
     (["eval_every"], "key=value"),
     (["logger=tensorboard"], "logger"),
     (["wandb.nope=1"], "unknown key"),
@@ -65,12 +65,12 @@ def test_unknown_algorithm_lists_the_available_ones():
 
 
 def test_print_config_from_another_directory(tmp_path):
-    proc = run_train(["--env", "Walker2d-v4", "--print-config", "batch_size=64", "--seed", "5"],
+    proc = run_train(["--env", "Walker2d-v4", "--print-config", "data.batch_size=64", "--seed", "5"],
                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     cfg = yaml.safe_load(proc.stdout)
-    assert cfg["env"] == "Walker2d-v4" and cfg["batch_size"] == 64 and cfg["seed"] == 5
-    assert cfg["target_entropy"] == -3
+    assert cfg["env"] == "Walker2d-v4" and cfg["data"]["batch_size"] == 64 and cfg["seed"] == 5
+    assert cfg["temperature"]["target_entropy"] == -3
     assert list(tmp_path.iterdir()) == []  # printed, nothing written
 
 
@@ -91,16 +91,16 @@ def test_help_lists_options_and_algorithms(tmp_path):
     (["--algo", "ppo"], "unknown algorithm"),
     (["--steps", "x"], "invalid int"),
     (["--steps", "0"], "steps=0"),
-    (["horizon=0"], "horizon=0: Hmax must be >= 1"),
-    (["beta=-1"], "beta=-1.0: must be >= 0"),
-    (["ensemble_size=1"], "ensemble_size=1: must be >= 2"),
-    (["num_elites=9"], "num_elites=9"),
-    (["batch_size=0"], "batch_size=0"),
-    (["batch_size=abc"], "batch_size"),
-    (["gamma=1.5"], "gamma=1.5"),
-    (["u_T=abc"], "u_T='abc'"),
-    (["plan_length=0"], "plan_length=0"),
-    (["checkpoint_every=-1"], "checkpoint_every=-1"),
+    (["improvement.horizon=0"], "improvement.horizon=0: must be >= 1"),
+    (["improvement.beta=-1"], "improvement.beta=-1.0: must be >= 0"),
+    (["model.ensemble_size=1"], "model.ensemble_size=1: must be >= 2"),
+    (["model.elites=9"], "model.elites=9"),
+    (["data.batch_size=0"], "data.batch_size=0"),
+    (["data.batch_size=abc"], "batch_size"),
+    (["critic.gamma=1.5"], "critic.gamma=1.5"),
+    (["improvement.u_T=abc"], "improvement.u_T='abc'"),
+    (["mppve.plan_length=0"], "mppve.plan_length=0"),
+    (["durability.checkpoint_every=-1"], "durability.checkpoint_every=-1"),
     (["--resume", "no/such/run"], "no such run directory"),
     (["trainer.strategy=fsdp"], "trainer.strategy=fsdp is not supported"),
     (["trainer.strategy=ddp_find_unused_parameters_true"], "not supported"),
@@ -117,7 +117,8 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):
 
 @pytest.mark.parametrize("line, match", [
     ("horizn: 3", r"In 'env/Hopper'.*Key 'horizn' not in 'RunConfig'"),
-    ("batch_size: abc", r"In 'env/Hopper'.*'abc'.*could not be converted to Integer.*batch_size"),
+    ("data: {batch_size: abc}", r"In 'env/Hopper'.*'abc'.*could not be converted to Integer.*data.batch_size"),
+    ("batch_size: 3", r"In 'env/Hopper'.*Key 'batch_size' not in 'RunConfig'"),  # flat: files are nested
 ])
 def test_structured_config_rejects_a_bad_group_file_in_one_line(tmp_path, monkeypatch, line, match):
     """A group file with an unknown key or a value of the wrong type fails Hydra's composition
@@ -131,23 +132,41 @@ def test_structured_config_rejects_a_bad_group_file_in_one_line(tmp_path, monkey
     with open(conf / "env" / "Hopper.yaml", "a") as f:
         f.write(f"\n{line}\n")
     monkeypatch.setattr(config, "CONF_DIR", conf)
-    assert load_config("Walker2d-v4")["horizon"] == 10  # the other files still compose
+    assert load_config("Walker2d-v4")["improvement"]["horizon"] == 10  # the other files still compose
     with pytest.raises(ConfigError, match=match) as err:
         load_config("Hopper-v4")
     assert "\n" not in str(err.value)
 
 
-def test_schema_types_every_key_by_its_default():
-    from typing import Any, Optional
+@pytest.mark.parametrize("item, match", [
+    ("data.batch_size=abc", "data.batch_size='abc': expected int"),
+    ("data.batch_size=null", "data.batch_size=None: expected int"),  # not Optional
+    ("critic.gamma=[1]", "critic.gamma=\\[1\\]: expected float"),
+    ("improvement.compile=3", "improvement.compile=3: expected bool"),
+    ("networks.hidden_sizes=[a]", "networks.hidden_sizes=\\['a'\\]: expected list\\[int\\]"),
+    ("networks.activation=tanh", "networks.activation='tanh': expected Activation"),
+    ("model.nosuch=1", "unknown key 'model.nosuch'"),
+    ("critic=1", "critic=1: critic is a group"),
+])
+def test_the_schema_types_every_key(item, match):
+    """Types, choices and nesting come from the schema's dataclasses (OmegaConf checks them)."""
+    with pytest.raises(ConfigError, match=match):
+        load_config("Hopper-v4", "mpdp", parse_overrides([item]))
+    cfg = load_config("Hopper-v4", "mpdp", parse_overrides(["model.max_steps=null", "data.batch_size=1e2",
+                                                          "improvement.u_T=inf", "trainer.num_threads=null"]))
+    assert cfg["model"]["max_steps"] is None and cfg["data"]["batch_size"] == 100
+    assert cfg["improvement"]["u_T"] == float("inf") and cfg["trainer"]["num_threads"] is None
 
-    import mpdp_pl.config as config
 
-    fields = {f.name: f.type for f in __import__("dataclasses").fields(config.schema()[0])}
-    assert fields["batch_size"] == Optional[int] and fields["gamma"] == Optional[float]
-    assert fields["compile"] == Optional[bool] and fields["hidden_sizes"] == Optional[list[Any]]
-    assert fields["u_T"] is Any and fields["obs_truncate"] is Any  # auto-or-number; null default
-    nested = {f.name: f.type for f in __import__("dataclasses").fields(fields["trainer"])}
-    assert nested["devices"] == Optional[int]
+def test_a_flat_key_of_earlier_versions_works_with_a_one_line_warning(tmp_path):
+    proc = run_train(["--print-config", "--env", "Hopper-v4", "batch_size=64", "model_hidden=32",
+                      "horizon=3"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load(proc.stdout)
+    assert (cfg["data"]["batch_size"], cfg["model"]["hidden"], cfg["improvement"]["horizon"]) == (64, 32, 3)
+    assert proc.stderr.splitlines() == ["warning: batch_size is now data.batch_size",
+                                        "warning: model_hidden is now model.hidden",
+                                        "warning: horizon is now improvement.horizon"]
 
 
 def test_child_ranks_accept_the_arguments_lightning_appends_under_hydra(tmp_path):
@@ -184,20 +203,20 @@ def test_existing_run_dir_is_refused_and_left_untouched(tmp_path):
 def test_paper_preset_is_mpdp_with_algorithm_2_as_printed():
     paper, mpdp = load_config("Hopper-v4", "mpdp_paper"), load_config("Hopper-v4", "mpdp")
     # the task table of mpdp applies (Hmax 15 on Hopper), then the preset's own values
-    assert paper["horizon"] == mpdp["horizon"] == 15
-    assert paper["u_T_quantile"] == 0.5 and not paper["single_policy"]
-    assert paper["paper_literal_cut"] and not paper["terminal_critic"]
-    assert not paper["beta_relative"]
+    assert paper["improvement"]["horizon"] == mpdp["improvement"]["horizon"] == 15
+    assert paper["improvement"]["u_T_quantile"] == 0.5 and not paper["improvement"]["single_policy"]
+    assert paper["improvement"]["paper_literal_cut"] and not paper["improvement"]["terminal_critic"]
+    assert not paper["improvement"]["beta_relative"]
     # an override still wins over the preset
-    assert load_config("Hopper-v4", "mpdp_paper", {"horizon": 4})["horizon"] == 4
+    assert load_config("Hopper-v4", "mpdp_paper", {"improvement.horizon": 4})["improvement"]["horizon"] == 4
     from mpdp_pl.algos import ALGOS
     assert ALGOS["mpdp_paper"] is ALGOS["mpdp"]
 
 
 @pytest.mark.parametrize("items,match", [
-    (["start_buffer_size=10"], "start_buffer_size=10"),
-    (["u_T_quantile=0"], "u_T_quantile=0"),
-    (["beta=-1"], "beta=-1"),
+    (["dhmbpo.buffer_size=10"], "dhmbpo.buffer_size=10"),
+    (["improvement.u_T_quantile=0"], "improvement.u_T_quantile=0"),
+    (["improvement.beta=-1"], "improvement.beta=-1"),
 ])
 def test_bad_mpdp_switches_raise(items, match):
     with pytest.raises(ConfigError, match=match):
@@ -226,8 +245,8 @@ def test_keys_a_run_predates_count_as_their_defaults():
 
     cfg = load_config("Hopper-v4", "mpdp")
     old = copy.deepcopy(cfg)
-    for key in ("critic_scale", "obs_norm", "single_policy"):
-        del old[key]
+    for group, key in (("critic", "scale"), ("networks", "obs_norm"), ("improvement", "single_policy")):
+        del old[group][key]
     assert differing_keys(old, cfg) == []
-    assert differing_keys(old, load_config("Hopper-v4", "mpdp", {"critic_scale": True})) == ["critic_scale"]
-    assert differing_keys(cfg, load_config("Hopper-v4", "mpdp", {"beta": 0.7})) == ["beta"]
+    assert differing_keys(old, load_config("Hopper-v4", "mpdp", {"critic.scale": True})) == ["critic.scale"]
+    assert differing_keys(cfg, load_config("Hopper-v4", "mpdp", {"improvement.beta": 0.7})) == ["improvement.beta"]

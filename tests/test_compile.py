@@ -1,4 +1,4 @@
-"""``compile=true``: MPDP's farsighted improvement through torch.compile."""
+"""``improvement.compile=true``: MPDP's farsighted improvement through torch.compile."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from mpdp_pl.config import load_config
 from mpdp_pl.environment.envs import env_spec, make_env
 from mpdp_pl.lookahead.improvement import farsighted_improvement, sample_noise
 
-SMALL = {"batch_size": 16, "hidden_sizes": [16, 16], "model_hidden": 16, "horizon": 3}
+SMALL = {"data.batch_size": 16, "networks.hidden_sizes": [16, 16], "model.hidden": 16, "improvement.horizon": 3}
 
 
 def test_compiled_improvement_equals_eager_in_loss_and_gradients():
     torch.manual_seed(0)
-    cfg = load_config("Hopper-v4", "mpdp", {**SMALL, "compile": True})
+    cfg = load_config("Hopper-v4", "mpdp", {**SMALL, "improvement.compile": True})
     env = make_env(cfg, seed=0)
     module = MPDP(cfg, env_spec(env))
     obs = env.rollout(16, break_when_any_done=False)["observation"]
@@ -43,9 +43,9 @@ def test_compiled_improvement_equals_eager_in_loss_and_gradients():
 def test_a_compiled_mpdp_run_trains_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = run_train(["--env", "InvertedPendulum-v4", "--steps", "300", "--out", str(out),
-                      "--logger", "none", "compile=true", "init_random_steps=100",
-                      "model_train_freq=100", "model_max_steps=20", "eval_every=300",
-                      "eval_episodes=1", "log_every=100", "trainer.num_threads=1",
+                      "--logger", "none", "improvement.compile=true", "data.init_random_steps=100",
+                      "model.train_freq=100", "model.max_steps=20", "eval.every=300",
+                      "eval.episodes=1", "logging.every=100", "trainer.num_threads=1",
                       *(f"{k}={v}".replace(" ", "") for k, v in SMALL.items())], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "metrics.csv") as f:

@@ -177,7 +177,7 @@ def test_train_and_resume_on_the_device(tmp_path, algo):
     accel = "cpu" if DEVICE == "cpu" else "gpu"
     out = tmp_path / "run"
     args = ["--env", "Hopper-v4", "--algo", algo, "--out", str(out), "--logger", "none", *TINY,
-            "steps=400", "init_random_steps=200", "model_train_freq=100", "horizon=3",
+            "steps=400", "data.init_random_steps=200", "model.train_freq=100", "improvement.horizon=3",
             f"trainer.accelerator={accel}"]
     proc = run_train(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -191,7 +191,7 @@ def test_train_and_resume_on_the_device(tmp_path, algo):
 def test_a_cpu_checkpoint_resumes_on_the_device(tmp_path):
     out = tmp_path / "run"
     proc = run_train(["--env", "Hopper-v4", "--out", str(out), "--logger", "none", *TINY,
-                      "steps=400", "init_random_steps=200", "model_train_freq=100", "horizon=3",
+                      "steps=400", "data.init_random_steps=200", "model.train_freq=100", "improvement.horizon=3",
                       "trainer.accelerator=cpu"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     accel = "cpu" if DEVICE == "cpu" else "gpu"

@@ -23,7 +23,7 @@ SPEC = EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100)
 @pytest.fixture
 def ddpg():
     torch.manual_seed(0)
-    m = DDPG(load_config("Hopper-v4", "ddpg", {"hidden_sizes": [16, 16]}), SPEC)
+    m = DDPG(load_config("Hopper-v4", "ddpg", {"networks.hidden_sizes": [16, 16]}), SPEC)
     with torch.no_grad():  # targets unlike the online networks, so that mixing them up shows
         for p in [*m.actor_target.parameters(), *m.critic_target.parameters()]:
             p.add_(0.3 * torch.randn_like(p))
@@ -32,11 +32,11 @@ def ddpg():
 
 def test_config_is_ourddpgs():
     c = load_config("Hopper-v4", "ddpg")
-    assert (c["hidden_sizes"], c["actor_lr"], c["critic_lr"], c["batch_size"], c["tau"],
-            c["gamma"], c["exploration_noise"]) == ([256, 256], 3e-4, 3e-4, 256, 0.005, 0.99, 0.1)
-    assert c["critic_updates_per_step"] == c["actor_updates_per_step"] == 1.0
+    assert (c["networks"]["hidden_sizes"], c["actor"]["lr"], c["critic"]["lr"], c["data"]["batch_size"], c["critic"]["tau"],
+            c["critic"]["gamma"], c["ddpg"]["exploration_noise"]) == ([256, 256], 3e-4, 3e-4, 256, 0.005, 0.99, 0.1)
+    assert c["updates"]["critic_per_step"] == c["updates"]["actor_per_step"] == 1.0
     with pytest.raises(ConfigError, match="ddpg has no policy updates|ddpg has no model"):
-        load_config("Hopper-v4", "ddpg", {"warmup_updates": 10})
+        load_config("Hopper-v4", "ddpg", {"updates.warmup": 10})
 
 
 def test_critic_loss_is_the_per_sample_td_error_of_the_targets(ddpg):

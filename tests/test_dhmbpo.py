@@ -24,14 +24,14 @@ from mpdp_pl.models.fitting import ZTestRule
 
 def test_config_is_erl_libs():
     c = load_config("Hopper-v4", "dhmbpo")
-    assert (c["gamma"], c["init_alpha"], c["target_entropy"], c["num_critics"], c["horizon"]) == (
+    assert (c["critic"]["gamma"], c["temperature"]["init"], c["temperature"]["target_entropy"], c["critic"]["count"], c["improvement"]["horizon"]) == (
         0.995, 0.1, "auto", 5, 5)
-    assert (c["ensemble_size"], c["num_elites"], c["model_hidden"], c["model_layers"]) == (8, 8, 256, 3)
-    assert (c["update_every"], c["critic_updates_per_step"], c["warmup_updates"]) == (1000, 1.25, 4000)
-    with pytest.raises(ConfigError, match="model_weights=exp"):
-        load_config("Hopper-v4", "dhmbpo", {"model_epoch_batches": None})
+    assert (c["model"]["ensemble_size"], c["model"]["elites"], c["model"]["hidden"], c["model"]["layers"]) == (8, 8, 256, 3)
+    assert (c["updates"]["every"], c["updates"]["critic_per_step"], c["updates"]["warmup"]) == (1000, 1.25, 4000)
+    with pytest.raises(ConfigError, match="model.weights=exp"):
+        load_config("Hopper-v4", "dhmbpo", {"model.epoch_batches": None})
     with pytest.raises(ConfigError, match="model_noise"):
-        load_config("Hopper-v4", "dhmbpo", {"model_noise": "both"})
+        load_config("Hopper-v4", "dhmbpo", {"model.noise": "both"})
 
 
 def test_redq_target_is_the_min_of_the_chosen_pair_and_two_critics_draw_nothing():
@@ -156,12 +156,12 @@ def test_first_row_target_is_the_n_step_soft_return_by_hand():
 
 def test_dhmbpo_trains_resumes_and_evaluates_through_the_cli(tmp_path):
     out = tmp_path / "run"
-    tiny = ["steps=500", "init_random_steps=200", "eval_every=100", "eval_episodes=1",
-            "batch_size=64", "hidden_sizes=[32,32]", "model_hidden=32", "log_every=100",
-            "trainer.num_threads=1", "update_every=100", "model_train_freq=100",
-            "critic_updates_per_step=1.5", "warmup_updates=10", "model_batch_size=64",
-            "model_max_epochs=4", "model_patience=2", "start_rollout_every=10",
-            "start_rollout_length=5", "start_buffer_size=2000"]
+    tiny = ["steps=500", "data.init_random_steps=200", "eval.every=100", "eval.episodes=1",
+            "data.batch_size=64", "networks.hidden_sizes=[32,32]", "model.hidden=32", "logging.every=100",
+            "trainer.num_threads=1", "updates.every=100", "model.train_freq=100",
+            "updates.critic_per_step=1.5", "updates.warmup=10", "model.batch_size=64",
+            "model.max_epochs=4", "model.patience=2", "dhmbpo.rollout_every=10",
+            "dhmbpo.rollout_length=5", "dhmbpo.buffer_size=2000"]
     proc = run_train(["--env", "Hopper-v4", "--algo", "dhmbpo", "--out", str(out),
                       "--logger", "none", *tiny, "steps=300"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

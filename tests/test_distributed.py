@@ -23,10 +23,10 @@ from mpdp_pl.lookahead.improvement import farsighted_improvement
 from mpdp_pl.models.dynamics import DynamicsModel
 from mpdp_pl.models.fitting import _loss, holdout_scores, param_groups
 
-SMALL = {"batch_size": 32, "hidden_sizes": [32, 32], "model_hidden": 32, "horizon": 3}
-DDP_RUN = ["steps=400", "init_random_steps=100", "model_train_freq=100", "batch_size=32",
-           "hidden_sizes=[32,32]", "model_hidden=32", "model_max_steps=30", "horizon=3",
-           "eval_every=200", "eval_episodes=1", "checkpoint_every=200", "log_every=100",
+SMALL = {"data.batch_size": 32, "networks.hidden_sizes": [32, 32], "model.hidden": 32, "improvement.horizon": 3}
+DDP_RUN = ["steps=400", "data.init_random_steps=100", "model.train_freq=100", "data.batch_size=32",
+           "networks.hidden_sizes=[32,32]", "model.hidden=32", "model.max_steps=30", "improvement.horizon=3",
+           "eval.every=200", "eval.episodes=1", "durability.checkpoint_every=200", "logging.every=100",
            "logger=wandb", "trainer.num_threads=1", "trainer.strategy=ddp", "trainer.devices=2",
            "trainer.accelerator=cpu"]
 
@@ -112,7 +112,7 @@ def _optimizers(module, cfg):
     return {"critic": torch.optim.SGD(module.critic.parameters(), lr=0.1),
             "actor": torch.optim.SGD(module.actor.parameters(), lr=0.1),
             "alpha": torch.optim.SGD([module.log_alpha], lr=0.1),
-            "model": torch.optim.SGD(param_groups(module.dynamics, 0.1, cfg["model_weight_decay"]))}
+            "model": torch.optim.SGD(param_groups(module.dynamics, 0.1, cfg["model"]["weight_decay"]))}
 
 
 def _loss_of(part: str, module, cfg, batch, seed: int) -> torch.Tensor:
@@ -123,7 +123,7 @@ def _loss_of(part: str, module, cfg, batch, seed: int) -> torch.Tensor:
     if part in ("actor", "alpha"):
         result = farsighted_improvement(
             batch["observation"], module.actor, module.critic, module.dynamics, module.alpha,
-            cfg["beta"], cfg["gamma"], module.u_T, module.horizon, terminal_critic=True)
+            cfg["improvement"]["beta"], cfg["critic"]["gamma"], module.u_T, module.horizon, terminal_critic=True)
         if part == "actor":
             return result.loss
         return losses.alpha_loss(module.log_alpha, result.log_prob0, module.target_entropy)

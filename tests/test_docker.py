@@ -89,7 +89,7 @@ def test_a_run_from_the_images_layout_records_the_commit_it_was_built_from(tmp_p
         proc = subprocess.run(
             [sys.executable, str(app / "train.py"), "--env", "InvertedPendulum-v4", "--algo",
              "sac", "--out", str(out), "--logger", "none", *TINY, "steps=100",
-             "init_random_steps=50", "eval_every=100", "eval_episodes=1"],
+             "data.init_random_steps=50", "eval.every=100", "eval.episodes=1"],
             cwd=app, env=base_env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         run = yaml.safe_load((out / "config.yaml").read_text())["run"]

@@ -48,7 +48,7 @@ def test_humanoid_actions_scaled_to_0_4_and_obs_truncated_to_45():
     assert spec.obs_dim == 45 and spec.action_dim == 17
     assert spec.action_high == pytest.approx((0.4,) * 17)
     env.close()
-    full = make_env(load_config("Humanoid-v4", overrides={"obs_truncate": None}))
+    full = make_env(load_config("Humanoid-v4", overrides={"task.obs_truncate": None}))
     assert env_spec(full).obs_dim == 376
     full.close()
 

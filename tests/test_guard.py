@@ -82,8 +82,8 @@ class MBPONaNInjection(MBPO):
 
 def fault_cfg(tmp_path, **extra):
     return load_config("InvertedPendulum-v4", "mpdp", {
-        **parse_overrides(TINY), "steps": 400, "model_hidden": 16, "model_max_steps": 20,
-        "model_train_freq": 50, "horizon": 2, "critic_updates_per_step": 1.0, "logger": "none",
+        **parse_overrides(TINY), "steps": 400, "model.hidden": 16, "model.max_steps": 20,
+        "model.train_freq": 50, "improvement.horizon": 2, "updates.critic_per_step": 1.0, "logger": "none",
         "out": str(tmp_path / "run"),
         **extra})
 
@@ -118,11 +118,11 @@ def test_the_guard_holds_at_twenty_critic_updates_on_model_data(tmp_path, guard)
     are skipped and undone, the run ends finite and logs the model data's age."""
     MBPONaNInjection.bad = {900, 901, 1700}
     cfg = load_config("InvertedPendulum-v4", "mbpo", {
-        **parse_overrides(TINY), "steps": 300, "model_hidden": 16, "model_max_steps": 20,
-        "model_train_freq": 50, "logger": "none", "out": str(tmp_path / "run"),
-        "nonfinite_guard": guard, "critic_updates_per_step": 20.0, "actor_updates_per_step": 1.0,
-        "rollout_batch_size": 100,
-        "epoch_length": 50, "rollout_schedule": [0, 1, 1, 2]})
+        **parse_overrides(TINY), "steps": 300, "model.hidden": 16, "model.max_steps": 20,
+        "model.train_freq": 50, "logger": "none", "out": str(tmp_path / "run"),
+        "durability.nonfinite_guard": guard, "updates.critic_per_step": 20.0, "updates.actor_per_step": 1.0,
+        "rollouts.batch_size": 100,
+        "rollouts.epoch_length": 50, "rollouts.schedule": [0, 1, 1, 2]})
     out = train_module(MBPONaNInjection, cfg)
     last = rows(out)[-1]
     assert float(last["train/nonfinite_skips"]) == 3 and int(last["env_steps"]) == 300

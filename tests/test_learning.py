@@ -40,7 +40,7 @@ def test_hopper_horizon_grows_past_two_at_the_default_config(tmp_path):
     above 2, i.e. the lookahead is not the one step of SAC plus a model."""
     out = tmp_path / "run"
     proc = run_train(["--env", "Hopper-v4", "--steps", str(HOPPER_STEPS), "--out", str(out),
-                      "--logger", "csv", "eval_every=1000", "eval_episodes=2"], cwd=tmp_path,
+                      "--logger", "csv", "eval.every=1000", "eval.episodes=2"], cwd=tmp_path,
                      timeout=3 * 3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "metrics.csv") as f:

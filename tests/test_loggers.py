@@ -67,8 +67,8 @@ def test_csv_logger_run_in_process(tmp_path, no_wandb_key):
     """train() without a subprocess; --logger csv writes Lightning's CSV of training metrics
     against env steps next to metrics.csv, and no W&B files."""
     cfg = load_config("Pendulum-v1", "sac", {
-        **parse_overrides(TINY), "steps": 300, "init_random_steps": 100, "eval_every": 150,
-        "eval_episodes": 1, "log_every": 50, "logger": "csv", "out": str(tmp_path / "run")})
+        **parse_overrides(TINY), "steps": 300, "data.init_random_steps": 100, "eval.every": 150,
+        "eval.episodes": 1, "logging.every": 50, "logger": "csv", "out": str(tmp_path / "run")})
     out = train(cfg)
     assert not (out / "wandb").exists()
     with open(out / "lightning" / "metrics.csv") as f:

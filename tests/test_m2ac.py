@@ -20,8 +20,8 @@ def test_keep_fractions_are_m2acs():
     assert [keep_fraction(h, 10, 0.5) for h in (0, 5, 9)] == [10 / 22, 5 / 22, 1 / 22]
     assert keep_fraction(0, 1, 0.5) == 0.5
     c = load_config("Hopper-v4", "m2ac")
-    assert (c["m2ac_horizon"], c["m2ac_penalty"], c["real_ratio"], c["critic_updates_per_step"],
-            c["rollout_batch_size"]) == (10, 0.001, 0.05, 30.0, 100000)
+    assert (c["m2ac"]["horizon"], c["m2ac"]["penalty"], c["rollouts"]["real_ratio"], c["updates"]["critic_per_step"],
+            c["rollouts"]["batch_size"]) == (10, 0.001, 0.05, 30.0, 100000)
 
 
 def hand_kl(mean, var, m, b):
@@ -68,8 +68,8 @@ def test_stored_rows_and_penalties_equal_a_per_row_computation():
 def test_m2ac_trains_and_resumes_through_the_cli(tmp_path):
     out = tmp_path / "run"
     proc = run_train(["--env", "Hopper-v4", "--algo", "m2ac", "--out", str(out), "--logger", "none",
-                      *TINY, "model_hidden=16", "model_train_freq=100", "rollout_batch_size=200",
-                      "m2ac_horizon=3", "critic_updates_per_step=2", "actor_updates_per_step=2"],
+                      *TINY, "model.hidden=16", "model.train_freq=100", "rollouts.batch_size=200",
+                      "m2ac.horizon=3", "updates.critic_per_step=2", "updates.actor_per_step=2"],
                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_train(["--resume", str(out), "--steps", "700"], cwd=tmp_path)

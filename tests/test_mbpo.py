@@ -29,11 +29,11 @@ def test_hopper_rollout_schedule(steps, expected):
 
 
 def test_schedule_from_configs():
-    assert load_config("Hopper-v4", "mbpo")["rollout_schedule"] == [20, 150, 1, 15]
+    assert load_config("Hopper-v4", "mbpo")["rollouts"]["schedule"] == [20, 150, 1, 15]
     ip = load_config("InvertedPendulum-v4", "mbpo")
-    assert ip["epoch_length"] == 250 and ip["critic_updates_per_step"] == 10
-    assert ip["target_entropy"] == -1  # the algorithm's task table wins over the task file
-    assert load_config("Humanoid-v4", "mbpo")["model_retain_epochs"] == 5
+    assert ip["rollouts"]["epoch_length"] == 250 and ip["updates"]["critic_per_step"] == 10
+    assert ip["temperature"]["target_entropy"] == -1  # the algorithm's task table wins over the task file
+    assert load_config("Humanoid-v4", "mbpo")["rollouts"]["retain_epochs"] == 5
 
 
 def _transitions(n, reward, obs_dim=3, act_dim=2):
@@ -47,10 +47,10 @@ def _transitions(n, reward, obs_dim=3, act_dim=2):
 
 @pytest.fixture
 def mbpo():
-    cfg = load_config("Hopper-v4", "mbpo", {"rollout_batch_size": 40, "model_train_freq": 250,
-                                             "epoch_length": 1000, "batch_size": 100,
-                                             "real_ratio": 0.05, "hidden_sizes": [16, 16],
-                                             "model_hidden": 16})
+    cfg = load_config("Hopper-v4", "mbpo", {"rollouts.batch_size": 40, "model.train_freq": 250,
+                                             "rollouts.epoch_length": 1000, "data.batch_size": 100,
+                                             "rollouts.real_ratio": 0.05, "networks.hidden_sizes": [16, 16],
+                                             "model.hidden": 16})
     module = MBPO(cfg, EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100))
     from mpdp_pl.environment.data import make_replay_buffer
     module.replay_buffer = make_replay_buffer(1000, "cpu")
@@ -94,10 +94,10 @@ def test_branched_rollout_stops_terminated_samples(mbpo):
 
 def test_mbpo_smoke_run_and_resume(tmp_path):
     cfg = load_config("Hopper-v4", "mbpo", {
-        **parse_overrides(TINY), "steps": 400, "init_random_steps": 250, "eval_every": 400,
-        "eval_episodes": 1, "model_train_freq": 50, "model_hidden": 16, "model_max_steps": 20,
-        "rollout_batch_size": 200, "rollout_schedule": [0, 1, 1, 3], "epoch_length": 50,
-        "critic_updates_per_step": 2.0, "actor_updates_per_step": 2.0, "logger": "none",
+        **parse_overrides(TINY), "steps": 400, "data.init_random_steps": 250, "eval.every": 400,
+        "eval.episodes": 1, "model.train_freq": 50, "model.hidden": 16, "model.max_steps": 20,
+        "rollouts.batch_size": 200, "rollouts.schedule": [0, 1, 1, 3], "rollouts.epoch_length": 50,
+        "updates.critic_per_step": 2.0, "updates.actor_per_step": 2.0, "logger": "none",
         "out": str(tmp_path / "run")})
     out = train(cfg)
     with open(out / "metrics.csv") as f:

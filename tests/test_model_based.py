@@ -17,9 +17,9 @@ from mpdp_pl.run import train_module
 def model_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("model_run") / "run"
     cfg = load_config("Hopper-v4", "sac", {
-        **parse_overrides(TINY), "steps": 700, "init_random_steps": 300, "eval_every": 350,
-        "eval_episodes": 1, "model_train_freq": 100, "model_hidden": 32, "model_max_steps": 30,
-        "model_error_window": 100, "logger": "none", "out": str(out)})
+        **parse_overrides(TINY), "steps": 700, "data.init_random_steps": 300, "eval.every": 350,
+        "eval.episodes": 1, "model.train_freq": 100, "model.hidden": 32, "model.max_steps": 30,
+        "model.error_window": 100, "logger": "none", "out": str(out)})
     return train_module(ModelBasedSAC, cfg)
 
 
@@ -53,8 +53,8 @@ def test_model_trained_every_freq_steps(tmp_path):
             return super().train_model(open_loop_k)
 
     cfg = load_config("Pendulum-v1", "sac", {
-        **parse_overrides(TINY), "steps": 400, "init_random_steps": 150, "eval_every": 400,
-        "eval_episodes": 1, "model_train_freq": 100, "model_hidden": 16, "model_max_steps": 10,
+        **parse_overrides(TINY), "steps": 400, "data.init_random_steps": 150, "eval.every": 400,
+        "eval.episodes": 1, "model.train_freq": 100, "model.hidden": 16, "model.max_steps": 10,
         "logger": "none", "out": str(tmp_path / "run")})
     train_module(Counting, cfg)
     assert calls == [150, 200, 300, 400]

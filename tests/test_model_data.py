@@ -14,8 +14,8 @@ from mpdp_pl.environment.data import make_replay_buffer
 from mpdp_pl.environment.envs import EnvSpec
 
 SPEC = EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100)
-SMALL = {"rollout_batch_size": 40, "model_train_freq": 250, "epoch_length": 1000,
-         "batch_size": 100, "real_ratio": 0.05, "hidden_sizes": [16, 16], "model_hidden": 16}
+SMALL = {"rollouts.batch_size": 40, "model.train_freq": 250, "rollouts.epoch_length": 1000,
+         "data.batch_size": 100, "rollouts.real_ratio": 0.05, "networks.hidden_sizes": [16, 16], "model.hidden": 16}
 
 
 def transitions(n, value):

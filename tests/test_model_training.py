@@ -52,9 +52,9 @@ def test_chronological_order_of_a_wrapped_buffer():
 # ------------------------------------------------------------------ inside real runs
 def _cfg(tmp_path, **extra):
     return load_config("Hopper-v4", "mpdp", {
-        **parse_overrides(TINY), "steps": 700, "init_random_steps": 200, "eval_every": 700,
-        "eval_episodes": 1, "model_train_freq": 100, "model_hidden": 16, "model_max_steps": 20,
-        "model_max_holdout": 60, "checkpoint_every": 400, "horizon": 3, "logger": "none",
+        **parse_overrides(TINY), "steps": 700, "data.init_random_steps": 200, "eval.every": 700,
+        "eval.episodes": 1, "model.train_freq": 100, "model.hidden": 16, "model.max_steps": 20,
+        "model.max_holdout": 60, "durability.checkpoint_every": 400, "improvement.horizon": 3, "logger": "none",
         "out": str(tmp_path / "run"), **extra})
 
 
@@ -90,13 +90,13 @@ def test_no_holdout_row_was_ever_fitted_on_and_resume_keeps_the_split(tmp_path):
     assert [len(h) for _, h in splits] == [40, 60, 60, 60, 60, 60]  # 20%, capped at 60
     # the checkpoint's buffer holds the flags: exactly the rule's, in storage order
     ckpt = checkpoint.latest(out)
-    buf = make_replay_buffer(cfg["buffer_size"], "cpu")
+    buf = make_replay_buffer(cfg["data"]["buffer_size"], "cpu")
     load_buffer(buf, ckpt / "replay_buffer")
     assert torch.equal(buf[:]["holdout"], holdout_flags(0, 700, 0.2))
     # a resumed run continues the same flags (nothing redrawn) and its holdout stays unfitted
     proc = run_train(["--resume", str(out), "--steps", "900"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    buf = make_replay_buffer(cfg["buffer_size"], "cpu")
+    buf = make_replay_buffer(cfg["data"]["buffer_size"], "cpu")
     load_buffer(buf, checkpoint.latest(out) / "replay_buffer")
     assert len(buf) == 900
     assert torch.equal(buf[:]["holdout"], holdout_flags(0, 900, 0.2))
@@ -168,12 +168,12 @@ def test_early_stopping_counts_rounds_of_eval_every_steps():
 
 
 @pytest.mark.parametrize("item,message", [
-    ("model_max_steps=0", "model_max_steps=0: must be a positive int or null"),
-    ("model_max_steps=abc", "model_max_steps='abc': expected int"),
-    ("model_max_steps=true", "model_max_steps=True: expected int"),
-    ("model_eval_every=0", "model_eval_every=0: must be > 0"),
-    ("model_holdout=sometimes", "model_holdout='sometimes': must be fixed or redrawn"),
-    ("unroll_form=fast", "unroll_form='fast': must be auto, static or live"),
+    ("model.max_steps=0", "model.max_steps=0: must be a positive int or null"),
+    ("model.max_steps=abc", "model.max_steps='abc': expected int"),
+    ("model.max_steps=true", "model.max_steps=True: expected int"),
+    ("model.eval_every=0", "model.eval_every=0: must be > 0"),
+    ("model.holdout=sometimes", "model.holdout='sometimes': must be fixed or redrawn"),
+    ("improvement.unroll_form=fast", "improvement.unroll_form='fast': must be auto, static or live"),
 ])
 def test_bad_values_are_one_line_errors(item, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -181,4 +181,4 @@ def test_bad_values_are_one_line_errors(item, message):
 
 
 def test_null_budget_is_the_epoch_rule():
-    assert load_config("Hopper-v4", "mpdp", parse_overrides(["model_max_steps=null"]))["model_max_steps"] is None
+    assert load_config("Hopper-v4", "mpdp", parse_overrides(["model.max_steps=null"]))["model"]["max_steps"] is None

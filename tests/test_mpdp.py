@@ -21,30 +21,30 @@ TASKS = ["InvertedPendulum-v4", "Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "A
 
 def test_mpdp_is_the_default_algorithm():
     assert load_config()["algo"] == "mpdp"
-    assert load_config("Hopper-v4")["horizon"] == 15  # conf/algo_env/mpdp_Hopper.yaml
-    assert load_config("Hopper-v4", "sac")["horizon"] == 10  # the table is MPDP's only
+    assert load_config("Hopper-v4")["improvement"]["horizon"] == 15  # conf/algo_env/mpdp_Hopper.yaml
+    assert load_config("Hopper-v4", "sac")["improvement"]["horizon"] == 10  # the table is MPDP's only
 
 
 @pytest.mark.parametrize("env_id", TASKS)
 def test_task_config_through_one_model_epoch_and_one_farsighted_update(env_id):
     torch.manual_seed(0)
-    cfg = load_config(env_id, "mpdp", {"batch_size": 32})
+    cfg = load_config(env_id, "mpdp", {"data.batch_size": 32})
     env = make_env(cfg, seed=0)
     spec = env_spec(env)
     module = MPDP(cfg, spec)
     data = env.rollout(300, break_when_any_done=False)  # uniform random actions, real env
     env.close()
     nxt = data["next"]
-    opt = torch.optim.Adam(param_groups(module.dynamics, cfg["model_lr"], cfg["model_weight_decay"]))
+    opt = torch.optim.Adam(param_groups(module.dynamics, cfg["model"]["lr"], cfg["model"]["weight_decay"]))
     metrics = train_dynamics(module.dynamics, data["observation"], data["action"],
                              nxt["observation"], nxt["reward"].squeeze(-1),
                              nxt["terminated"].squeeze(-1), opt,
                              TrainSettings(batch_size=64, max_epochs=1))
     assert metrics["model/epochs"] == 1 and metrics["model/holdout_mse"] > 0
-    assert module.actor.num_heads == cfg["horizon"]
+    assert module.actor.num_heads == cfg["improvement"]["horizon"]
     out = farsighted_improvement(data["observation"][:32], module.actor, module.critic,
-                                 module.dynamics, module.alpha, cfg["beta"], cfg["gamma"],
-                                 float("inf"), cfg["horizon"])
+                                 module.dynamics, module.alpha, cfg["improvement"]["beta"], cfg["critic"]["gamma"],
+                                 float("inf"), cfg["improvement"]["horizon"])
     out.loss.backward()
     assert torch.isfinite(out.loss)
     grads = [p.grad for p in module.actor.parameters()]
@@ -54,8 +54,8 @@ def test_task_config_through_one_model_epoch_and_one_farsighted_update(env_id):
 def test_humanoid_smoke_run(tmp_path):
     out = tmp_path / "run"
     proc = run_train(["--env", "Humanoid-v4", "--steps", "260", "--out", str(out),
-                      "init_random_steps=200", "model_train_freq=30", "model_max_steps=10",
-                      "batch_size=32", "eval_every=130", "eval_episodes=1", "horizon=3",
+                      "data.init_random_steps=200", "model.train_freq=30", "model.max_steps=10",
+                      "data.batch_size=32", "eval.every=130", "eval.episodes=1", "improvement.horizon=3",
                       "trainer.num_threads=1"], cwd=tmp_path, env=offline_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "metrics.csv") as f:
@@ -75,7 +75,7 @@ def test_humanoid_smoke_run(tmp_path):
 
 @pytest.mark.parametrize("u_T", ["auto", 0.7, float("inf")])
 def test_u_T_calibrated_on_held_out_real_transitions_or_fixed(u_T):
-    cfg = load_config("Hopper-v4", "mpdp", {"u_T": u_T, "u_T_quantile": 0.8})
+    cfg = load_config("Hopper-v4", "mpdp", {"improvement.u_T": u_T, "improvement.u_T_quantile": 0.8})
     env = make_env(cfg, seed=1)
     module = MPDP(cfg, env_spec(env))
     held_out = env.rollout(200, break_when_any_done=False)
@@ -90,7 +90,7 @@ def test_u_T_calibrated_on_held_out_real_transitions_or_fixed(u_T):
     torch.testing.assert_close(module.u_T, expected)
     # the penalty is in units of the held-out quantile, whatever u_T is
     torch.testing.assert_close(module.u_ref, torch.quantile(u, 0.8))
-    torch.testing.assert_close(module.penalty_weight(), cfg["beta"] / torch.quantile(u, 0.8))
+    torch.testing.assert_close(module.penalty_weight(), cfg["improvement"]["beta"] / torch.quantile(u, 0.8))
     assert module.recorder.latest["model/u_T"] is module.u_T or torch.equal(
         module.recorder.latest["model/u_T"], module.u_T)
 
@@ -98,7 +98,7 @@ def test_u_T_calibrated_on_held_out_real_transitions_or_fixed(u_T):
 def test_checkpoints_of_older_versions_load():
     """A state dict from before the threshold's rename (``u_threshold``) and from while the
     first-step rule existed (its ``u_first_ref``) loads: the threshold keeps its value."""
-    cfg = load_config("Hopper-v4", "mpdp", {"u_T": 0.7})
+    cfg = load_config("Hopper-v4", "mpdp", {"improvement.u_T": 0.7})
     env = make_env(cfg, seed=0)
     spec = env_spec(env)
     env.close()
@@ -114,9 +114,9 @@ def test_hopper_run_with_every_switch(tmp_path):
     """A real run through one policy, LayerNorm critics and a cut at a high quantile."""
     out = tmp_path / "run"
     proc = run_train(["--env", "Hopper-v4", "--steps", "400", "--out", str(out), "--logger", "csv",
-                      "init_random_steps=200", "model_train_freq=100", "model_max_steps=20",
-                      "batch_size=32", "eval_every=200", "eval_episodes=2", "horizon=4",
-                      "single_policy=true", "critic_layernorm=true", "u_T_quantile=0.9",
+                      "data.init_random_steps=200", "model.train_freq=100", "model.max_steps=20",
+                      "data.batch_size=32", "eval.every=200", "eval.episodes=2", "improvement.horizon=4",
+                      "improvement.single_policy=true", "critic.layernorm=true", "improvement.u_T_quantile=0.9",
                       "trainer.num_threads=1"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "metrics.csv") as f:
@@ -129,7 +129,7 @@ def test_hopper_run_with_every_switch(tmp_path):
 
 
 def test_horizon_and_cut_fractions_are_means_over_the_logging_interval():
-    cfg = load_config("Hopper-v4", "mpdp", {"horizon": 2})
+    cfg = load_config("Hopper-v4", "mpdp", {"improvement.horizon": 2})
     env = make_env(cfg, seed=0)
     module = MPDP(cfg, env_spec(env))
     env.close()

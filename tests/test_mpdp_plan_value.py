@@ -22,8 +22,8 @@ SPEC = EnvSpec(11, 3, (-1.0,) * 3, (1.0,) * 3, 1000)
 
 def module(**overrides) -> MPDPPlanValue:
     torch.manual_seed(0)
-    cfg = load_config("Hopper-v4", "mpdp_pv", {"hidden_sizes": [16, 16], "model_hidden": 16,
-                                                "batch_size": 32, **overrides})
+    cfg = load_config("Hopper-v4", "mpdp_pv", {"networks.hidden_sizes": [16, 16], "model.hidden": 16,
+                                                "data.batch_size": 32, **overrides})
     m = MPDPPlanValue(cfg, SPEC)
     m.dynamics.elites = torch.tensor([0, 1, 2, 3, 4])
     m.log_alpha.data.fill_(-1.0)
@@ -88,8 +88,8 @@ def test_objective_by_hand():
 def test_every_part_off_is_mppve():
     """single_policy, Hmax = k, no cut, no penalty: MPPVE's actor loss, to the bit."""
     off = module(single_policy=True, horizon=3, u_T=float("inf"), beta=0.0)
-    mppve = MPPVE(load_config("Hopper-v4", "mppve", {"hidden_sizes": [16, 16], "model_hidden": 16,
-                                                     "batch_size": 32}), SPEC)
+    mppve = MPPVE(load_config("Hopper-v4", "mppve", {"networks.hidden_sizes": [16, 16], "model.hidden": 16,
+                                                     "data.batch_size": 32}), SPEC)
     mppve.load_state_dict(off.state_dict(), strict=False)
     mppve.dynamics.elites = off.dynamics.elites
     obs = torch.randn(32, 11)
@@ -115,14 +115,14 @@ def test_head_t_makes_the_action_of_step_t(u_T, used):
 
 def test_config():
     cfg = load_config("Hopper-v4", "mpdp_pv")
-    assert (cfg["horizon"], cfg["plan_length"], cfg["critic_updates_per_step"]) == (6, 3, 20)
-    assert load_config("Walker2d-v4", "mpdp_pv")["horizon"] == 5
+    assert (cfg["improvement"]["horizon"], cfg["mppve"]["plan_length"], cfg["updates"]["critic_per_step"]) == (6, 3, 20)
+    assert load_config("Walker2d-v4", "mpdp_pv")["improvement"]["horizon"] == 5
     with pytest.raises(ConfigError, match="plan_length"):
-        load_config("Hopper-v4", "mpdp_pv", {"horizon": 2})
+        load_config("Hopper-v4", "mpdp_pv", {"improvement.horizon": 2})
     with pytest.raises(ConfigError, match="paper_literal_cut"):
-        load_config("Hopper-v4", "mpdp_pv", {"paper_literal_cut": True})
+        load_config("Hopper-v4", "mpdp_pv", {"improvement.paper_literal_cut": True})
     with pytest.raises(ConfigError, match="single_policy"):
-        load_config("Hopper-v4", "mppve", {"single_policy": True})
+        load_config("Hopper-v4", "mppve", {"improvement.single_policy": True})
 
 
 def test_mpdp_pv_run(tmp_path):
@@ -148,6 +148,6 @@ def test_each_delta_variant_turns_on_its_parts(variant, parts):
     """(heads, reward steps before the plan value, the u-based cut, beta * u) on Hopper."""
     cfg = load_config("Hopper-v4", "mpdp_pv" if variant is None else None,
                       {} if variant is None else {"variant": variant})
-    reward_steps = cfg["horizon"] > cfg["plan_length"]
-    assert (not cfg["single_policy"], reward_steps, reward_steps and cfg["u_T"] != float("inf"),
-            reward_steps and cfg["beta"] > 0) == parts
+    reward_steps = cfg["improvement"]["horizon"] > cfg["mppve"]["plan_length"]
+    assert (not cfg["improvement"]["single_policy"], reward_steps, reward_steps and cfg["improvement"]["u_T"] != float("inf"),
+            reward_steps and cfg["improvement"]["beta"] > 0) == parts

@@ -74,7 +74,7 @@ def collect_real(steps: int, capacity: int):
     both terminations and time limits occur; returns the replay buffer and the chronological
     list of every transition."""
     torch.manual_seed(0)
-    cfg = load_config("InvertedPendulum-v4", "sac", {"max_episode_steps": 6})
+    cfg = load_config("InvertedPendulum-v4", "sac", {"task.max_episode_steps": 6})
     env = make_env(cfg, seed=0)
     spec = env_spec(env)
     actor = SAC(cfg, spec).actor
@@ -118,8 +118,8 @@ def test_real_segments_are_consecutive_env_steps_with_the_episode_rules():
 @pytest.fixture
 def mppve():
     torch.manual_seed(0)
-    cfg = load_config("Hopper-v4", "mppve", {"hidden_sizes": [16, 16], "model_hidden": 16,
-                                              "batch_size": 32})
+    cfg = load_config("Hopper-v4", "mppve", {"networks.hidden_sizes": [16, 16], "model.hidden": 16,
+                                              "data.batch_size": 32})
     module = MPPVE(cfg, EnvSpec(11, 3, (-1.0,) * 3, (1.0,) * 3, 1000))
     module.dynamics.elites = torch.tensor([0, 1, 2, 3, 4])
     module.replay_buffer = make_replay_buffer(1000, "cpu")
@@ -154,7 +154,7 @@ def test_model_segments_start_in_the_real_prefix_and_stop_at_terminals(mppve):
 
 
 def test_at_k_1_the_losses_are_sacs(mppve):
-    cfg = {**mppve.cfg, "plan_length": 1}
+    cfg = {**mppve.cfg, "mppve.plan_length": 1}
     one = MPPVE(cfg, mppve.spec)
     sac = SAC(cfg, mppve.spec)
     sac.load_state_dict({k: v for k, v in one.state_dict().items() if k in sac.state_dict()})
@@ -206,11 +206,11 @@ def test_plan_gradient_flows_through_model_states_only_when_asked(mppve):
 
 
 def test_config_per_task():
-    assert load_config("Hopper-v4", "mppve")["plan_length"] == 3
-    assert load_config("Walker2d-v4", "mppve")["plan_length"] == 2
+    assert load_config("Hopper-v4", "mppve")["mppve"]["plan_length"] == 3
+    assert load_config("Walker2d-v4", "mppve")["mppve"]["plan_length"] == 2
     hum = load_config("Humanoid-v4", "mppve")
-    assert hum["target_entropy"] == -8 and hum["rollout_schedule"] == [20, 300, 1, 15]
-    assert load_config("Hopper-v4", "mppve")["critic_updates_per_step"] == 20
+    assert hum["temperature"]["target_entropy"] == -8 and hum["rollouts"]["schedule"] == [20, 300, 1, 15]
+    assert load_config("Hopper-v4", "mppve")["updates"]["critic_per_step"] == 20
 
 
 def test_mppve_smoke_run(tmp_path):

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from conftest import ROOT, run_train
 
-TINY = ["--env", "Pendulum-v1", "algo=sac", "init_random_steps=100", "eval_every=150",
-        "eval_episodes=1", "hidden_sizes=[32,32]", "batch_size=64", "--logger", "csv",
-        "checkpoint_every=150"]
+TINY = ["--env", "Pendulum-v1", "algo=sac", "data.init_random_steps=100", "eval.every=150",
+        "eval.episodes=1", "networks.hidden_sizes=[32,32]", "data.batch_size=64", "--logger", "csv",
+        "durability.checkpoint_every=150"]
 
 
 def evals(run_dir):
@@ -65,7 +65,7 @@ def test_running_the_grid_again_reuses_and_continues_runs(grid):
 
 
 def test_a_grid_run_again_with_other_values_is_refused(grid):
-    proc = run_train(["-m", *TINY, "--out", str(grid / "grid"), "seed=0", "steps=300", "gamma=0.95"],
+    proc = run_train(["-m", *TINY, "--out", str(grid / "grid"), "seed=0", "steps=300", "critic.gamma=0.95"],
                      cwd=grid / "cwd")
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.strip().endswith("holds a run with other values of gamma; use another --out")
@@ -80,7 +80,7 @@ def test_submitit_local_executor_runs_the_grid(tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["seed=0,1", "batch_size=abc"], r"job .*batch_size=abc.*: batch_size='abc': expected int"),
+    (["seed=0,1", "data.batch_size=abc"], r"job .*data.batch_size=abc.*: data.batch_size='abc': expected int"),
     (["seed=0,1", "horizn=3"], r"unknown key 'horizn'"),
     (["algo=sac,ppo"], r"unknown algorithm 'ppo'"),
     (["trainer.strategy=ddp"], r"-m with trainer.strategy=ddp is not supported"),
@@ -158,16 +158,16 @@ def test_variants_and_swept_keys_name_their_runs(tmp_path):
     """A variant (conf/variant/<name>.yaml) runs under its name with its values; a key the sweep
     varies joins the name; both reach the report's rows."""
     proc = run_train(["-m", *TINY[3:], "--env", "InvertedPendulum-v4", "--out", str(tmp_path / "g"),
-                      "variant=beta0.2", "init_random_steps=100", "eval_every=100", "steps=100",
-                      "model_max_steps=20", "model_hidden=32", "horizon=3", "model_train_freq=100",
-                      "gamma=0.9,0.95"], cwd=tmp_path)
+                      "variant=beta0.2", "data.init_random_steps=100", "eval.every=100", "steps=100",
+                      "model.max_steps=20", "model.hidden=32", "improvement.horizon=3", "model.train_freq=100",
+                      "critic.gamma=0.9,0.95"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     task = tmp_path / "g" / "InvertedPendulum-v4"
-    assert sorted(p.name for p in task.iterdir() if p.is_dir()) == ["beta0.2,gamma=0.9", "beta0.2,gamma=0.95"]
-    cfg = yaml.safe_load((task / "beta0.2,gamma=0.95" / "seed0" / "config.yaml").read_text())
-    assert (cfg["variant"], cfg["algo"], cfg["beta"], cfg["gamma"]) == ("beta0.2", "mpdp", 0.2, 0.95)
+    assert sorted(p.name for p in task.iterdir() if p.is_dir()) == ["beta0.2,critic.gamma=0.9", "beta0.2,critic.gamma=0.95"]
+    cfg = yaml.safe_load((task / "beta0.2,critic.gamma=0.95" / "seed0" / "config.yaml").read_text())
+    assert (cfg["variant"], cfg["algo"], cfg["improvement"]["beta"], cfg["critic"]["gamma"]) == ("beta0.2", "mpdp", 0.2, 0.95)
     with open(tmp_path / "g" / "results.csv") as f:
-        assert {r["algo"] for r in csv.DictReader(f)} == {"beta0.2,gamma=0.9", "beta0.2,gamma=0.95"}
+        assert {r["algo"] for r in csv.DictReader(f)} == {"beta0.2,critic.gamma=0.9", "beta0.2,critic.gamma=0.95"}
     # a variant is a configuration of one algorithm
     proc = run_train(["-m", *TINY, "--out", str(tmp_path / "bad"), "variant=beta0.2"], cwd=tmp_path)
     assert proc.returncode == 2 and "variant beta0.2 is a configuration of mpdp, not of sac" in proc.stderr

@@ -53,8 +53,8 @@ def test_statistics_refresh_every_model_train_freq_env_steps():
     from mpdp_pl.environment.envs import EnvSpec
     from tensordict import TensorDict
 
-    cfg = load_config("Hopper-v4", "sac", {"obs_norm": True, "model_train_freq": 100,
-                                           "hidden_sizes": [8]})
+    cfg = load_config("Hopper-v4", "sac", {"networks.obs_norm": True, "model.train_freq": 100,
+                                           "networks.hidden_sizes": [8]})
     sac = SAC(cfg, EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100))
     sac.replay_buffer = make_replay_buffer(1000, "cpu")
 
@@ -84,11 +84,11 @@ def test_mpdp_with_dhmbpos_parts_trains_warm_starts_and_resumes(tmp_path):
     times as long, on Hopper: updates counted by hand, statistics and bounds in the checkpoint,
     and --resume continues it."""
     cfg = load_config("Hopper-v4", "mpdp", {
-        **parse_overrides(TINY), "steps": 400, "init_random_steps": 250, "eval_every": 400,
-        "eval_episodes": 1, "model_hidden": 16, "model_max_steps": 20, "model_train_freq": 1000,
-        "model_eval_every": 10, "horizon": 3, "critic_scale": True, "obs_norm": True,
-        "warmup_updates": 30,
-        "model_first_fit_scale": 3, "critic_updates_per_step": 2.0, "logger": "none",
+        **parse_overrides(TINY), "steps": 400, "data.init_random_steps": 250, "eval.every": 400,
+        "eval.episodes": 1, "model.hidden": 16, "model.max_steps": 20, "model.train_freq": 1000,
+        "model.eval_every": 10, "improvement.horizon": 3, "critic.scale": True, "networks.obs_norm": True,
+        "updates.warmup": 30,
+        "model.first_fit_scale": 3, "updates.critic_per_step": 2.0, "logger": "none",
         "out": str(tmp_path / "run")})
     out = train(cfg)
     with open(out / "metrics.csv") as f:

@@ -83,22 +83,22 @@ def test_particle_returns_stop_at_terminals_and_average_particles():
 
 def test_config_is_the_published_one_and_checked():
     c = load_config("Hopper-v4", "pets")
-    assert (c["pets_horizon"], c["pets_population"], c["pets_elites"], c["pets_iterations"],
-            c["pets_momentum"], c["pets_particles"]) == (30, 500, 50, 5, 0.1, 20)
+    assert (c["pets"]["horizon"], c["pets"]["population"], c["pets"]["elites"], c["pets"]["iterations"],
+            c["pets"]["momentum"], c["pets"]["particles"]) == (30, 500, 50, 5, 0.1, 20)
     with pytest.raises(ConfigError, match="multiple of num_elites"):
-        load_config("Hopper-v4", "pets", {"pets_particles": 7})
+        load_config("Hopper-v4", "pets", {"pets.particles": 7})
 
 
 @pytest.mark.parametrize("algo,extra,key", [
-    ("pets", ["pets_particles=5"], "model/steps"),
-    ("poplin_a", ["poplin_bc_epochs=2"], "poplin/bc_rows"),
+    ("pets", ["pets.particles=5"], "model/steps"),
+    ("poplin_a", ["poplin.bc_epochs=2"], "poplin/bc_rows"),
     ("poplin_p", [], "poplin/weight_step"),
 ])
 def test_planner_trains_resumes_and_evaluates_through_the_cli(tmp_path, algo, extra, key):
     """PETS, POPLIN-A and POPLIN-P (tests/test_poplin.py) through the shared CLI."""
     out = tmp_path / "run"
-    small = ["pets_horizon=3", "pets_population=10", "pets_elites=2", "pets_iterations=2",
-             "model_hidden=16", "model_train_freq=100", *extra]
+    small = ["pets.horizon=3", "pets.population=10", "pets.elites=2", "pets.iterations=2",
+             "model.hidden=16", "model.train_freq=100", *extra]
     proc = run_train(["--env", "InvertedPendulum-v4", "--algo", algo, "--out", str(out),
                       "--logger", "none", *TINY, "steps=400", *small], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

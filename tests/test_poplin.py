@@ -123,7 +123,7 @@ def test_bc_ai_fits_the_executed_and_elite_actions():
     """Executed actions at 0.5 * s0 and elites scattered around them: the clone learns their
     mean, 0.5 * s0, on states it was not shown."""
     torch.manual_seed(0)
-    module = POPLINA(load_config("InvertedPendulum-v4", "poplin_a", {"poplin_bc_epochs": 30}), SPEC)
+    module = POPLINA(load_config("InvertedPendulum-v4", "poplin_a", {"poplin.bc_epochs": 30}), SPEC)
     optimizers = module.configure_optimizers()  # outside a Trainer: its optimizers and backward
     module.optimizers = lambda: optimizers
     module.manual_backward = lambda loss: loss.backward()
@@ -141,10 +141,10 @@ def test_bc_ai_fits_the_executed_and_elite_actions():
 def test_config_is_the_published_one_and_checked():
     a, p = load_config("Hopper-v4", "poplin_a"), load_config("Hopper-v4", "poplin_p")
     for c in (a, p):
-        assert (c["pets_horizon"], c["pets_population"], c["pets_elites"], c["pets_iterations"],
-                c["pets_momentum"]) == (30, 500, 50, 5, 0.1)
-    assert (a["poplin_hidden"], a["poplin_init_var"], a["poplin_bc_epochs"], a["poplin_bc_batch"],
-            a["poplin_bc_lr"]) == ([64, 64], 0.25, 100, 64, 0.003)
-    assert (p["poplin_hidden"], p["poplin_init_var"]) == ([32], 0.1)
+        assert (c["pets"]["horizon"], c["pets"]["population"], c["pets"]["elites"], c["pets"]["iterations"],
+                c["pets"]["momentum"]) == (30, 500, 50, 5, 0.1)
+    assert (a["poplin"]["hidden"], a["poplin"]["init_var"], a["poplin"]["bc_epochs"], a["poplin"]["bc_batch"],
+            a["poplin"]["bc_lr"]) == ([64, 64], 0.25, 100, 64, 0.003)
+    assert (p["poplin"]["hidden"], p["poplin"]["init_var"]) == ([32], 0.1)
     with pytest.raises(ConfigError, match="poplin_init_var"):
-        load_config("Hopper-v4", "poplin_p", {"poplin_init_var": 0.0})
+        load_config("Hopper-v4", "poplin_p", {"poplin.init_var": 0.0})

@@ -48,7 +48,7 @@ def buffer_size(ckpt: Path) -> int:
 
 def test_sigkill_then_resume_continues_without_gaps_or_lost_transitions(tmp_path):
     out = tmp_path / "run"
-    args = [*RUN, "steps=1500", "checkpoint_every=300", "eval_every=300", "--out", str(out)]
+    args = [*RUN, "steps=1500", "durability.checkpoint_every=300", "eval.every=300", "--out", str(out)]
     proc = start(args, tmp_path)
     wait_for(lambda: (ck := checkpoint.latest(out)) is not None and ck.name >= "step000000600", proc)
     proc.kill()  # SIGKILL: no handler runs
@@ -88,7 +88,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 def stop_inside(args: list[str], out: Path, tmp_path: Path, marker_step: int) -> tuple[float, str]:
     """Start a run, wait for its checkpoint at ``marker_step`` (written just before the slow
     part begins: checkpoint_every = marker_step), send SIGTERM; returns (seconds to exit, stdout)."""
-    proc = start([*args, "--out", str(out), f"checkpoint_every={marker_step}"], tmp_path)
+    proc = start([*args, "--out", str(out), f"durability.checkpoint_every={marker_step}"], tmp_path)
     marker = out / "checkpoints" / f"step{marker_step:09d}"
     wait_for(lambda: (marker / "state.pt").exists(), proc, timeout=600)
     time.sleep(1.0)  # inside the slow part by now
@@ -106,8 +106,8 @@ def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
     # from env step 100: one evaluation is about a minute; the stop drops it
     out = tmp_path / "run"
     seconds, stdout = stop_inside(["--env", "Pendulum-v1", "--algo", "pets", "--logger", "none",
-                                   "steps=300", "init_random_steps=200", "eval_every=100",
-                                   "eval_episodes=1", "max_episode_steps=10",
+                                   "steps=300", "data.init_random_steps=200", "eval.every=100",
+                                   "eval.episodes=1", "task.max_episode_steps=10",
                                    "trainer.num_threads=1"], out, tmp_path, marker_step=99)
     assert seconds < 30, seconds
     assert not (out / "metrics.csv").exists() or rows(out) == []  # no half-finished row
@@ -120,10 +120,10 @@ def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
     assert [int(r["env_steps"]) for r in rows(out)] == [100, 101]
 
 
-DH_TINY = ["--env", "Hopper-v4", "--algo", "dhmbpo", "--logger", "none", "init_random_steps=200",
-           "eval_every=100", "eval_episodes=1", "batch_size=64", "hidden_sizes=[32,32]",
-           "model_hidden=32", "update_every=100", "model_train_freq=100", "model_batch_size=64",
-           "start_rollout_every=10", "start_rollout_length=5", "start_buffer_size=2000",
+DH_TINY = ["--env", "Hopper-v4", "--algo", "dhmbpo", "--logger", "none", "data.init_random_steps=200",
+           "eval.every=100", "eval.episodes=1", "data.batch_size=64", "networks.hidden_sizes=[32,32]",
+           "model.hidden=32", "updates.every=100", "model.train_freq=100", "model.batch_size=64",
+           "dhmbpo.rollout_every=10", "dhmbpo.rollout_length=5", "dhmbpo.buffer_size=2000",
            "trainer.num_threads=1"]
 
 
@@ -131,8 +131,8 @@ def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_bu
     # the first fit at env step 200: 5 x 4000 rounds, never stopping early (patience), about a
     # minute here; the resume runs it again, whole
     out = tmp_path / "run"
-    seconds, _ = stop_inside([*DH_TINY, "steps=250", "model_max_epochs=4000",
-                              "model_patience=100000", "warmup_updates=10"], out, tmp_path,
+    seconds, _ = stop_inside([*DH_TINY, "steps=250", "model.max_epochs=4000",
+                              "model.patience=100000", "updates.warmup=10"], out, tmp_path,
                              marker_step=199)
     assert seconds < 30, seconds
     before = rows(out)
@@ -160,8 +160,8 @@ def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_bu
 
 def test_sigterm_inside_a_burst_exits_within_30_s_and_the_resume_runs_what_it_owes(tmp_path):
     out = tmp_path / "run"
-    seconds, _ = stop_inside([*DH_TINY, "steps=250", "model_max_epochs=2",
-                              "warmup_updates=3000"], out, tmp_path, marker_step=199)
+    seconds, _ = stop_inside([*DH_TINY, "steps=250", "model.max_epochs=2",
+                              "updates.warmup=3000"], out, tmp_path, marker_step=199)
     assert seconds < 30, seconds
     before = rows(out)
     counters = checkpoint.read(checkpoint.latest(out))["counters"]
@@ -179,8 +179,8 @@ def test_sigterm_inside_a_burst_exits_within_30_s_and_the_resume_runs_what_it_ow
 def test_same_seed_same_metrics(tmp_path):
     runs = []
     for name in ("a", "b"):
-        proc = run_train([*RUN, "--algo", "mpdp", "model_hidden=32", "model_max_steps=20",
-                          "horizon=3", "--out", str(tmp_path / name)], cwd=tmp_path)
+        proc = run_train([*RUN, "--algo", "mpdp", "model.hidden=32", "model.max_steps=20",
+                          "improvement.horizon=3", "--out", str(tmp_path / name)], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(rows(tmp_path / name))
     drop = ("time/elapsed", "time/env_steps_per_s", "model/train_seconds")

@@ -14,9 +14,9 @@ import sys
 import pytest
 from conftest import ROOT, run_train
 
-TINY = ["--env", "InvertedPendulum-v4", "init_random_steps=200", "eval_every=200", "eval_episodes=2",
-        "batch_size=64", "hidden_sizes=[32,32]", "model_hidden=32", "model_max_steps=20",
-        "horizon=3", "steps=400", "--logger", "csv"]
+TINY = ["--env", "InvertedPendulum-v4", "data.init_random_steps=200", "eval.every=200", "eval.episodes=2",
+        "data.batch_size=64", "networks.hidden_sizes=[32,32]", "model.hidden=32", "model.max_steps=20",
+        "improvement.horizon=3", "steps=400", "--logger", "csv"]
 
 
 def report(*args):
@@ -124,15 +124,15 @@ def test_published_anchors_join_the_table_and_figure(grid, tmp_path):
 
 def test_two_runs_of_one_seed_are_both_reported_named_by_what_differs(tmp_path):
     common = ["--env", "InvertedPendulum-v4", "--algo", "sac", "--logger", "none", "--seed", "0",
-              "steps=300", "init_random_steps=200", "eval_every=100", "eval_episodes=1",
-              "batch_size=64", "hidden_sizes=[16,16]", "trainer.num_threads=1"]
-    for name, extra in (("a", "gamma=0.9"), ("b", "gamma=0.99"), ("c", "gamma=0.99")):
+              "steps=300", "data.init_random_steps=200", "eval.every=100", "eval.episodes=1",
+              "data.batch_size=64", "networks.hidden_sizes=[16,16]", "trainer.num_threads=1"]
+    for name, extra in (("a", "critic.gamma=0.9"), ("b", "critic.gamma=0.99"), ("c", "critic.gamma=0.99")):
         proc = run_train([*common, "--out", str(tmp_path / name), extra], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
     proc = report(tmp_path / "a", tmp_path / "b", "--out", tmp_path / "r")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
-    assert {r["algo"] for r in rows} == {"sac,gamma=0.9", "sac,gamma=0.99"}
+    assert {r["algo"] for r in rows} == {"sac,critic.gamma=0.9", "sac,critic.gamma=0.99"}
     assert len(rows) == 2 * 3  # both runs, three evaluations each
     proc = report(tmp_path / "b", tmp_path / "c", "--out", tmp_path / "r2")  # the same config
     assert proc.returncode == 2 and "same run configuration" in proc.stderr

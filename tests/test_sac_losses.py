@@ -36,7 +36,7 @@ def hand_log_prob(mean, log_std, action):
 @pytest.fixture
 def sac():
     torch.manual_seed(0)
-    cfg = load_config("Pendulum-v1", "sac", {"hidden_sizes": [16, 16], "init_alpha": 0.3})
+    cfg = load_config("Pendulum-v1", "sac", {"networks.hidden_sizes": [16, 16], "temperature.init": 0.3})
     spec = EnvSpec(OBS, ACT, (-1.0,) * ACT, (1.0,) * ACT, 100)
     return SAC(cfg, spec)
 
@@ -62,7 +62,7 @@ def hand_pi(sac, obs, eps):
     Tanh-transformed Normal for the density."""
     out = plain_mlp(sac.actor.net.layers, obs, 0)
     mean, raw = out.chunk(2, -1)
-    lo, hi = sac.cfg["log_std_min"], sac.cfg["log_std_max"]
+    lo, hi = sac.cfg["actor"]["log_std_min"], sac.cfg["actor"]["log_std_max"]
     log_std = lo + 0.5 * (hi - lo) * (torch.tanh(raw) + 1)
     action = torch.tanh(mean + log_std.exp() * eps)
     return action, hand_log_prob(mean, log_std, action)

@@ -28,7 +28,7 @@ def collect(env_id: str, task: str, n: int, seed: int = 0):
     the current state is set within +-0.05 of a health boundary."""
     env = gym.make(env_id)
     rng = np.random.default_rng(seed)
-    obs_dim = load_config(env_id)["obs_truncate"]
+    obs_dim = load_config(env_id)["task"]["obs_truncate"]
     next_obs, terminated = [], []
     env.reset(seed=seed)
     while len(terminated) < n:
@@ -51,7 +51,7 @@ def collect(env_id: str, task: str, n: int, seed: int = 0):
 @pytest.mark.parametrize("task", list(BOUNDARIES))
 def test_termination_fn_matches_real_env(task, version):
     env_id = f"{task}-{version}"
-    fn = TERMINATION_FNS[load_config(env_id)["termination"]]
+    fn = TERMINATION_FNS[load_config(env_id)["model"]["termination"]]
     next_obs, terminated = collect(env_id, task, TRANSITIONS)
     predicted = fn(next_obs)
     mismatches = (predicted != terminated).sum().item()

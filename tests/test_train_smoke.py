@@ -38,8 +38,8 @@ def test_metrics_csv_has_one_row_per_evaluation(tiny_run):
 def test_config_yaml_records_config_command_commit_and_versions(tiny_run):
     cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
     assert cfg["env"] == "InvertedPendulum-v4" and cfg["algo"] == "sac"
-    assert cfg["steps"] == STEPS and cfg["seed"] == 3 and cfg["hidden_sizes"] == [32, 32]
-    assert cfg["target_entropy"] == -0.05  # from conf/env/InvertedPendulum.yaml
+    assert cfg["steps"] == STEPS and cfg["seed"] == 3 and cfg["networks"]["hidden_sizes"] == [32, 32]
+    assert cfg["temperature"]["target_entropy"] == -0.05  # from conf/env/InvertedPendulum.yaml
     assert cfg["out"] == str(tiny_run)
     run = cfg["run"]
     assert run["command"][0] == "train.py" and "steps=600" in run["command"]

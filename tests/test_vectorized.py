@@ -12,13 +12,13 @@ from mpdp_pl.environment.data import load_buffer, make_replay_buffer
 from mpdp_pl.environment.envs import make_env
 from mpdp_pl.run import train
 
-TINY = {"steps": 600, "init_random_steps": 150, "batch_size": 32, "hidden_sizes": [32, 32],
-        "eval_every": 600, "eval_episodes": 1, "logger": "none", "num_envs": 3,
+TINY = {"steps": 600, "data.init_random_steps": 150, "data.batch_size": 32, "networks.hidden_sizes": [32, 32],
+        "eval.every": 600, "eval.episodes": 1, "logger": "none", "data.num_envs": 3,
         "trainer": {"num_threads": 1}}
 
 
 def test_batched_env_copies_have_their_own_seeds():
-    cfg = load_config("Hopper-v4", "sac", {"num_envs": 3})
+    cfg = load_config("Hopper-v4", "sac", {"data.num_envs": 3})
     env = make_env(cfg, seed=7, num_envs=3)
     td = env.reset()
     env.close()
@@ -51,4 +51,4 @@ def test_sac_with_three_envs_counts_every_env_step_and_stores_whole_trajectories
 
 def test_mppve_refuses_several_envs():
     with pytest.raises(ConfigError, match="mppve"):
-        load_config("InvertedPendulum-v4", "mppve", {"num_envs": 2})
+        load_config("InvertedPendulum-v4", "mppve", {"data.num_envs": 2})

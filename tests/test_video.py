@@ -13,8 +13,8 @@ from mpdp_pl.environment.video import count_frames
 def test_videos_every_evaluation(tmp_path):
     out = tmp_path / "run"
     proc = run_train(["--env", "InvertedPendulum-v4", "--algo", "sac", "--out", str(out),
-                      "--logger", "wandb", *TINY, "steps=400", "eval_episodes=1",
-                      "video_every=1"], cwd=tmp_path, env=offline_env(tmp_path))
+                      "--logger", "wandb", *TINY, "steps=400", "eval.episodes=1",
+                      "eval.video_every=1"], cwd=tmp_path, env=offline_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

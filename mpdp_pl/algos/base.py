@@ -93,11 +93,11 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.automatic_optimization = False
         self.cfg, self.spec = cfg, spec
         self.env_steps = self.updates = 0
-        self.critic_schedule = UpdateSchedule(cfg["critic_updates_per_step"])
-        self.actor_schedule = UpdateSchedule(cfg["actor_updates_per_step"])
-        self.update_after = max(cfg["init_random_steps"], cfg["batch_size"])
+        self.critic_schedule = UpdateSchedule(cfg["updates"]["critic_per_step"])
+        self.actor_schedule = UpdateSchedule(cfg["updates"]["actor_per_step"])
+        self.update_after = max(cfg["data"]["init_random_steps"], cfg["data"]["batch_size"])
         self.recorder = MetricsRecorder()
-        self.guard = NonfiniteGuard(cfg["nonfinite_limit"], cfg["nonfinite_guard"])
+        self.guard = NonfiniteGuard(cfg["durability"]["nonfinite_limit"], cfg["durability"]["nonfinite_guard"])
         self.clock = RunClock()
         self.last_eval: dict[str, float] = {}  # the latest evaluation (callbacks.PeriodicEvaluation)
         self.out_dir = Path(cfg["out"]) if cfg.get("out") else None
@@ -144,7 +144,7 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.replay_buffer.extend(batch)
 
     def sample_batch(self) -> TensorDictBase:
-        return self.replay_buffer.sample(self.cfg["batch_size"]).to(self.device, non_blocking=True)
+        return self.replay_buffer.sample(self.cfg["data"]["batch_size"]).to(self.device, non_blocking=True)
 
     # ----------------------------------------------------------------- checkpoint state
     def counters(self) -> dict:
@@ -182,7 +182,7 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
 
     def on_fit_start(self) -> None:
         # here, not in setup(): the module is on its device now, and the buffer lives there too
-        self.replay_buffer = make_replay_buffer(self.cfg["buffer_size"], self._buffer_device())
+        self.replay_buffer = make_replay_buffer(self.cfg["data"]["buffer_size"], self._buffer_device())
         if self.resume_state is not None:
             checkpoint.restore(self, self.resume_state, self.resume_path)
             self.resume_state = None
@@ -198,7 +198,7 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         """At a resume, the work a stop signal left undone in the round the checkpoint ends
         (a model training cut short, the rest of a burst), before the evaluation that round
         owes and before any new env step; nothing where the round was complete."""
-        if self.env_steps >= max(self.update_after, self.cfg["batch_size"] * self.world_size):
+        if self.env_steps >= max(self.update_after, self.cfg["data"]["batch_size"] * self.world_size):
             self.update(0, 0)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
@@ -221,10 +221,10 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         before, self.env_steps = self.env_steps, self.env_steps + n * self.world_size
         # update ratios count each rank's own env steps: N ranks take the same number of updates
         # per round as one, each averaged over N batches
-        paid = burst_due(before, self.env_steps, self.cfg["update_every"])
+        paid = burst_due(before, self.env_steps, self.cfg["updates"]["every"])
         critic_updates = self.critic_schedule.due(n, paid)
         actor_updates = self.actor_schedule.due(n, paid)
-        if self.env_steps >= max(self.update_after, self.cfg["batch_size"] * self.world_size):
+        if self.env_steps >= max(self.update_after, self.cfg["data"]["batch_size"] * self.world_size):
             self.update(critic_updates, actor_updates)
 
     def on_train_end(self) -> None:

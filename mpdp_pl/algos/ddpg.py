@@ -29,17 +29,17 @@ class DDPG(OffPolicyModule):
 
     def __init__(self, cfg: dict, spec):
         super().__init__(cfg, spec)
-        hidden = cfg["hidden_sizes"]
+        hidden = cfg["networks"]["hidden_sizes"]
         self.actor = DeterministicActor(spec.obs_dim, spec.action_dim, hidden,
-                                        cfg["exploration_noise"])
+                                        cfg["ddpg"]["exploration_noise"])
         self.actor_target = make_target(self.actor)
         self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden, num_critics=1)
         self.critic_target = make_target(self.critic)
 
     def configure_optimizers(self):
         c = self.cfg
-        return [torch.optim.Adam(self.critic.parameters(), lr=c["critic_lr"]),
-                torch.optim.Adam(self.actor.parameters(), lr=c["actor_lr"])]
+        return [torch.optim.Adam(self.critic.parameters(), lr=c["critic"]["lr"]),
+                torch.optim.Adam(self.actor.parameters(), lr=c["actor"]["lr"])]
 
     def fault_parts(self) -> dict:
         return {**super().fault_parts(), "critic": [self.critic, self.critic_target],
@@ -51,7 +51,7 @@ class DDPG(OffPolicyModule):
             next_obs = nxt["observation"]
             next_q = self.critic_target(next_obs, self.actor_target.deterministic(next_obs))[0]
             target = ddpg_target(nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1),
-                                 next_q, self.cfg["gamma"])
+                                 next_q, self.cfg["critic"]["gamma"])
         q = self.critic(batch["observation"], batch["action"])
         self.record({"train/target_max": target.max()})
         return losses.critic_loss(q, target), q
@@ -79,6 +79,6 @@ class DDPG(OffPolicyModule):
                 loss = self.actor_loss(obs)
                 self.guard.step(self, "actor", self.optimizers()[1], loss, self.actor.parameters())
                 self.record({"train/actor_loss": loss})
-            polyak_update(self.critic_target, self.critic, self.cfg["tau"])
-            polyak_update(self.actor_target, self.actor, self.cfg["tau"])
+            polyak_update(self.critic_target, self.critic, self.cfg["critic"]["tau"])
+            polyak_update(self.actor_target, self.actor, self.cfg["critic"]["tau"])
         self.updates += critic_updates

@@ -49,7 +49,7 @@ class DHMBPO(ModelBasedSAC):
         """After the first model training: erl_lib multiplies the first burst's pairs by its
         seed iterations (``svg.py:571``)."""
         if self.model_learner.trainings == 1:
-            self.warm_pairs = self.cfg["warmup_updates"]
+            self.warm_pairs = self.cfg["updates"]["warmup"]
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
         """One round, once base.py stored its env steps: steps 1-4 above. The loop pays the
@@ -85,7 +85,7 @@ class DHMBPO(ModelBasedSAC):
             if self.stop_signal is not None:
                 self.burst_left = [0, pairs - i]
                 return
-            if i % self.cfg["start_rollout_every"] == 0:
+            if i % self.cfg["dhmbpo"]["rollout_every"] == 0:
                 self.refill_start_states()
             rollout = self.rollout()
             self.critic_step(rollout)
@@ -96,13 +96,13 @@ class DHMBPO(ModelBasedSAC):
         """One distribution rollout of pi from ``batch_size`` real states into the FIFO."""
         c = self.cfg
         if self.start_fifo is None:
-            self.start_fifo = StartStateFIFO(c["start_buffer_size"], self.spec.obs_dim, self.device)
+            self.start_fifo = StartStateFIFO(c["dhmbpo"]["buffer_size"], self.spec.obs_dim, self.device)
         self.start_fifo.add(distribution_rollout(self.dynamics, self.actor, self.sample_batch()["observation"],
-                                                 c["start_rollout_length"]))
+                                                 c["dhmbpo"]["rollout_length"]))
 
     def rollout(self) -> SVGRollout:
         return svg_rollout(self.dynamics, lambda s: self.actor.sample(s),
-                           self.start_fifo.sample(self.cfg["batch_size"]), self.cfg["horizon"])
+                           self.start_fifo.sample(self.cfg["data"]["batch_size"]), self.cfg["improvement"]["horizon"])
 
     # ------------------------------------------------------------------ the two updates
     def critic_step(self, rollout: SVGRollout) -> None:
@@ -111,20 +111,20 @@ class DHMBPO(ModelBasedSAC):
         alpha = self.alpha.detach()
         with torch.no_grad():
             if self.critic.scaled:
-                self.critic.update_bounds(soft_rewards(rollout, alpha), c["gamma"], c["critic_lr"])
+                self.critic.update_bounds(soft_rewards(rollout, alpha), c["critic"]["gamma"], c["critic"]["lr"])
                 self.record({"train/q_lb": self.critic.q_bounds[0], "train/q_ub": self.critic.q_bounds[1]})
             tail = redq_min(self.critic_target(rollout.last_obs, rollout.last_action))
-            target = soft_return(rollout, tail, alpha, c["gamma"], first_entropy=False)
+            target = soft_return(rollout, tail, alpha, c["critic"]["gamma"], first_entropy=False)
         q = self.critic(rollout.obs[0].detach(), rollout.action[0].detach())
         loss = (q - target).pow(2).mean(-1).sum()
         self.guard.step(self, "critic", self.optimizers()[0], loss, self.critic.parameters())
-        polyak_update(self.critic_target, self.critic, c["tau"])
+        polyak_update(self.critic_target, self.critic, c["critic"]["tau"])
         self.record({"train/critic_loss": loss, "train/q_mean": q.mean(), "train/target_max": target.max()})
 
     def actor_step(self, rollout: SVGRollout) -> None:
         """-mean G(s_0, a_0) with the online critics' mean at (s_H, a_H); no gradient clipping."""
         tail = self.critic(rollout.last_obs, rollout.last_action, detach_params=True).mean(0)
-        loss = -soft_return(rollout, tail, self.alpha.detach(), self.cfg["gamma"], first_entropy=True).mean()
+        loss = -soft_return(rollout, tail, self.alpha.detach(), self.cfg["critic"]["gamma"], first_entropy=True).mean()
         norm = self.guard.step(self, "actor", self.optimizers()[1], loss, self.actor.parameters())
         self.temperature_step(rollout.log_prob[0])
         self.record({"train/actor_loss": loss, "train/actor_grad_norm": norm})

@@ -39,7 +39,7 @@ class EnvSetup:
         # moved to the GPU and saved with the weights.
         # every evaluation re-seeds its env with this: the same initial states each time
         self.eval_seed = self.cfg["seed"] + 1000 * self.global_rank + EVAL_SEED_OFFSET
-        self.envs = {"train": make_env(self.cfg, seed=seed, num_envs=self.cfg["num_envs"]),
+        self.envs = {"train": make_env(self.cfg, seed=seed, num_envs=self.cfg["data"]["num_envs"]),
                      "eval": make_env(self.cfg, seed=self.eval_seed)}
 
     def policy(self, deterministic: bool) -> TensorDictModule:
@@ -47,13 +47,13 @@ class EnvSetup:
                                 in_keys=["observation"], out_keys=["action"])
 
     def _buffer_device(self) -> torch.device:
-        return torch.device(self.cfg["buffer_device"]) if self.cfg["buffer_device"] else self.device
+        return torch.device(self.cfg["data"]["buffer_device"]) if self.cfg["data"]["buffer_device"] else self.device
 
     def _make_collector(self):
         return make_collector(
             self.envs["train"], self.policy(deterministic=False),
-            self.cfg["frames_per_batch"] * self.cfg["num_envs"],
-            max(0, -(-(self.cfg["init_random_steps"] - self.env_steps) // self.world_size)), self.device,
+            self.cfg["data"]["frames_per_batch"] * self.cfg["data"]["num_envs"],
+            max(0, -(-(self.cfg["data"]["init_random_steps"] - self.env_steps) // self.world_size)), self.device,
             self._buffer_device(),
         )
 

@@ -67,7 +67,7 @@ class M2AC(MBPO):
     def model_rollouts(self) -> None:
         """After a model training: masked rollouts (:func:`masked_rollout`)."""
         c = self.cfg
-        start = self.replay_buffer.sample(c["rollout_batch_size"])["observation"].to(self.device)
+        start = self.replay_buffer.sample(c["rollouts"]["batch_size"])["observation"].to(self.device)
         rows = masked_rollout(self.dynamics, lambda s: self.actor.sample(s)[0], start,
-                              c["m2ac_horizon"], c["m2ac_penalty"], c["m2ac_keep_h1"])
-        self.model_data.refill(rows, c["m2ac_horizon"])
+                              c["m2ac"]["horizon"], c["m2ac"]["penalty"], c["m2ac"]["keep_h1"])
+        self.model_data.refill(rows, c["m2ac"]["horizon"])

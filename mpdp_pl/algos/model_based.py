@@ -44,7 +44,7 @@ class ModelBasedSAC(SAC):
         iterations' worth of updates at its first model)."""
         if self.model_learner.trainings != 1:
             return
-        for _ in range(self.cfg["warmup_updates"]):
+        for _ in range(self.cfg["updates"]["warmup"]):
             if self.stop_signal is not None:  # a stop signal ends the warm start here
                 return
             self.policy_updates(1, 1)

@@ -35,7 +35,7 @@ class ModelData(Component):
         self.buffer = None
         self.capacity = 0
         self.rounds: list[list[int]] = []  # [env step, rows] of each refill still held
-        self.real_batch = max(1, round(cfg["real_ratio"] * cfg["batch_size"]))
+        self.real_batch = max(1, round(cfg["rollouts"]["real_ratio"] * cfg["data"]["batch_size"]))
 
     # ---------------------------------------------------------------- Component
     def counters(self) -> dict:
@@ -53,8 +53,8 @@ class ModelData(Component):
     def size_for(self, length: int) -> int:
         """MBPO's pool size: retain_epochs * rollouts per epoch * rollout length."""
         c = self.cfg
-        rollouts_per_epoch = c["rollout_batch_size"] * c["epoch_length"] / c["model_train_freq"]
-        return int(c["model_retain_epochs"] * rollouts_per_epoch * length)
+        rollouts_per_epoch = c["rollouts"]["batch_size"] * c["rollouts"]["epoch_length"] / c["model"]["train_freq"]
+        return int(c["rollouts"]["retain_epochs"] * rollouts_per_epoch * length)
 
     def resize(self, capacity: int) -> None:
         """A buffer of the new capacity, keeping the newest transitions of the old one."""
@@ -77,7 +77,7 @@ class ModelData(Component):
 
     def rollout_length(self) -> int:
         c = self.cfg
-        return rollout_length(self.host.env_steps, c["rollout_schedule"], c["epoch_length"])
+        return rollout_length(self.host.env_steps, c["rollouts"]["schedule"], c["rollouts"]["epoch_length"])
 
     def refill(self, rows: TensorDictBase, length: int) -> None:
         """Add one refill's rollouts of ``length`` steps (after a model training); log the age
@@ -100,7 +100,7 @@ class ModelData(Component):
     def branched_rollouts(self) -> None:
         """MBPO's refill: rollouts of pi_0's sampled actions from real states."""
         host, length = self.host, self.rollout_length()
-        start = host.replay_buffer.sample(self.cfg["rollout_batch_size"])["observation"]
+        start = host.replay_buffer.sample(self.cfg["rollouts"]["batch_size"])["observation"]
         rows = branched_rollout(host.dynamics, lambda s: host.actor.sample(s)[0],
                                 start.to(host.device), length)
         self.refill(rows, length)
@@ -111,7 +111,7 @@ class ModelData(Component):
     def mixed_batch(self) -> TensorDictBase:
         """``real_ratio`` of the batch from the real buffer, the rest from the model buffer (all
         real until the first rollouts exist)."""
-        host, n = self.host, self.cfg["batch_size"]
+        host, n = self.host, self.cfg["data"]["batch_size"]
         if self.empty():
             return host.replay_buffer.sample(n).to(host.device, non_blocking=True)
         real = host.replay_buffer.sample(self.real_batch)

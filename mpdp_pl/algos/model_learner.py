@@ -57,12 +57,12 @@ class ModelLearner(Component):
 
     def __init__(self, cfg: dict, spec, host):
         self.cfg, self.host = cfg, host
-        term = cfg["termination"]
+        term = cfg["model"]["termination"]
         self.dynamics = DynamicsModel(
-            spec.obs_dim, spec.action_dim, cfg["ensemble_size"], cfg["num_elites"],
-            cfg["model_hidden"], cfg["model_layers"],
+            spec.obs_dim, spec.action_dim, cfg["model"]["ensemble_size"], cfg["model"]["elites"],
+            cfg["model"]["hidden"], cfg["model"]["layers"],
             termination_fn=None if term == "learned" else TERMINATION_FNS[term],
-            noise=cfg["model_noise"], layer_norm=cfg["model_layernorm"], dropout=cfg["model_dropout"],
+            noise=cfg["model"]["noise"], layer_norm=cfg["model"]["layernorm"], dropout=cfg["model"]["dropout"],
         )
         self.settings = TrainSettings.from_config(cfg)
         self.trainings = 0
@@ -85,11 +85,11 @@ class ModelLearner(Component):
         ``model_weights=exp``: draw each transition's Exp(1) loss weight per member (DHMBPO,
         erl_lib ``util/misc.py`` ``sample_weight``), fixed for the run."""
         host = self.host
-        if self.cfg["model_holdout"] == "fixed":
+        if self.cfg["model"]["holdout"] == "fixed":
             first = host.env_steps // host.world_size  # this rank's transitions stored so far
-            batch.set("holdout", holdout_flags(first, batch.numel(), self.cfg["model_holdout_ratio"])
+            batch.set("holdout", holdout_flags(first, batch.numel(), self.cfg["model"]["holdout_ratio"])
                       .to(batch.device).reshape(batch.shape))
-        if self.cfg["model_weights"] == "exp":
+        if self.cfg["model"]["weights"] == "exp":
             batch.set("model_weight", torch.empty(*batch.shape, self.dynamics.members,
                                                   device=batch.device).exponential_())
 
@@ -99,10 +99,10 @@ class ModelLearner(Component):
     # ---------------------------------------------------------------- the optimizer
     def make_optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
-        if c["model_optimizer"] == "adamw":
-            return torch.optim.AdamW(param_groups(self.dynamics, c["model_lr"], c["model_weight_decay"],
-                                                  decoupled=True, noise_decay=c["model_noise_decay"]))
-        return torch.optim.Adam(param_groups(self.dynamics, c["model_lr"], c["model_weight_decay"]))
+        if c["model"]["optimizer"] == "adamw":
+            return torch.optim.AdamW(param_groups(self.dynamics, c["model"]["lr"], c["model"]["weight_decay"],
+                                                  decoupled=True, noise_decay=c["model"]["noise_decay"]))
+        return torch.optim.Adam(param_groups(self.dynamics, c["model"]["lr"], c["model"]["weight_decay"]))
 
     def optimizer(self):
         """The host's last optimizer (Lightning hands back a lone optimizer unlisted)."""
@@ -112,7 +112,7 @@ class ModelLearner(Component):
     # ---------------------------------------------------------------- one training
     def due(self) -> bool:
         """Until a model exists, every round; then every ``model_train_freq`` env steps."""
-        freq = self.cfg["model_train_freq"]
+        freq = self.cfg["model"]["train_freq"]
         return not self.ready or self.host.env_steps // freq > self.last_train_step // freq
 
     def train_when_due(self, open_loop_k: Callable[[], int] | None = None) -> TensorDictBase | None:
@@ -126,7 +126,7 @@ class ModelLearner(Component):
             host.record({"model/error": self.model_error()})
             if open_loop_k is not None:
                 k = open_loop_k()
-                batch = newest_transitions(host.replay_buffer, self.cfg["model_error_window"])
+                batch = newest_transitions(host.replay_buffer, self.cfg["model"]["error_window"])
                 batch = batch.to(host.device)
                 host.record({"model/open_loop_k": float(k), "model/open_loop_error": open_loop_error(
                     self.dynamics, batch["observation"], batch["action"],
@@ -151,7 +151,7 @@ class ModelLearner(Component):
 
     def split(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         """(train, holdout) rows of ``data`` (the buffer's contents, storage order)."""
-        if self.cfg["model_holdout"] == "redrawn":
+        if self.cfg["model"]["holdout"] == "redrawn":
             return holdout_split(data.shape[0], self.settings, self.host.device)
         order = chronological_order(self.host.replay_buffer).to(self.host.device)
         return fixed_split(data["holdout"], order, self.settings)
@@ -161,18 +161,18 @@ class ModelLearner(Component):
         step and epoch caps and its patience; DHMBPO's first fit is 5 times as long)."""
         nxt = data["next"]
         settings = self.settings
-        if first and self.cfg["model_first_fit_scale"] > 1:
-            k = self.cfg["model_first_fit_scale"]
+        if first and self.cfg["model"]["first_fit_scale"] > 1:
+            k = self.cfg["model"]["first_fit_scale"]
             settings = dataclasses.replace(
                 settings, patience=settings.patience * k, max_epochs=settings.max_epochs * k,
                 max_steps=None if settings.max_steps is None else settings.max_steps * k)
-        if self.cfg["model_optimizer"] == "adamw":  # a fresh AdamW per training (erl_lib de_trainer.py:65)
+        if self.cfg["model"]["optimizer"] == "adamw":  # a fresh AdamW per training (erl_lib de_trainer.py:65)
             self.optimizer().optimizer.state.clear()
         return train_dynamics(
             self.dynamics, data["observation"], data["action"], nxt["observation"],
             nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), self.optimizer(),
             settings, backward=self.host.manual_backward, split=split, ranks=distributed.ranks(),
-            weights=data.get("model_weight", None) if self.cfg["model_weights"] == "exp" else None,
+            weights=data.get("model_weight", None) if self.cfg["model"]["weights"] == "exp" else None,
             should_stop=lambda: self.host.stop_signal is not None,
         )
 
@@ -188,7 +188,7 @@ class ModelLearner(Component):
     @torch.no_grad()
     def model_error(self) -> torch.Tensor:
         """Mean ||s'_model - s'_real||_2 on the newest real transitions (env units)."""
-        batch = newest_transitions(self.host.replay_buffer, self.cfg["model_error_window"])
+        batch = newest_transitions(self.host.replay_buffer, self.cfg["model"]["error_window"])
         batch = batch.to(self.host.device)
         pred, _ = self.dynamics.mean_prediction(batch["observation"], batch["action"])
         return (pred - batch["next", "observation"]).norm(dim=-1).mean()

@@ -53,8 +53,8 @@ def _older_checkpoints(module, state_dict, prefix, *args) -> None:
 def register_threshold(module: torch.nn.Module, cfg: dict) -> None:
     """The cut threshold u_T (a fixed number, or with ``u_T=auto`` 0 until the first model
     training sets it) and u_ref, as buffers of ``module`` that its checkpoints keep."""
-    module.fixed_u_T = cfg["u_T"] != "auto"
-    module.register_buffer("u_T", torch.tensor(float(cfg["u_T"]) if module.fixed_u_T else 0.0))
+    module.fixed_u_T = cfg["improvement"]["u_T"] != "auto"
+    module.register_buffer("u_T", torch.tensor(float(cfg["improvement"]["u_T"]) if module.fixed_u_T else 0.0))
     module.register_buffer("u_ref", torch.tensor(1.0))
 
 
@@ -65,7 +65,7 @@ def set_threshold(module, holdout) -> None:
     threshold), and with ``u_T=auto`` the cut threshold u_T is u_ref."""
     if holdout.shape[0] > 0:
         u = gather_across_ranks(module.dynamics.ovr_error(holdout["observation"], holdout["action"]))
-        module.u_ref.copy_(torch.quantile(u, module.cfg["u_T_quantile"]).clamp_min(1e-6))
+        module.u_ref.copy_(torch.quantile(u, module.cfg["improvement"]["u_T_quantile"]).clamp_min(1e-6))
         if not module.fixed_u_T:
             module.u_T.copy_(module.u_ref)
     module.record({"model/u_T": module.u_T, "model/u_ref": module.u_ref})
@@ -75,14 +75,14 @@ class MPDP(ModelBasedSAC):
     def __init__(self, cfg: dict, spec):
         # single_policy: one policy for every step of the unroll (SVG, DHMBPO) instead of the
         # paper's heads pi_0..pi_{Hmax-1}
-        super().__init__(cfg, spec, actor_heads=1 if cfg["single_policy"] else cfg["horizon"])
-        self.horizon = cfg["horizon"]
+        super().__init__(cfg, spec, actor_heads=1 if cfg["improvement"]["single_policy"] else cfg["improvement"]["horizon"])
+        self.horizon = cfg["improvement"]["horizon"]
         register_threshold(self, cfg)
         self.register_load_state_dict_pre_hook(_older_checkpoints)
         # compile=true: one graph for the whole unroll (forward and backward), compiled on the
         # first farsighted update; worth it on GPUs (many small fused ops), not on CPUs
-        self.improve = torch.compile(farsighted_improvement) if cfg["compile"] else farsighted_improvement
-        self.unroll_form = cfg["unroll_form"]
+        self.improve = torch.compile(farsighted_improvement) if cfg["improvement"]["compile"] else farsighted_improvement
+        self.unroll_form = cfg["improvement"]["unroll_form"]
         self.metric_keys = (*self.metric_keys, *IMPROVEMENT_KEYS,
                             *(f"train/cut_frac/{t}" for t in range(self.horizon)))
 
@@ -114,8 +114,8 @@ class MPDP(ModelBasedSAC):
 
     def penalty_weight(self) -> torch.Tensor | float:
         """beta in Eq. (10): beta / u_ref with ``beta_relative``, else beta."""
-        beta = self.cfg["beta"]
-        return beta / self.u_ref if self.cfg["beta_relative"] else beta
+        beta = self.cfg["improvement"]["beta"]
+        return beta / self.u_ref if self.cfg["improvement"]["beta_relative"] else beta
 
     def form(self) -> str:
         """The unroll's form (:mod:`mpdp_pl.lookahead.improvement`): ``auto`` is ``live`` on a CPU
@@ -123,10 +123,10 @@ class MPDP(ModelBasedSAC):
         (fixed shapes, no host sync: CUDA graphs and torch.compile)."""
         if self.unroll_form != "auto":
             return self.unroll_form
-        return "live" if self.device.type == "cpu" and not self.cfg["compile"] else "static"
+        return "live" if self.device.type == "cpu" and not self.cfg["improvement"]["compile"] else "static"
 
     def actor_grad_clip(self) -> float:
-        return self.cfg["actor_grad_clip"]
+        return self.cfg["actor"]["grad_clip"]
 
     def actor_step(self) -> None:
         if not self.model_ready:
@@ -134,13 +134,13 @@ class MPDP(ModelBasedSAC):
         c = self.cfg
         obs = self.sample_batch()["observation"]
         result = self.improve(
-            obs, self.actor, self.critic, self.dynamics, self.alpha, self.penalty_weight(), c["gamma"],
-            self.u_T, self.horizon, c["paper_literal_cut"],
-            terminal_critic=c["terminal_critic"], form=self.form(),
+            obs, self.actor, self.critic, self.dynamics, self.alpha, self.penalty_weight(), c["critic"]["gamma"],
+            self.u_T, self.horizon, c["improvement"]["paper_literal_cut"],
+            terminal_critic=c["improvement"]["terminal_critic"], form=self.form(),
         )
         # long unrolls can explode (the paper warns of it): clip, and log the norm before clipping
         grad_norm = self.guard.step(self, "actor", self.optimizers()[1], result.loss,
-                                    self.actor.parameters(), c["actor_grad_clip"])
+                                    self.actor.parameters(), c["actor"]["grad_clip"])
         self.temperature_step(result.log_prob0)
         diag = {f"train/{k}": v for k, v in result.diagnostics.items()}
         cut_frac = diag.pop("train/cut_frac")

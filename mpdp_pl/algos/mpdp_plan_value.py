@@ -34,8 +34,8 @@ class MPDPPlanValue(MPPVE):
     metric_keys = (*MPPVE.metric_keys, *IMPROVEMENT_KEYS)
 
     def __init__(self, cfg: dict, spec):
-        super().__init__(cfg, spec, actor_heads=1 if cfg["single_policy"] else cfg["horizon"])
-        self.horizon = cfg["horizon"]
+        super().__init__(cfg, spec, actor_heads=1 if cfg["improvement"]["single_policy"] else cfg["improvement"]["horizon"])
+        self.horizon = cfg["improvement"]["horizon"]
         register_threshold(self, cfg)
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
@@ -53,11 +53,11 @@ class MPDPPlanValue(MPPVE):
 
     def improvement(self, obs: torch.Tensor) -> PlanImprovement:
         c = self.cfg
-        beta = c["beta"] / self.u_ref if c["beta_relative"] and c["beta"] > 0 else c["beta"]
-        no_cut = self.fixed_u_T and float(c["u_T"]) == float("inf")
+        beta = c["improvement"]["beta"] / self.u_ref if c["improvement"]["beta_relative"] and c["improvement"]["beta"] > 0 else c["improvement"]["beta"]
+        no_cut = self.fixed_u_T and float(c["improvement"]["u_T"]) == float("inf")
         result = plan_improvement(obs, self.actor, self.critic, self.dynamics, self.alpha, beta,
-                                  c["gamma"], None if no_cut else self.u_T, self.horizon, self.k,
-                                  grad_through_model=c["plan_grad_through_model"])
+                                  c["critic"]["gamma"], None if no_cut else self.u_T, self.horizon, self.k,
+                                  grad_through_model=c["mppve"]["plan_grad_through_model"])
         means = {k: result.diagnostics[k] for k in ("realized_horizon", "u_mean")}
         self.record({f"train/{k}": v for k, v in result.diagnostics.items() if k not in means})
         self.record_mean({f"train/{k}": v for k, v in means.items()})

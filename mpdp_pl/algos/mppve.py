@@ -29,9 +29,9 @@ class MPPVE(MBPO):
 
     def __init__(self, cfg: dict, spec, actor_heads: int = 1):
         super().__init__(cfg, spec, actor_heads=actor_heads)
-        self.k = cfg["plan_length"]
-        self.critic = TwinQ(spec.obs_dim, self.k * spec.action_dim, cfg["hidden_sizes"],
-                            layer_norm=cfg["critic_layernorm"])
+        self.k = cfg["mppve"]["plan_length"]
+        self.critic = TwinQ(spec.obs_dim, self.k * spec.action_dim, cfg["networks"]["hidden_sizes"],
+                            layer_norm=cfg["critic"]["layernorm"])
         self.critic_target = make_target(self.critic)
         self.target_entropy *= self.k  # log pi^k sums k per-step log-probabilities
 
@@ -40,12 +40,12 @@ class MPPVE(MBPO):
         """After a model training: k-step segments of pi's plans from real states (Eq. 46-49)."""
         length = self.model_data.rollout_length()
         self.model_data.refill(model_segments(self.replay_buffer, self.dynamics, self.actor,
-                                              self.cfg["rollout_batch_size"], length, self.k),
+                                              self.cfg["rollouts"]["batch_size"], length, self.k),
                                length)
 
     def sample_batch(self):
         """k-step segments: ``real_ratio`` of the batch real, the rest from the model buffer."""
-        n, data = self.cfg["batch_size"], self.model_data
+        n, data = self.cfg["data"]["batch_size"], self.model_data
         if data.empty():
             return real_segments(self.replay_buffer, n, self.k).to(self.device)
         real = real_segments(self.replay_buffer, data.real_batch, self.k)
@@ -54,7 +54,7 @@ class MPPVE(MBPO):
 
     def actor_states(self) -> torch.Tensor:
         """Real states only (the official code: the actor never sees model data)."""
-        return self.replay_buffer.sample(self.cfg["batch_size"])["observation"].to(self.device)
+        return self.replay_buffer.sample(self.cfg["data"]["batch_size"])["observation"].to(self.device)
 
     # ------------------------------------------------------------------ losses
     def critic_loss(self, batch):
@@ -65,7 +65,7 @@ class MPPVE(MBPO):
             plan = make_plan(nxt, self.actor, self.dynamics, self.k)
             next_q = self.critic_target(nxt, plan.actions)
             target = plan_value_target(batch, next_q, plan.log_prob, self.alpha.detach(),
-                                       self.cfg["gamma"])
+                                       self.cfg["critic"]["gamma"])
         q = self.critic(batch["observation"], batch["plan"])
         w = batch["valid"].to(q.dtype)
         loss = ((q - target).pow(2) * w).sum(-1).sum(0) / w.sum().clamp_min(1.0)
@@ -78,8 +78,8 @@ class MPPVE(MBPO):
         with one head, Hmax = k, no cut and no penalty. The critics' and the model's parameters
         are not differentiated."""
         return plan_improvement(obs, self.actor, self.critic, self.dynamics, self.alpha, 0.0,
-                                self.cfg["gamma"], None, self.k, self.k,
-                                grad_through_model=self.cfg["plan_grad_through_model"])
+                                self.cfg["critic"]["gamma"], None, self.k, self.k,
+                                grad_through_model=self.cfg["mppve"]["plan_grad_through_model"])
 
     def actor_loss(self, obs: torch.Tensor):
         """-mean_B J; alpha's update sees the sum of the plan's k log-probabilities."""
@@ -91,4 +91,4 @@ class MPPVE(MBPO):
         return None
 
     def actor_grad_clip(self) -> float:
-        return self.cfg["actor_grad_clip"]
+        return self.cfg["actor"]["grad_clip"]

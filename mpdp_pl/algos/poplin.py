@@ -39,8 +39,8 @@ class POPLIN(PETS):
 
     def make_planner(self, cfg: dict, spec):
         """CEM around a policy network (:attr:`planner`: action or weight noise)."""
-        policy = ProposalPolicy(spec.obs_dim, spec.action_dim, cfg["poplin_hidden"])
-        return self.planner(self.dynamics, policy, CEMSettings.from_config(cfg), cfg["poplin_init_var"])
+        policy = ProposalPolicy(spec.obs_dim, spec.action_dim, cfg["poplin"]["hidden"])
+        return self.planner(self.dynamics, policy, CEMSettings.from_config(cfg), cfg["poplin"]["init_var"])
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
         """One round: the model's training when due, and after it the policy's update from the
@@ -61,7 +61,7 @@ class POPLINA(POPLIN):
     metric_keys = MODEL_METRIC_KEYS + ("poplin/bc_rows", "poplin/bc_loss", "poplin/bc_holdout_mse")
 
     def configure_optimizers(self):
-        policy = torch.optim.Adam(self.actor.policy.parameters(), lr=self.cfg["poplin_bc_lr"])
+        policy = torch.optim.Adam(self.actor.policy.parameters(), lr=self.cfg["poplin"]["bc_lr"])
         return [policy, self.model_learner.make_optimizer()]
 
     def fault_parts(self) -> dict:
@@ -77,8 +77,8 @@ class POPLINA(POPLIN):
         perm = torch.randperm(x.shape[0], device=x.device)
         held = int(BC_HOLDOUT * x.shape[0])
         hold, train = perm[:held], perm[held:]
-        optimizer, batch = self.optimizers()[0], c["poplin_bc_batch"]
-        for _ in range(c["poplin_bc_epochs"]):
+        optimizer, batch = self.optimizers()[0], c["poplin"]["bc_batch"]
+        for _ in range(c["poplin"]["bc_epochs"]):
             order = train[torch.randperm(train.numel(), device=x.device)]
             for rows in order.split(batch):
                 loss = F.mse_loss(policy(x[rows]), y[rows])

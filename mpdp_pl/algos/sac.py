@@ -29,21 +29,21 @@ class SAC(OffPolicyModule):
                    "train/actor_grad_norm", "train/entropy", "train/alpha", "train/alpha_loss")
     def __init__(self, cfg: dict, spec, actor_heads: int = 1):
         super().__init__(cfg, spec)
-        hidden, act = cfg["hidden_sizes"], ACTIVATIONS[cfg["activation"]]
+        hidden, act = cfg["networks"]["hidden_sizes"], ACTIVATIONS[cfg["networks"]["activation"]]
         self.actor = MultiHeadActor(spec.obs_dim, spec.action_dim, hidden, actor_heads,
-                                    cfg["log_std_min"], cfg["log_std_max"], obs_norm=cfg["obs_norm"],
-                                    activation=act, std=cfg["actor_std"])
-        self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden, cfg["num_critics"],
-                            layer_norm=cfg["critic_layernorm"], scaled=cfg["critic_scale"],
-                            obs_norm=cfg["obs_norm"], activation=act)
+                                    cfg["actor"]["log_std_min"], cfg["actor"]["log_std_max"], obs_norm=cfg["networks"]["obs_norm"],
+                                    activation=act, std=cfg["actor"]["std"])
+        self.critic = TwinQ(spec.obs_dim, spec.action_dim, hidden, cfg["critic"]["count"],
+                            layer_norm=cfg["critic"]["layernorm"], scaled=cfg["critic"]["scale"],
+                            obs_norm=cfg["networks"]["obs_norm"], activation=act)
         self.critic_target = make_target(self.critic)
         # obs_norm: the moments of every real observation stored (models/normalization.py)
-        self.obs_moments = RunningMoments(spec.obs_dim) if cfg["obs_norm"] else None
+        self.obs_moments = RunningMoments(spec.obs_dim) if cfg["networks"]["obs_norm"] else None
         self.obs_norm_step = -1  # env step of the last refresh of the networks' statistics
-        if cfg["critic_scale"]:
+        if cfg["critic"]["scale"]:
             self.metric_keys = (*self.metric_keys, "train/q_lb", "train/q_ub")
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg["init_alpha"])))
-        te = cfg["target_entropy"]
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg["temperature"]["init"])))
+        te = cfg["temperature"]["target_entropy"]
         self.target_entropy = -float(spec.action_dim) if te == "auto" else float(te)
 
     @property
@@ -53,9 +53,9 @@ class SAC(OffPolicyModule):
     def configure_optimizers(self):
         c = self.cfg
         return [
-            torch.optim.Adam(self.critic.parameters(), lr=c["critic_lr"]),
-            torch.optim.Adam(self.actor.parameters(), lr=c["actor_lr"]),
-            torch.optim.Adam([self.log_alpha], lr=c["alpha_lr"]),
+            torch.optim.Adam(self.critic.parameters(), lr=c["critic"]["lr"]),
+            torch.optim.Adam(self.actor.parameters(), lr=c["actor"]["lr"]),
+            torch.optim.Adam([self.log_alpha], lr=c["temperature"]["lr"]),
         ]
 
     # ------------------------------------------------------------------ data
@@ -74,7 +74,7 @@ class SAC(OffPolicyModule):
     def refresh_obs_norm(self) -> None:
         """obs_norm: the networks take the pooled statistics of the stored observations every
         ``model_train_freq`` env steps (first in a round, before a model training)."""
-        freq = self.cfg["model_train_freq"]
+        freq = self.cfg["model"]["train_freq"]
         if self.obs_moments is not None and self.env_steps // freq > self.obs_norm_step // freq:
             m = self.obs_moments  # pooled over DDP ranks (each rank's moments cover its own data)
             mean, std = RunningMoments.mean_std(*(mean_across_ranks(t) for t in (m.count, m.sum, m.sumsq)))
@@ -92,7 +92,7 @@ class SAC(OffPolicyModule):
             next_q = self.critic_target(nxt["observation"], next_action)
             target = losses.soft_td_target(
                 nxt["reward"].squeeze(-1), nxt["terminated"].squeeze(-1), next_q,
-                next_log_prob, self.alpha.detach(), self.cfg["gamma"],
+                next_log_prob, self.alpha.detach(), self.cfg["critic"]["gamma"],
             )
         q = self.critic(obs, action)
         self.record({"train/target_max": target.max()})
@@ -126,7 +126,7 @@ class SAC(OffPolicyModule):
         nxt = batch["next"]
         _, log_prob = self.actor.sample(nxt["observation"])
         soft_reward = nxt["reward"].squeeze(-1) - self.alpha * log_prob
-        self.critic.update_bounds(soft_reward, self.cfg["gamma"], self.cfg["critic_lr"])
+        self.critic.update_bounds(soft_reward, self.cfg["critic"]["gamma"], self.cfg["critic"]["lr"])
         self.record({"train/q_lb": self.critic.q_bounds[0], "train/q_ub": self.critic.q_bounds[1]})
 
     def critic_step(self) -> None:
@@ -135,7 +135,7 @@ class SAC(OffPolicyModule):
             self.update_critic_bounds(batch)
         loss, q = self.critic_loss(batch)
         self.guard.step(self, "critic", self.optimizers()[0], loss, self.critic.parameters())
-        polyak_update(self.critic_target, self.critic, self.cfg["tau"])
+        polyak_update(self.critic_target, self.critic, self.cfg["critic"]["tau"])
         self.record({"train/critic_loss": loss, "train/q_mean": q.mean()})
 
     def actor_states(self) -> torch.Tensor:

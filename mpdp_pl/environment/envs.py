@@ -80,7 +80,7 @@ def make_env(cfg: dict, seed: int | None = None, render: bool = False, num_envs:
     TorchRL's ``SerialEnv`` or, with ``env_batching=parallel``, ``ParallelEnv`` (one process
     per env); each copy gets its own seed derived from ``seed``."""
     if num_envs > 1:
-        batched = ParallelEnv if cfg["env_batching"] == "parallel" else SerialEnv
+        batched = ParallelEnv if cfg["data"]["env_batching"] == "parallel" else SerialEnv
         env = batched(num_envs, functools.partial(make_env, cfg, render=render))
         if seed is not None:
             env.set_seed(seed)
@@ -88,8 +88,8 @@ def make_env(cfg: dict, seed: int | None = None, render: bool = False, num_envs:
     env_id = cfg["env"]
     check_env_id(env_id)
     kwargs = {"render_mode": "rgb_array"} if render else {}
-    if cfg.get("max_episode_steps"):
-        kwargs["max_episode_steps"] = cfg["max_episode_steps"]
+    if cfg["task"].get("max_episode_steps"):
+        kwargs["max_episode_steps"] = cfg["task"]["max_episode_steps"]
     base = GymEnv(env_id, **kwargs)
     if not isinstance(base.action_spec, Bounded) or base.action_spec.dtype not in (
         torch.float32, torch.float64
@@ -97,8 +97,8 @@ def make_env(cfg: dict, seed: int | None = None, render: bool = False, num_envs:
         base.close()
         raise ConfigError(f"env '{env_id}' has no continuous (Box) action space; mpdp_pl needs one")
     transforms = [DoubleToFloat()]
-    if cfg.get("obs_truncate"):
-        transforms.append(TruncateObservation(cfg["obs_truncate"]))
+    if cfg["task"].get("obs_truncate"):
+        transforms.append(TruncateObservation(cfg["task"]["obs_truncate"]))
     transforms.append(ActionScaling())
     env = TransformedEnv(base, Compose(*transforms))
     if seed is not None:

@@ -75,7 +75,7 @@ def find_runs(root: Path) -> list[Path]:
 
 
 # keys that say where and how a run is written or watched, not what it trains
-PLACEMENT_KEYS = ("out", "logger", "log_every", "checkpoint_every", "video_every")
+PLACEMENT_KEYS = ("out", "logger", "logging.every", "durability.checkpoint_every", "eval.video_every")
 PLACEMENT_PREFIXES = ("wandb.", "trainer.", "run.")  # run.: provenance (command, commit)
 
 

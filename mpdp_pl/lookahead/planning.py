@@ -44,8 +44,8 @@ class CEMSettings:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "CEMSettings":
-        return cls(cfg["pets_horizon"], cfg["pets_population"], cfg["pets_elites"],
-                   cfg["pets_iterations"], cfg["pets_momentum"], cfg["pets_particles"])
+        return cls(cfg["pets"]["horizon"], cfg["pets"]["population"], cfg["pets"]["elites"],
+                   cfg["pets"]["iterations"], cfg["pets"]["momentum"], cfg["pets"]["particles"])
 
 
 def cem(objective: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, var: torch.Tensor,

@@ -52,10 +52,10 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainSettings":
-        return cls(cfg["model_batch_size"], cfg["model_holdout_ratio"], cfg["model_max_holdout"],
-                   cfg["model_patience"], cfg["model_max_epochs"],
-                   max_steps=cfg["model_max_steps"], eval_every=cfg["model_eval_every"],
-                   early_stop=cfg["model_early_stop"], epoch_batches=cfg["model_epoch_batches"])
+        return cls(cfg["model"]["batch_size"], cfg["model"]["holdout_ratio"], cfg["model"]["max_holdout"],
+                   cfg["model"]["patience"], cfg["model"]["max_epochs"],
+                   max_steps=cfg["model"]["max_steps"], eval_every=cfg["model"]["eval_every"],
+                   early_stop=cfg["model"]["early_stop"], epoch_batches=cfg["model"]["epoch_batches"])
 
 
 def param_groups(model: DynamicsModel, lr: float, weight_decay: list[float],

@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 KEEP = 2
 # Keys that may differ between a run and its resumption (the budget can be extended).
 # where a run computes, not what it computes: a resume may move it (a CPU checkpoint onto a GPU)
-PLACEMENT_KEYS = {"trainer.accelerator", "trainer.num_threads", "buffer_device"}
+PLACEMENT_KEYS = {"trainer.accelerator", "trainer.num_threads", "data.buffer_device"}
 RESUMABLE_KEYS = {"steps", "out", "logger", *PLACEMENT_KEYS}
 
 

@@ -28,7 +28,7 @@ class Durability(Callback):
             (module.out_dir / FAILED_MARKER).unlink(missing_ok=True)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        every = module.cfg["checkpoint_every"]
+        every = module.cfg["durability"]["checkpoint_every"]
         if every and module.env_steps // every > module.last_checkpoint_step // every:
             module.save_checkpoint()
 

@@ -23,7 +23,7 @@ class MetricLogging(Callback):
         self.last_step = module.env_steps
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if module.env_steps - self.last_step >= module.cfg["log_every"]:
+        if module.env_steps - self.last_step >= module.cfg["logging"]["every"]:
             self.push(module)
 
     def on_train_end(self, trainer, module) -> None:

@@ -39,7 +39,7 @@ class PeriodicEvaluation(Callback):
         self.resumed = False
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        every = module.cfg["eval_every"]
+        every = module.cfg["eval"]["every"]
         if module.stop_signal is None and module.env_steps // every > self.last_step // every:
             self.evaluate(trainer, module)
 
@@ -56,8 +56,8 @@ class PeriodicEvaluation(Callback):
             return
         cfg = module.cfg
         result = evaluate(module.envs["eval"], module.policy(deterministic=True),
-                          cfg["eval_episodes"], module.spec.max_episode_steps or 10**6,
-                          seed=module.eval_seed, gamma=cfg["gamma"], q_value=module.q_value,
+                          cfg["eval"]["episodes"], module.spec.max_episode_steps or 10**6,
+                          seed=module.eval_seed, gamma=cfg["critic"]["gamma"], q_value=module.q_value,
                           should_stop=lambda: module.stop_signal is not None)
         if result is None:
             return
@@ -71,8 +71,8 @@ class PeriodicEvaluation(Callback):
                 step=module.env_steps)
         if self.metrics_csv is not None:
             self.metrics_csv.write(row)
-        every = cfg["video_every"]
-        if every and module.out_dir is not None and (module.env_steps // cfg["eval_every"]) % every == 0:
+        every = cfg["eval"]["video_every"]
+        if every and module.out_dir is not None and (module.env_steps // cfg["eval"]["every"]) % every == 0:
             self.record_video(module)
 
     @staticmethod

@@ -1,0 +1,80 @@
+"""What each algorithm refuses of a config that the groups' own checks (:mod:`.schema`) accept:
+``CHECKS`` gives every algorithm its list, one line each, from the rules below."""
+
+from __future__ import annotations
+
+from .schema import need
+
+
+def one_env(cfg: dict) -> None:
+    need(cfg["data"]["num_envs"] == 1,
+         f"data.num_envs > 1 is not supported by {cfg['algo']} (its plan segments are read from "
+         f"one env's consecutive transitions)")
+
+
+def plain_critic(cfg: dict) -> None:
+    need(not (cfg["critic"]["scale"] or cfg["networks"]["obs_norm"]),
+         f"critic.scale and networks.obs_norm are not built for {cfg['algo']}'s critic")
+
+
+def no_warm_start(cfg: dict) -> None:
+    need(not cfg["updates"]["warmup"],
+         f"updates.warmup: {cfg['algo']} has no policy updates to warm start")
+
+
+def no_model(cfg: dict) -> None:
+    need(cfg["model"]["first_fit_scale"] == 1,
+         f"model.first_fit_scale acts at the first model training: {cfg['algo']} has no model")
+
+
+def no_heads(cfg: dict) -> None:
+    """MPDP's keys that change nothing elsewhere are refused rather than ignored."""
+    for k in ("single_policy", "paper_literal_cut"):
+        need(not cfg["improvement"][k],
+             f"improvement.{k}={cfg['improvement'][k]!r} is MPDP's (algo={cfg['algo']} does not use it)")
+
+
+def no_literal_cut(cfg: dict) -> None:
+    need(not cfg["improvement"]["paper_literal_cut"],
+         f"improvement.paper_literal_cut=True is MPDP's (algo={cfg['algo']} does not use it)")
+
+
+def heads_cover_a_plan(cfg: dict) -> None:
+    need(cfg["improvement"]["horizon"] >= cfg["mppve"]["plan_length"],
+         f"improvement.horizon={cfg['improvement']['horizon']}: mpdp_pv's Hmax must be >= "
+         f"mppve.plan_length ({cfg['mppve']['plan_length']}), the actions of one plan")
+
+
+def paired_updates(cfg: dict) -> None:
+    need(cfg["updates"]["actor_per_step"] <= cfg["updates"]["critic_per_step"],
+         "dhmbpo pairs every actor update with a critic update: updates.actor_per_step must be "
+         "<= updates.critic_per_step")
+
+
+def a_member_per_particle(cfg: dict) -> None:
+    need(cfg["pets"]["particles"] % cfg["model"]["elites"] == 0,
+         f"pets.particles={cfg['pets']['particles']}: must be a multiple of model.elites "
+         f"({cfg['model']['elites']}), one member per particle")
+
+
+PLANNER = (no_warm_start, no_heads, plain_critic)
+CHECKS = {
+    "sac": (no_warm_start, no_model, no_heads),
+    "ddpg": (no_warm_start, no_model, no_heads, plain_critic),
+    "mbpo": (no_heads,),
+    "m2ac": (no_heads,),
+    "mppve": (no_heads, one_env, plain_critic),
+    "mpdp": (),
+    "mpdp_paper": (),
+    "mpdp_pv": (no_literal_cut, one_env, plain_critic, heads_cover_a_plan),
+    "dhmbpo": (no_heads, paired_updates),
+    "pets": (*PLANNER, a_member_per_particle),
+    "poplin_a": PLANNER,
+    "poplin_p": PLANNER,
+}
+
+
+def check(cfg: dict) -> None:
+    """``cfg['algo']``'s rules (an algorithm file without an entry has none)."""
+    for rule in CHECKS.get(cfg["algo"], ()):
+        rule(cfg)
