@@ -25,11 +25,11 @@ process has run, so give one algorithm per process to read one algorithm's), or 
 allocation during the point (CUDA). On a GPU
 (``trainer.accelerator=gpu``) the parts are host times: asynchronous device work is counted in
 whichever part waits for it, so only the total (and env steps per second) is exact. A window of
-250 env steps holds exactly one model training at ``model_train_freq`` = 250. For MPDP the
+250 env steps holds exactly one model training at ``model.train_freq`` = 250. For MPDP the
 share of the farsighted unroll's sample-steps that were alive (``train/live_rows``: the share
 of the static form's work spent on live samples) and the realized horizon are printed too.
-Last, each point's total at the task's own evaluation setting (``eval_episodes`` full episodes
-every ``eval_every`` env steps) and the hours of one run per 100k env steps at that rate: the
+Last, each point's total at the task's own evaluation setting (``eval.episodes`` full episodes
+every ``eval.every`` env steps) and the hours of one run per 100k env steps at that rate: the
 estimate of a full-budget run's CPU time (the rate measured at one buffer size).
 
     python bench/cost.py RUN_DIR [--algos mpdp sac mbpo mppve] [--at 1000 10000 30000]

@@ -15,10 +15,10 @@ of the run, which neither rule has seen:
 
 Rules (``--rules``):
 - ``old``: MBPO's rule as the app had it: a fresh random 20% holdout (at most 5000) per
-  training, whole-buffer epochs to ``model_max_epochs`` (50), patience 5;
+  training, whole-buffer epochs to ``model.max_epochs`` (50), patience 5;
 - ``steps<N>``: the fixed holdout (each transition flagged once; the newest 5000 flagged never
   trained on) and at most N minibatch steps per training, a holdout evaluation every
-  ``model_eval_every`` steps, patience 5 evaluations.
+  ``model.eval_every`` steps, patience 5 evaluations.
 
     python bench/model_training.py RUN_DIR [--every 1000] [--at 5000 15000 30000]
                                    [--rules old steps500 steps1000 steps2000] [key=value ...]
@@ -26,7 +26,7 @@ Rules (``--rules``):
 The table's last cost column is seconds per 1k transitions of this sequence (a training every
 ``--every``). A rule ``steps<N>`` at ``--every`` E spends N * 1000 / E model steps per 1k env
 steps: ``steps2000`` at the default E = 1000 is the default ``model.max_steps=500`` at
-``model_train_freq`` = 250. What a training costs inside the loop: ``bench/cost.py``.
+``model.train_freq`` = 250. What a training costs inside the loop: ``bench/cost.py``.
 """
 
 from __future__ import annotations

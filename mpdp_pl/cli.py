@@ -10,6 +10,7 @@ import sys
 
 from .config import (ConfigError, available_algos, available_variants, load_config,
                      parse_overrides, to_yaml)
+from .config.schema import describe, groups
 
 EXIT_BAD_INPUT = 2
 HYDRA_RANK_ARGS = ("hydra.run.dir=", "hydra.job.name=", "hydra.output_subdir=")
@@ -23,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"algorithms: {algos}\n"
             f"variants: {', '.join(available_variants())} (variant=NAME, conf/variant/)\n"
-            "overrides: any key of the resolved config (see --print-config), dots for nested\n"
-            "keys, e.g.  batch_size=128 eval_every=1000 wandb.project=mine trainer.devices=2\n"
+            "config groups (--keys [GROUP]: each key's type, default and meaning):\n"
+            + "".join(f"  {name:<12} {cls.__doc__.splitlines()[0]}\n" for name, cls in groups().items())
+            + "overrides: group.key=value, e.g.  data.batch_size=128 eval.every=1000\n"
+            "  wandb.project=mine trainer.devices=2 (a flat key of earlier versions still works)\n"
             "grids: train.py -m --out DIR [experiment=NAME] key=a,b ... (docs/usage.md, Grids);\n"
             "reports: python -m mpdp_pl.report DIR..."
         ),
@@ -42,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--steps N extends the budget); auto: the newest run under runs/ with "
                         "the config given by the other arguments")
     p.add_argument("--print-config", action="store_true",
-                   help="print the resolved config and exit")
+                   help="print the resolved config (its groups) and exit")
+    p.add_argument("--keys", nargs="?", const="", metavar="GROUP",
+                   help="list every key (or GROUP's) with its type, default and meaning, and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
 
@@ -66,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.error = lambda msg: _fail(msg)  # one line, exit 2, no usage dump
     args = parser.parse_intermixed_args(argv)  # key=value items may come between flags
     try:
+        if args.keys is not None:
+            print(describe(args.keys or None))
+            return 0
         overrides = parse_overrides(args.overrides)
         for key in ("steps", "seed", "out", "logger"):
             if getattr(args, key) is not None:

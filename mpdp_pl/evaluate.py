@@ -18,7 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import PLANNERS, ConfigError
+from .config import ConfigError
+from .config.algorithms import PLANNERS
 
 EXIT_BAD_INPUT = 2
 

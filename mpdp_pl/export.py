@@ -5,7 +5,7 @@ actions ``[B, action_dim]`` the env receives: the training-time observation hand
 truncation, float32) and the deterministic action ``tanh(mean)`` of pi_0, rescaled from
 [-1, 1] to the env's bounds exactly as TorchRL's ``ActionScaling`` does
 (``a_env = a * (high - low) / 2 + (high + low) / 2``). The actor takes raw observations; with
-``obs_norm`` its standardization is a layer of the actor and is traced with it.
+``networks.obs_norm`` its standardization is a layer of the actor and is traced with it.
 
     import torch, gymnasium as gym
     policy = torch.jit.load("hopper_pi0.pt")

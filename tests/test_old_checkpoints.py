@@ -1,6 +1,9 @@
-"""Runs written before the package moved into layers (issue 28; made at 4a85891 with
-``train.py --env InvertedPendulum-v4 --algo sac|mpdp --steps 300`` and tiny sizes,
-``tests/data/checkpoint_4a85891``) still resume, extend their budget, and evaluate."""
+"""Runs written by earlier versions still resume, extend their budget, and evaluate:
+- before the package moved into layers (made at 4a85891 with ``train.py --env
+  InvertedPendulum-v4 --algo sac|mpdp --steps 300`` and tiny sizes, ``tests/data/checkpoint_4a85891``);
+- by the last version with one flat namespace of keys (made at aad51ef, the command in each
+  run's config.yaml, ``tests/data/checkpoint_aad51ef``): their configs and checkpoints hold flat
+  keys, which migrate to the groups."""
 
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ import yaml
 from conftest import ROOT, run_train
 
 OLD = ROOT / "tests" / "data" / "checkpoint_4a85891"
+FLAT = ROOT / "tests" / "data" / "checkpoint_aad51ef"
 
 
-@pytest.mark.parametrize("algo", ["sac", "mpdp"])
-def test_a_run_from_before_the_move_resumes_and_evaluates(tmp_path, algo):
+@pytest.mark.parametrize("where, algo", [(OLD, "sac"), (OLD, "mpdp"), (FLAT, "dhmbpo"), (FLAT, "mpdp_pv")])
+def test_an_earlier_run_resumes_and_evaluates(tmp_path, where, algo):
     run = tmp_path / algo
-    shutil.copytree(OLD / algo, run)
+    shutil.copytree(where / algo, run)
+    flat = yaml.safe_load((run / "config.yaml").read_text())
     before = (run / "metrics.csv").read_text()
     proc = run_train(["--resume", str(run), "--steps", "450"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -32,6 +37,9 @@ def test_a_run_from_before_the_move_resumes_and_evaluates(tmp_path, algo):
     assert all(len(r) == len(header) for r in rows)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["steps"] == 450 and cfg["algo"] == algo
+    # the stored config now holds the groups, with the flat values it had
+    assert "batch_size" not in cfg and cfg["data"]["batch_size"] == flat["batch_size"] == 32
+    assert cfg["model"]["hidden"] == flat["model_hidden"] and cfg["critic"]["gamma"] == flat["gamma"]
     proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(run), "--episodes", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

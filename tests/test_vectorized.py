@@ -1,4 +1,4 @@
-"""``num_envs``: several environments per rank stepped as one TorchRL batched env."""
+"""``data.num_envs``: several environments per rank stepped as one TorchRL batched env."""
 
 from __future__ import annotations
 

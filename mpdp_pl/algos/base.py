@@ -1,10 +1,10 @@
 """What every algorithm shares: the env-step loop of Algorithm 2 around algorithm-specific updates.
 
-One Lightning "batch" is one round of ``frames_per_batch`` env steps from the collector. The
+One Lightning "batch" is one round of ``data.frames_per_batch`` env steps from the collector. The
 module adds it to the replay buffer, advances its env-step counter (the budget, schedules,
 evaluation and the logging x-axis all count env steps; ``trainer.global_step`` counts optimizer
-steps), hands the round's due updates (``critic_updates_per_step``, ``actor_updates_per_step``,
-fractions allowed) to :meth:`OffPolicyModule.update`, and evaluates pi_0 every ``eval_every`` env
+steps), hands the round's due updates (``updates.critic_per_step``, ``updates.actor_per_step``,
+fractions allowed) to :meth:`OffPolicyModule.update`, and evaluates pi_0 every ``eval.every`` env
 steps and once at the end.
 
 Subclasses implement :meth:`OffPolicyModule.update` (the rest of their round, in order: a
@@ -40,7 +40,7 @@ class UpdateSchedule:
     """Turns a per-env-step update ratio (0.25, 1, 20, ...) into whole updates per round.
 
     Fractions accumulate: at 0.25, one update is due every 4 env steps. A round that is not
-    ``paid`` keeps its credit for a later one (``update_every``: the updates of N env steps come
+    ``paid`` keeps its credit for a later one (``updates.every``: the updates of N env steps come
     as one burst, DHMBPO's 1000-step iterations).
     """
 

@@ -2,8 +2,8 @@
 
 A deterministic actor mu(s) and one critic Q(s, a), each with a Polyak-averaged target. Per
 update: the critic regresses on ``r + gamma (1 - terminated) Q'(s', mu'(s'))``, the actor
-minimizes ``-Q(s, mu(s))``, then both targets move by ``tau``. pi_0 acts with Gaussian
-exploration noise (``exploration_noise`` x max_action) and is evaluated without it. The env
+minimizes ``-Q(s, mu(s))``, then both targets move by ``critic.tau``. pi_0 acts with Gaussian
+exploration noise (``ddpg.exploration_noise`` x max_action) and is evaluated without it. The env
 loop, buffers, evaluation, logging and checkpoints are the shared ones.
 """
 

@@ -2,17 +2,17 @@
 ``agent/svg.py`` with ``config/agent/dhmbpo.yaml``) on the shared loop, ensemble and critics.
 
 What is DHMBPO's own, in the order of one burst (erl_lib ``svg.py`` ``observe``, lines 205-232):
-every ``update_every`` env steps (1000), with the policy frozen in between,
+every ``updates.every`` env steps (1000), with the policy frozen in between,
 
 1. the networks' observation statistics are refreshed and the ensemble is trained (the shared
    :class:`~mpdp_pl.algos.model_learner.ModelLearner`, with DHMBPO's options:
    conf/algo/dhmbpo.yaml);
 2. the actor's, critics' and temperature's Adam states start afresh (``init_optimizer``, l.211);
-3. one "distribution rollout" of pi through the model from ``batch_size`` real states fills the
+3. one "distribution rollout" of pi through the model from ``data.batch_size`` real states fills the
    start-state FIFO (:mod:`mpdp_pl.lookahead.start_states`), and the critics alone take the
    surplus of critic over actor updates (250) on it (``mb_update_critic``);
-4. then critic and actor updates in pairs (1000; the first burst adds ``warmup_updates``, 4000,
-   for erl_lib's 5000), one FIFO refill every ``start_rollout_every`` pairs. A pair shares one
+4. then critic and actor updates in pairs (1000; the first burst adds ``updates.warmup``, 4000,
+   for erl_lib's 5000), one FIFO refill every ``dhmbpo.rollout_every`` pairs. A pair shares one
    H-step rollout from FIFO states (:mod:`mpdp_pl.lookahead.svg`): the critics regress on its
    soft return with a REDQ tail, their scale bounds follow its soft rewards, and then the actor
    climbs the same return through the model (SVG), with the updated critics' mean as the tail.
@@ -53,7 +53,7 @@ class DHMBPO(ModelBasedSAC):
 
     def update(self, critic_updates: int, actor_updates: int) -> None:
         """One round, once base.py stored its env steps: steps 1-4 above. The loop pays the
-        updates of ``update_every`` env steps at once (a burst); other rounds have none."""
+        updates of ``updates.every`` env steps at once (a burst); other rounds have none."""
         self.refresh_obs_norm()
         if self.train_model() is not None:
             self.warm_start_after_first_model()
@@ -93,7 +93,7 @@ class DHMBPO(ModelBasedSAC):
             self.updates += 1
 
     def refill_start_states(self) -> None:
-        """One distribution rollout of pi from ``batch_size`` real states into the FIFO."""
+        """One distribution rollout of pi from ``data.batch_size`` real states into the FIFO."""
         c = self.cfg
         if self.start_fifo is None:
             self.start_fifo = StartStateFIFO(c["dhmbpo"]["buffer_size"], self.spec.obs_dim, self.device)

@@ -1,7 +1,7 @@
 """The environments and the data path of a run: the training env (seeded per rank, and anew on
 a resume so that it does not replay the first episodes), the evaluation env, pi_0 as a TorchRL
 policy, and the TorchRL collector stream that Lightning iterates (one batch per round of
-``frames_per_batch`` env steps per env)."""
+``data.frames_per_batch`` env steps per env)."""
 
 from __future__ import annotations
 

@@ -5,15 +5,15 @@ No official code is public; this follows the reimplementation in
 Data-Science-in-Mechanical-Engineering/macura (``mbrl/algorithms/m2ac.py``,
 ``rollout_model_and_populate_sac_buffer``):
 
-- after every model training, ``rollout_batch_size`` real states start rollouts of pi_0's
-  sampled actions of ``m2ac_horizon`` (H) model steps, each row served by a random elite;
+- after every model training, ``rollouts.batch_size`` real states start rollouts of pi_0's
+  sampled actions of ``m2ac.horizon`` (H) model steps, each row served by a random elite;
 - at step h (0-based) the uncertainty of row b is u_b = KL(N_m || N_-m), the serving member m's
   Gaussian over (s', r) against the moment-matched Gaussian of the other elites: MPDP's Eq. (8)
   before its sum over members (:func:`~mpdp_pl.models.ovr.ovr_member_kl`);
 - of the N rows, only the floor(N w_h) of lowest u are stored, w_h = (H - h) / (2 (H + 1))
-  (``m2ac_keep_h1`` when H = 1), and never a row that a predicted terminal already ended; every
+  (``m2ac.keep_h1`` when H = 1), and never a row that a predicted terminal already ended; every
   row goes on stepping, stored or not;
-- the stored reward is r - ``m2ac_penalty`` * u.
+- the stored reward is r - ``m2ac.penalty`` * u.
 
 The model buffer (MBPO's pool size with rollout length H), the real/model mix and SAC's updates
 are MBPO's (:mod:`mpdp_pl.algos.model_data`).

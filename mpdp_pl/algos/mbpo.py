@@ -1,10 +1,10 @@
 """MBPO (Janner et al. 2019): SAC trained on a mix of real and model-generated transitions.
 
-After every model training (every ``model_train_freq`` env steps), ``rollout_batch_size`` real
-states start k-step branched rollouts of pi_0 through the ensemble (k from ``rollout_schedule``),
-which go into a model buffer that keeps the last ``model_retain_epochs`` epochs of rollouts. Every
-SAC update (critic and actor, ``critic_updates_per_step`` = ``actor_updates_per_step`` = MBPO's
-``n_train_repeat``) samples ``real_ratio`` of its batch from the real buffer and the rest from the
+After every model training (every ``model.train_freq`` env steps), ``rollouts.batch_size`` real
+states start k-step branched rollouts of pi_0 through the ensemble (k from ``rollouts.schedule``),
+which go into a model buffer that keeps the last ``rollouts.retain_epochs`` epochs of rollouts. Every
+SAC update (critic and actor, ``updates.critic_per_step`` = ``updates.actor_per_step`` = MBPO's
+``n_train_repeat``) samples ``rollouts.real_ratio`` of its batch from the real buffer and the rest from the
 model buffer (the ``model_data`` member, :mod:`mpdp_pl.algos.model_data`). Everything else
 (critics, temperature, ensemble, collection) is the shared code.
 """

@@ -40,7 +40,7 @@ class ModelBasedSAC(SAC):
 
     def warm_start_after_first_model(self) -> None:
         """After a model training that succeeded, and only if it was the first:
-        ``warmup_updates`` critic and actor updates, interleaved (DHMBPO's warm start: 5
+        ``updates.warmup`` critic and actor updates, interleaved (DHMBPO's warm start: 5
         iterations' worth of updates at its first model)."""
         if self.model_learner.trainings != 1:
             return

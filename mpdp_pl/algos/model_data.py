@@ -1,10 +1,10 @@
 """MBPO's model data (Janner et al. 2019, Sec. 4.2 and Algorithm 2, lines 6-10), a member of
 MBPO, MPPVE, M2AC and mpdp_pv: :class:`ModelData`.
 
-After every model training, ``rollout_batch_size`` real states start k-step branched rollouts
-through the ensemble (k from ``rollout_schedule``); the rollouts go into a model buffer sized by
-MBPO's pool formula, which keeps the last ``model_retain_epochs`` epochs of them; an update's
-batch takes ``real_ratio`` of its rows from the real buffer and the rest from the model buffer.
+After every model training, ``rollouts.batch_size`` real states start k-step branched rollouts
+through the ensemble (k from ``rollouts.schedule``); the rollouts go into a model buffer sized by
+MBPO's pool formula, which keeps the last ``rollouts.retain_epochs`` epochs of them; an update's
+batch takes ``rollouts.real_ratio`` of its rows from the real buffer and the rest from the model buffer.
 The rollouts use pi_0's sampled actions (MBPO's ``act`` with the stochastic policy) and store
 the model's reward: no beta * u penalty enters it.
 
@@ -109,7 +109,7 @@ class ModelData(Component):
         return self.buffer is None or len(self.buffer) == 0
 
     def mixed_batch(self) -> TensorDictBase:
-        """``real_ratio`` of the batch from the real buffer, the rest from the model buffer (all
+        """``rollouts.real_ratio`` of the batch from the real buffer, the rest from the model buffer (all
         real until the first rollouts exist)."""
         host, n = self.host, self.cfg["data"]["batch_size"]
         if self.empty():

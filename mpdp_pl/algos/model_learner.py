@@ -1,21 +1,21 @@
 """The dynamics ensemble and its training (Algorithm 2, line 4), a member of every model-based
 module: :class:`ModelLearner`.
 
-Every ``model_train_freq`` env steps, once updates have started, the ensemble is trained on the
+Every ``model.train_freq`` env steps, once updates have started, the ensemble is trained on the
 real buffer by its own optimizer (the module's last), inside Lightning's manual step
-(:mod:`mpdp_pl.models.fitting`; ``model_max_steps`` bounds its cost).
+(:mod:`mpdp_pl.models.fitting`; ``model.max_steps`` bounds its cost).
 
-``model_holdout=fixed`` (the default): every real transition is assigned to the holdout or not
+``model.holdout=fixed`` (the default): every real transition is assigned to the holdout or not
 once, when it is stored (a ``holdout`` flag in the replay buffer, so checkpoints keep it on every
-rank), and the ensemble is never fitted on the newest ``model_max_holdout`` flagged ones: early
+rank), and the ensemble is never fitted on the newest ``model.max_holdout`` flagged ones: early
 stopping, the elites and MPDP's u_T are then measured on transitions the ensemble has never
 seen (the input and target normalizers are still fitted on every stored transition).
-``model_holdout=redrawn`` draws a fresh random split at every training, as MBPO does; since
+``model.holdout=redrawn`` draws a fresh random split at every training, as MBPO does; since
 training continues from the previous weights, most of that "holdout" was fitted before. MPDP,
 MBPO and MPPVE all use the same rule (the shared ensemble), by default the fixed split.
 
 Before each training, ``model/error`` measures the current model on the newest
-``model_error_window`` real transitions, which it has not been trained on: the mean L2 norm of
+``model.error_window`` real transitions, which it has not been trained on: the mean L2 norm of
 the one-step next-state error of the elites' mean prediction, in the env's own units (the
 quantity of the paper's Fig. 3).
 """
@@ -82,7 +82,7 @@ class ModelLearner(Component):
 
     def store(self, batch: TensorDictBase) -> None:
         """Flag the round's holdout transitions (fixed split) before they enter the buffer;
-        ``model_weights=exp``: draw each transition's Exp(1) loss weight per member (DHMBPO,
+        ``model.weights=exp``: draw each transition's Exp(1) loss weight per member (DHMBPO,
         erl_lib ``util/misc.py`` ``sample_weight``), fixed for the run."""
         host = self.host
         if self.cfg["model"]["holdout"] == "fixed":
@@ -111,7 +111,7 @@ class ModelLearner(Component):
 
     # ---------------------------------------------------------------- one training
     def due(self) -> bool:
-        """Until a model exists, every round; then every ``model_train_freq`` env steps."""
+        """Until a model exists, every round; then every ``model.train_freq`` env steps."""
         freq = self.cfg["model"]["train_freq"]
         return not self.ready or self.host.env_steps // freq > self.last_train_step // freq
 
@@ -157,7 +157,7 @@ class ModelLearner(Component):
         return fixed_split(data["holdout"], order, self.settings)
 
     def fit(self, data, split, first: bool = False) -> dict:
-        """One model training; the ``first`` one ``model_first_fit_scale`` times as long (its
+        """One model training; the ``first`` one ``model.first_fit_scale`` times as long (its
         step and epoch caps and its patience; DHMBPO's first fit is 5 times as long)."""
         nxt = data["next"]
         settings = self.settings

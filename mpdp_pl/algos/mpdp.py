@@ -1,25 +1,25 @@
 """MPDP (Algorithm 2): SAC's critics and temperature on real data, a dynamics ensemble trained
-every ``model_train_freq`` env steps, and the farsighted improvement (Algorithm 1,
+every ``model.train_freq`` env steps, and the farsighted improvement (Algorithm 1,
 :mod:`mpdp_pl.lookahead.improvement`) of the multi-head actor pi_0..pi_{Hmax-1}; pi_0 acts.
 
 Before the first model training the actor takes SAC's one-step update (Eq. 4).
 
-After every model training, u_ref is set to the ``u_T_quantile`` of u(s, a) over the held-out
+After every model training, u_ref is set to the ``improvement.u_T_quantile`` of u(s, a) over the held-out
 real transitions of that training (the paper gives no value for u_T; training points would
-understate u). The cut threshold u_T is u_ref (``u_T=auto``) or a fixed number (``inf`` gives a
+understate u). The cut threshold u_T is u_ref (``improvement.u_T=auto``) or a fixed number (``inf`` gives a
 fixed horizon).
 
-``beta_relative=true`` (the default) applies the penalty as beta * u / u_ref instead of
+``improvement.beta_relative=true`` (the default) applies the penalty as beta * u / u_ref instead of
 beta * u: Eq. (8) sums KL over members and output dims, so raw u is large (5-30 on
 InvertedPendulum early in training) and beta * u swamps a reward of 1 per step; the policy then
 learns to reach a predicted terminal early, where the penalties stop (measured: eval return 3
 to 50 after 2.5k steps, below a random policy's 8, with beta = 0.5 raw). In units of u_ref,
 beta is the penalty at a typical held-out model error and transfers across tasks.
-``beta_relative=false`` is Eq. (10) literally.
+``improvement.beta_relative=false`` is Eq. (10) literally.
 
 Switches beyond Algorithm 2 as printed (all off by default; ``--algo mpdp_paper`` pins the
-paper's choices): ``single_policy`` uses pi_0 at every unroll step instead of the heads;
-``paper_literal_cut`` and ``terminal_critic`` choose how a cut and a predicted terminal end a
+paper's choices): ``improvement.single_policy`` uses pi_0 at every unroll step instead of the heads;
+``improvement.paper_literal_cut`` and ``improvement.terminal_critic`` choose how a cut and a predicted terminal end a
 sample (:mod:`mpdp_pl.lookahead.improvement`). docs/mpdp.md has what each switch measured, and
 the switches that measured no gain and were removed.
 """
@@ -51,7 +51,7 @@ def _older_checkpoints(module, state_dict, prefix, *args) -> None:
 
 
 def register_threshold(module: torch.nn.Module, cfg: dict) -> None:
-    """The cut threshold u_T (a fixed number, or with ``u_T=auto`` 0 until the first model
+    """The cut threshold u_T (a fixed number, or with ``improvement.u_T=auto`` 0 until the first model
     training sets it) and u_ref, as buffers of ``module`` that its checkpoints keep."""
     module.fixed_u_T = cfg["improvement"]["u_T"] != "auto"
     module.register_buffer("u_T", torch.tensor(float(cfg["improvement"]["u_T"]) if module.fixed_u_T else 0.0))
@@ -60,9 +60,9 @@ def register_threshold(module: torch.nn.Module, cfg: dict) -> None:
 
 @torch.no_grad()
 def set_threshold(module, holdout) -> None:
-    """After a model training: u_ref is the ``u_T_quantile`` of u(s, a) (Eq. 8) over its
+    """After a model training: u_ref is the ``improvement.u_T_quantile`` of u(s, a) (Eq. 8) over its
     held-out real transitions (under DDP over every rank's, so every rank gets the same
-    threshold), and with ``u_T=auto`` the cut threshold u_T is u_ref."""
+    threshold), and with ``improvement.u_T=auto`` the cut threshold u_T is u_ref."""
     if holdout.shape[0] > 0:
         u = gather_across_ranks(module.dynamics.ovr_error(holdout["observation"], holdout["action"]))
         module.u_ref.copy_(torch.quantile(u, module.cfg["improvement"]["u_T_quantile"]).clamp_min(1e-6))
@@ -89,11 +89,11 @@ class MPDP(ModelBasedSAC):
     def update(self, critic_updates: int, actor_updates: int) -> None:
         """One round of Algorithm 2, once base.py stored its env steps (line 3):
 
-        - the networks' observation statistics, when due (``obs_norm``);
-        - line 4: the ensemble's training, every ``model_train_freq`` env steps (before it,
+        - the networks' observation statistics, when due (``networks.obs_norm``);
+        - line 4: the ensemble's training, every ``model.train_freq`` env steps (before it,
           ``model/error`` and ``model/open_loop_error`` at the realized horizon); after it,
           u_T and u_ref from u (Eq. 8) on the real transitions it was not fitted on, and after
-          the first one ``warmup_updates`` interleaved updates (0 by default);
+          the first one ``updates.warmup`` interleaved updates (0 by default);
         - lines 5-6: the critic updates on real data (Eq. 2-3, :meth:`critic_step`);
         - line 7: the actor updates, the farsighted improvement of pi_0..pi_{Hmax-1}
           (Algorithm 1, :meth:`actor_step`).
@@ -113,13 +113,13 @@ class MPDP(ModelBasedSAC):
         return max(1, round(float(value)))
 
     def penalty_weight(self) -> torch.Tensor | float:
-        """beta in Eq. (10): beta / u_ref with ``beta_relative``, else beta."""
+        """beta in Eq. (10): beta / u_ref with ``improvement.beta_relative``, else beta."""
         beta = self.cfg["improvement"]["beta"]
         return beta / self.u_ref if self.cfg["improvement"]["beta_relative"] else beta
 
     def form(self) -> str:
         """The unroll's form (:mod:`mpdp_pl.lookahead.improvement`): ``auto`` is ``live`` on a CPU
-        without ``compile`` (work in proportion to the alive samples) and ``static`` otherwise
+        without ``improvement.compile`` (work in proportion to the alive samples) and ``static`` otherwise
         (fixed shapes, no host sync: CUDA graphs and torch.compile)."""
         if self.unroll_form != "auto":
             return self.unroll_form

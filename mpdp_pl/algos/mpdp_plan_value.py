@@ -11,10 +11,10 @@ Which head makes which action:
 - critic target (MPPVE's Eq. 51) and model segments: pi_0 at every step. The critic therefore
   values a plan followed by pi_0, the policy that acts in the environment.
 
-MPPVE is this algorithm with every part off (``single_policy=true horizon=<k> u_T=inf beta=0``:
+MPPVE is this algorithm with every part off (``improvement.single_policy=true improvement.horizon=<k> improvement.u_T=inf improvement.beta=0``:
 one head, no reward steps, so no cut and no penalty). u_T and u_ref follow MPDP's holdout rule
 (:func:`mpdp_pl.algos.mpdp.set_threshold`), and beta is relative to u_ref with
-``beta_relative``.
+``improvement.beta_relative``.
 """
 
 from __future__ import annotations

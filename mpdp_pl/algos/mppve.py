@@ -2,14 +2,14 @@
 MBPO's ensemble, rollouts and real/model mix, with the critic replaced by a k-step plan value
 Q(s, a_1..a_k) and the actor improved through plans made in the model.
 
-- Critic (Eq. 46-51): twin plan-value critics on k-step segments, ``real_ratio`` real
+- Critic (Eq. 46-51): twin plan-value critics on k-step segments, ``rollouts.real_ratio`` real
   (:func:`~mpdp_pl.lookahead.plan_value.real_segments`) and the rest from the model buffer, which after
   every model training is refilled with :func:`~mpdp_pl.lookahead.plan_value.model_segments` rollouts of
   the rollout schedule's length and sized by MBPO's pool formula (shared with :class:`MBPO`).
 - Actor (Eq. 52-54): at real states only, minimize alpha log pi^k(tau|s) - min_j Q_j(s, tau)
   with tau a reparameterized k-step plan through the model; gradient norm clipped at
-  ``actor_grad_clip``.
-- Temperature: the sum of the plan's k log-probabilities against k * ``target_entropy``.
+  ``actor.grad_clip``.
+- Temperature: the sum of the plan's k log-probabilities against k * ``temperature.target_entropy``.
 
 pi (one head) acts in the environment one step at a time, as in the official code.
 """
@@ -44,7 +44,7 @@ class MPPVE(MBPO):
                                length)
 
     def sample_batch(self):
-        """k-step segments: ``real_ratio`` of the batch real, the rest from the model buffer."""
+        """k-step segments: ``rollouts.real_ratio`` of the batch real, the rest from the model buffer."""
         n, data = self.cfg["data"]["batch_size"], self.model_data
         if data.empty():
             return real_segments(self.replay_buffer, n, self.k).to(self.device)

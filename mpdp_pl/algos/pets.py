@@ -1,5 +1,5 @@
 """PETS (Chua et al. 2018): the shared dynamics ensemble and CEM model-predictive control
-(:mod:`mpdp_pl.lookahead.planning`), no actor-critic. The ensemble trains every ``model_train_freq`` env
+(:mod:`mpdp_pl.lookahead.planning`), no actor-critic. The ensemble trains every ``model.train_freq`` env
 steps on the real buffer (the :class:`~mpdp_pl.algos.model_learner.ModelLearner` member, as
 MBPO's and MPDP's); the planner acts with a new plan at every env step. There are no policy updates: the
 loop's update ratios do nothing here."""

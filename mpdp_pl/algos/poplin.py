@@ -1,15 +1,15 @@
 """POPLIN-A and POPLIN-P (Wang and Ba 2019; facts from WilsonWangTHU/POPLIN): PETS's loop (the
-shared ensemble trained every ``model_train_freq`` env steps on the real buffer, a new plan at
+shared ensemble trained every ``model.train_freq`` env steps on the real buffer, a new plan at
 every env step, no actor-critic; they subclass :class:`~mpdp_pl.algos.pets.PETS`) with a policy
 network that proposes where CEM searches (:mod:`mpdp_pl.lookahead.policy_planning`), and the
 policy's update after each model training from the plans made since the previous one. POPLIN
 updates once per episode, on that episode; here the shared loop's model trainings set the pace
-(every ``model_train_freq`` env steps), and what the planner kept for it is not checkpointed (a
+(every ``model.train_freq`` env steps), and what the planner kept for it is not checkpointed (a
 resumed run starts it afresh).
 
 - :class:`POPLINA`, ``BC-AI``: behaviour cloning, by mean squared error, of the executed actions
   and of the elites' first actions at the same real states (real and imagined data); Adam at
-  ``poplin_bc_lr``, ``poplin_bc_epochs`` epochs of minibatches of ``poplin_bc_batch``, 20% of
+  ``poplin.bc_lr``, ``poplin.bc_epochs`` epochs of minibatches of ``poplin.bc_batch``, 20% of
   the rows held out for ``poplin/bc_holdout_mse``. The policy's input whitening is refitted to
   those states first (std at least 0.1, POPLIN's variance floor of 1e-2).
 - :class:`POPLINP`, ``AVG``: the policy's weights move by the mean of the executed first-step

@@ -1,7 +1,7 @@
 """SAC (Haarnoja et al. 2018): MPDP without a model, i.e. the one-step improvement of Eq. (4).
 
 Three optimizers, each stepped by its own block: the twin critics (Eq. 2-3, Polyak-averaged
-targets), the actor pi_0 (Eq. 4) and the temperature alpha (auto-tuned to ``target_entropy``).
+targets), the actor pi_0 (Eq. 4) and the temperature alpha (auto-tuned to ``temperature.target_entropy``).
 MPDP subclasses this and replaces :meth:`SAC.actor_step` with the farsighted improvement.
 """
 
@@ -73,7 +73,7 @@ class SAC(OffPolicyModule):
 
     def refresh_obs_norm(self) -> None:
         """obs_norm: the networks take the pooled statistics of the stored observations every
-        ``model_train_freq`` env steps (first in a round, before a model training)."""
+        ``model.train_freq`` env steps (first in a round, before a model training)."""
         freq = self.cfg["model"]["train_freq"]
         if self.obs_moments is not None and self.env_steps // freq > self.obs_norm_step // freq:
             m = self.obs_moments  # pooled over DDP ranks (each rank's moments cover its own data)
@@ -143,7 +143,7 @@ class SAC(OffPolicyModule):
         return self.sample_batch()["observation"]
 
     def actor_grad_clip(self) -> float | None:
-        """Max norm of the actor's gradient (SAC: none; MPDP and MPPVE: ``actor_grad_clip``)."""
+        """Max norm of the actor's gradient (SAC: none; MPDP and MPPVE: ``actor.grad_clip``)."""
         return None
 
     def actor_step(self) -> None:

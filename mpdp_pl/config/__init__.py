@@ -311,5 +311,12 @@ def wandb_mode_from_env() -> str | None:
     return {"dryrun": "offline", "run": "online"}.get(value, value)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Groups as blocks, one key a line; lists on their key's line."""
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
 def to_yaml(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    return yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, default_flow_style=False)

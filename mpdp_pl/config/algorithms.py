@@ -57,6 +57,7 @@ def a_member_per_particle(cfg: dict) -> None:
          f"({cfg['model']['elites']}), one member per particle")
 
 
+PLANNERS = ("pets", "poplin_a", "poplin_p")  # model-predictive control: no actor-critic
 PLANNER = (no_warm_start, no_heads, plain_critic)
 CHECKS = {
     "sac": (no_warm_start, no_model, no_heads),

@@ -12,7 +12,7 @@ Ranges that a type cannot express are ``RANGES``; each group's cross-key checks 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, Optional
 
@@ -100,6 +100,10 @@ class Critic:
     layernorm: bool = key(False, "LayerNorm (no affine) on the hidden layers (DHMBPO)")
     scale: bool = key(False, "Q = out * width + center over running 1%/99% quantiles of the soft "
                              "reward / (1 - gamma); last layer zero-initialized, target clipped (DHMBPO)")
+
+    @staticmethod
+    def check(g: dict, cfg: dict) -> None:
+        need(not g["scale"] or g["gamma"] < 1, "critic.scale needs critic.gamma < 1 (its bounds are r / (1 - gamma))")
 
 
 @dataclass
@@ -531,3 +535,24 @@ def _dotted(tree: dict, prefix: str = ""):
             yield from _dotted(v, f"{prefix}{k}.")
         else:
             yield prefix + k
+
+
+def describe(only: str | None = None) -> str:
+    """Every key of every group (or of group ``only``): dotted name, type, default, meaning."""
+    rows = []
+    run = [f for f in fields(RunConfig) if not is_dataclass(f.default_factory)]
+    sections = [("run keys", "", run)] + [(name, f"{name}.", fields(cls)) for name, cls in groups().items()]
+    for title, prefix, members in sections:
+        if only is not None and title != only:
+            continue
+        cls = groups().get(title)
+        rows.append(f"{title}: {cls.__doc__.splitlines()[0]}" if cls else f"{title}:")
+        for f in members:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            kind = globals().get(f.type)
+            kind = " | ".join(c.value for c in kind) if isinstance(kind, type) and issubclass(kind, Choice) else f.type
+            default = default.value if isinstance(default, Choice) else default
+            rows.append(f"  {prefix}{f.name}: {kind} = {default!r}  # {f.metadata.get('meaning', '')}")
+    if not rows:
+        raise ConfigError(f"unknown group '{only}' (groups: {', '.join(groups())})")
+    return "\n".join(rows)

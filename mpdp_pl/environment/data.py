@@ -1,8 +1,8 @@
 """The data path: env -> TorchRL ``Collector`` -> replay buffer -> batches for the updates.
 
 Lightning's Trainer iterates :class:`CollectorStream`; each item is one round of
-``frames_per_batch`` transitions collected with the current pi_0 (uniform random actions for the
-first ``init_random_steps``). The LightningModule adds each round to its replay buffer and then
+``data.frames_per_batch`` transitions collected with the current pi_0 (uniform random actions for the
+first ``data.init_random_steps``). The LightningModule adds each round to its replay buffer and then
 samples its update batches from the buffer.
 """
 

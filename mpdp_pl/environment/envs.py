@@ -4,7 +4,7 @@ The agent lives in a normalized action box [-1, 1]^d; ``ActionScaling`` maps its
 env's own bounds (Humanoid +-0.4, Pendulum +-2, InvertedPendulum +-3) on the way in, so the
 replay buffer, the critics and the dynamics model all see normalized actions. Observations are
 cast to float32 and, where the task config asks for it, truncated to their first
-``obs_truncate`` dims (Humanoid: qpos[2:] and qvel, as in MBPO).
+``task.obs_truncate`` dims (Humanoid: qpos[2:] and qvel, as in MBPO).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def make_env(cfg: dict, seed: int | None = None, render: bool = False, num_envs:
     ``render``: the gymnasium env renders RGB frames (``env.base_env._env.render()``).
 
     ``num_envs > 1``: that many copies stepped as one batched env (batch size ``[num_envs]``),
-    TorchRL's ``SerialEnv`` or, with ``env_batching=parallel``, ``ParallelEnv`` (one process
+    TorchRL's ``SerialEnv`` or, with ``data.env_batching=parallel``, ``ParallelEnv`` (one process
     per env); each copy gets its own seed derived from ``seed``."""
     if num_envs > 1:
         batched = ParallelEnv if cfg["data"]["env_batching"] == "parallel" else SerialEnv

@@ -7,7 +7,7 @@ positions, so ``obs[0]`` is the torso height z in every locomotion task.
 Known limit: Hopper also terminates when a joint velocity exceeds 100 in magnitude, but its
 observation clips velocities to +-10, so that case cannot be seen from observations (it does
 not occur in practice: velocities of 100 are far outside what the simulator produces here).
-The choice per task is the ``termination`` key of its config.
+The choice per task is the ``model.termination`` key of its config.
 """
 
 from __future__ import annotations

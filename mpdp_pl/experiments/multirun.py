@@ -24,7 +24,7 @@ Every job is validated (its whole config, as ``train.py`` would resolve it) befo
 starts; a bad one is one line on stderr and exit 2. Each job writes to
 ``<out>/<env>/<label>/seed<S>`` (its log beside it, ``seed<S>.log``), where the label is the
 variant or algorithm followed by ``,key=value`` for every other key the sweep varies
-(``mpdp,beta=0.2``). Running the same grid again resumes it: a finished run is reused, a partial
+(``mpdp,improvement.beta=0.2``). Running the same grid again resumes it: a finished run is reused, a partial
 one continues from its latest checkpoint, and a partial one without a checkpoint is moved aside
 and started again; a run started with other values is refused, and so is a second ``-m`` on a
 grid in use. Hydra writes nothing of its own: no working-directory change, no ``outputs/``, no
@@ -130,7 +130,7 @@ SWEEP_KEYS_NOT_IN_LABEL = {"env", "algo", "variant", "seed", "steps"}
 
 def label(cfg: dict, job: list[str], swept: set[str]) -> str:
     """A job's name in its grid and in reports: its variant or algorithm, then ``,key=value``
-    for each other key its sweep varies (``mpdp,beta=0.2``: Hydra's ``override_dirname``)."""
+    for each other key its sweep varies (``mpdp,improvement.beta=0.2``: Hydra's ``override_dirname``)."""
     values = dict(o.split("=", 1) for o in job)
     return ",".join([cfg.get("variant") or cfg["algo"],
                      *(f"{k}={values[k]}" for k in sorted(swept - SWEEP_KEYS_NOT_IN_LABEL))])
@@ -158,7 +158,7 @@ def check_existing(path: Path, cfg: dict) -> None:
 
 
 def finished(path: Path, steps: int) -> bool:
-    """The run reached ``steps``, or stopped at ``nonfinite_limit`` (``failed.txt``: a result,
+    """The run reached ``steps``, or stopped at ``durability.nonfinite_limit`` (``failed.txt``: a result,
     never rerun)."""
     from .results import read_evals
 

@@ -4,7 +4,7 @@ statistics. :mod:`.report` writes them (``python -m mpdp_pl.report``, and ``trai
 
 A run is a directory with ``config.yaml`` and ``metrics.csv``. Its name in the report (its
 *label*) is the directory above ``seed<S>`` in a grid's layout ``<out>/<env>/<label>/seed<S>``
-(the variant or algorithm, with the keys a sweep varied: ``mpdp,beta=0.2``), the part before
+(the variant or algorithm, with the keys a sweep varied: ``mpdp,improvement.beta=0.2``), the part before
 ``-seed<S>`` in the layout of the retired comparison runner (``<env>/<label>-seed<S>``), and its
 ``variant`` or ``algo`` otherwise. A ``results.csv`` written by an earlier report stands for its
 runs (the committed grids in ``docs/``).
@@ -91,7 +91,7 @@ def _config_keys(cfg: dict) -> dict:
 
 def _distinct_labels(group: list[tuple[Path, dict, tuple]]) -> list[tuple]:
     """Runs that share (task, label, seed): each label gains the keys whose values differ within
-    the group (``mppve,plan_length=1``, as a grid's sweep names them); two runs of the same
+    the group (``mppve,mppve.plan_length=1``, as a grid's sweep names them); two runs of the same
     configuration are a one-line error that names both directories."""
     if len(group) == 1:
         return [group[0][2]]
@@ -113,7 +113,7 @@ def read_runs(paths: list[Path], metric: str = "eval/return",
     """Every run under ``paths`` (run or grid directories, or ``results.csv`` files), keyed (env,
     label, seed), and each task's largest budget (``steps``) among them; the labels in ``finals``
     (drawn as one value, such as SAC at 2M env steps) set a task's budget only where no other
-    run does. A run stopped by ``nonfinite_limit`` marks its evaluations failed. No run is
+    run does. A run stopped by ``durability.nonfinite_limit`` marks its evaluations failed. No run is
     dropped: runs sharing a key get labels naming the keys in which their configs differ
     (:func:`_distinct_labels`), runs of the same configuration and a key found in two places
     are a one-line error."""
@@ -175,7 +175,7 @@ def anchor_at(points: list[tuple], step: int) -> tuple[float, float, bool] | Non
 def value_at(evals: list[dict], step: int) -> float | None:
     """The return of the last evaluation at or before ``step``; None if there is none or the
     run has not reached ``step`` (a partial run must not stand in for a later point). A failed
-    run (stopped at ``nonfinite_limit``) keeps its last evaluation at every later point: it stays
+    run (stopped at ``durability.nonfinite_limit``) keeps its last evaluation at every later point: it stays
     in the table, marked."""
     before = [e for e in evals if e["env_steps"] <= step]
     if not before or (evals[-1]["env_steps"] < step and not evals[-1].get("failed")):

@@ -11,7 +11,7 @@ For real states s_0 and heads pi_0..pi_{H-1} (H = Hmax), with alive mask m_0 = 1
     J += gamma^H V_old(s_H) where m_H,  V_old(s) = min_j Q_j(s, a') - alpha log pi_0(a'|s), a' ~ pi_0(s)
 
 An actor with fewer heads than Hmax uses its last head for the remaining steps: with one head
-(``single_policy=true``) pi_0 acts at every step, as in SVG and DHMBPO.
+(``improvement.single_policy=true``) pi_0 acts at every step, as in SVG and DHMBPO.
 
 A cut sample ends with SAC's one-step objective at s_t (so a fully untrusted model degenerates to
 SAC); a predicted terminal ends the sum with no bootstrap. V_old uses pi_0 with detached
@@ -19,14 +19,14 @@ parameters (a' is still a function of s_H), the online critics with detached par
 detached alpha; the model is read with detached parameters too: only the actor receives
 gradients. loss = -mean_B J.
 
-``terminal_critic=True`` ends a sample whose next state is a predicted terminal like a cut one,
+``improvement.terminal_critic=True`` ends a sample whose next state is a predicted terminal like a cut one,
 with min_j Q_j(s_t, a_t) - alpha log pi_t instead of r_t - alpha log pi_t - beta u_t: a hard
 terminal mask carries no gradient about avoiding the terminal, while the critic (which learned
 Q = r at real terminals) does. MPDP's default (in single-seed InvertedPendulum probes of an early
 script that no longer exists, the hard mask let the policy drift towards terminals; not yet
 re-measured on Hopper).
 
-``paper_literal_cut=True`` implements Algorithm 1 lines 6-7 as printed instead: at a cut or a
+``improvement.paper_literal_cut=True`` implements Algorithm 1 lines 6-7 as printed instead: at a cut or a
 predicted terminal, J += gamma^{t+1} V_old(s_{t+1}) and stop, and no tail value after the loop
 (docs/design.md says why this is not the default).
 

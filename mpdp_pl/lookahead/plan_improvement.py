@@ -54,7 +54,7 @@ def plan_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: TwinQ,
                      gamma: float, u_T: float | torch.Tensor | None, horizon: int, k: int,
                      grad_through_model: bool = True) -> PlanImprovement:
     """The objective of the module docstring over a batch ``obs`` ``[B, obs_dim]``;
-    ``u_T=None``: no cut (a fixed horizon)."""
+    ``improvement.u_T=None``: no cut (a fixed horizon)."""
     if horizon < k:
         raise ValueError(f"horizon={horizon} < k={k}: Hmax must hold a whole plan")
     alpha, reward_steps, last = alpha.detach(), horizon - k, actor.num_heads - 1

@@ -1,10 +1,10 @@
 """Start states of DHMBPO's actor and critic updates from model rollouts (its "distribution
 rollouts", Kubo et al. 2025; :mod:`mpdp_pl.algos.dhmbpo`).
 
-Every ``start_rollout_every`` actor updates, ``batch_size`` real states start a gradient-free
-rollout of pi_0 through the ensemble of ``start_rollout_length`` steps (each step served by one
+Every ``dhmbpo.rollout_every`` actor updates, ``data.batch_size`` real states start a gradient-free
+rollout of pi_0 through the ensemble of ``dhmbpo.rollout_length`` steps (each step served by one
 random elite, :meth:`~mpdp_pl.models.dynamics.DynamicsModel.sample_step`); every state it visits,
-the real start included, enters a FIFO of ``start_buffer_size`` states, from which the update's
+the real start included, enters a FIFO of ``dhmbpo.buffer_size`` states, from which the update's
 batches are then drawn. The updates so start where pi_0's own imagined trajectories go, not only
 at the states the behaviour policies visited.
 
@@ -12,11 +12,11 @@ Shapes stay static (no host sync): a sample that reaches a predicted terminal ke
 non-terminal state for the rest of the rollout, so the FIFO holds that state again instead of a
 state past the terminal. The FIFO is not saved in checkpoints: a run (fresh or resumed) makes its
 first rollout at its first update after the model exists, so its first batches come from that one rollout's
-(``start_rollout_length`` + 1) x ``batch_size`` states until more rollouts fill the FIFO.
+(``dhmbpo.rollout_length`` + 1) x ``data.batch_size`` states until more rollouts fill the FIFO.
 
 Memory: ``start_buffer_size * obs_dim * 4`` bytes (51200 states: 2.3 MB on Hopper, 9.2 MB on
-Humanoid with 45 dims); cost: ``start_rollout_length`` one-member model steps of ``batch_size``
-states every ``start_rollout_every`` updates.
+Humanoid with 45 dims); cost: ``dhmbpo.rollout_length`` one-member model steps of ``data.batch_size``
+states every ``dhmbpo.rollout_every`` updates.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Twin soft Q-functions Q_1, Q_2 with Polyak-averaged targets (SAC, Haarnoja et al. 2018;
 the clipped double-Q of Fujimoto et al. 2018). Both critics are one :class:`BatchedMLP` (E = 2);
-``critic_layernorm`` adds LayerNorm to their hidden layers (a stabilizer for critics trained on
+``critic.layernorm`` adds LayerNorm to their hidden layers (a stabilizer for critics trained on
 model data, as in DHMBPO).
 
-``critic_scale`` (DHMBPO's scaled and bounded critic, 4kubo/erl_lib ``agent/sac.py``
+``critic.scale`` (DHMBPO's scaled and bounded critic, 4kubo/erl_lib ``agent/sac.py``
 ``update_critic_bound`` and ``pred_q_value``): the output is ``Q = out * q_width + q_center``
 with ``q_center = (ub + lb) / 2`` and ``q_width = (ub - lb) / 2``, where ``[lb, ub]`` are the
-running 1% and 99% quantiles of the soft reward ``r - alpha log pi`` divided by ``1 - gamma``;
+running 1% and 99% quantiles of the soft reward ``r - alpha log pi`` divided by ``1 - critic.gamma``;
 the last layer starts at zero (Q = q_center), and the target critics' Q is clipped to
 ``[lb, ub]``. A raw output in [-1, 1] then spans the returns the rewards allow, so regressing
 onto targets of a few hundred takes tens of Adam steps instead of thousands.
@@ -26,7 +26,7 @@ REWARD_QUANTILES = (0.01, 0.99)  # DHMBPO's reward_q_th_lb and 1 - reward_q_th_l
 
 
 class TwinQ(nn.Module):
-    """``Q(s, a) -> [E, B]``: all critics at once (E = ``num_critics``, 2 by default)."""
+    """``Q(s, a) -> [E, B]``: all critics at once (E = ``critic.count``, 2 by default)."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: list[int], num_critics: int = 2,
                  layer_norm: bool = False, scaled: bool = False, obs_norm: bool = False,

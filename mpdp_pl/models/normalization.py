@@ -1,11 +1,11 @@
-"""Observation standardization for the actor and the critics (``obs_norm``; DHMBPO's input
+"""Observation standardization for the actor and the critics (``networks.obs_norm``; DHMBPO's input
 normalizer, 4kubo/erl_lib ``util/misc.py`` ``Normalizer`` with ``normalize_po_input``).
 
 :class:`RunningMoments` pools the exact mean and variance of every real observation stored;
 :class:`Normalizer` (also the ensemble's) is the input layer of each network, ``(obs - mean) /
 std``, whose statistics
 stay fixed between refreshes (DHMBPO refreshes them once per 1000-step iteration, before its
-updates; here every ``model_train_freq`` env steps), so that a network is not trained against
+updates; here every ``model.train_freq`` env steps), so that a network is not trained against
 inputs that move under it at every step. ``std = sqrt(max(var, eps^2))``, eps = 1e-4; the
 output is not clipped.
 """

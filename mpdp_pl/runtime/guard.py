@@ -1,10 +1,10 @@
 """The guard against non-finite updates: a NaN or Inf in a loss or gradient skips that optimizer
 step, the part (critic, actor, temperature or ensemble) goes back to its last good weights, and
-``nonfinite_limit`` faults of one part in a row stop the run with a one-line message and a
+``durability.nonfinite_limit`` faults of one part in a row stop the run with a one-line message and a
 ``failed.txt`` verdict in the run directory (a grid keeps such a seed as a
 failure and never reruns it).
 
-Two ways, chosen by ``nonfinite_guard`` (``auto``: sync on CPU, where a host sync costs nothing,
+Two ways, chosen by ``durability.nonfinite_guard`` (``auto``: sync on CPU, where a host sync costs nothing,
 deferred on accelerators):
 
 - ``sync`` tests finiteness on the host once per step (like AMP's GradScaler) and, on a fault,
@@ -29,7 +29,7 @@ FAILED_MARKER = "failed.txt"  # written into the run directory when a run stops 
 
 
 class NumericalFault(RuntimeError):
-    """Non-finite losses or gradients in one part, ``nonfinite_limit`` updates in a row."""
+    """Non-finite losses or gradients in one part, ``durability.nonfinite_limit`` updates in a row."""
 
 
 class NonfiniteGuard:

@@ -19,7 +19,7 @@ class MetricsRecorder:
 
     def record_mean(self, metrics: dict) -> None:
         """Accumulate fully named metrics whose logged value is their mean over the logging
-        interval (``log_every`` env steps) rather than the latest batch's."""
+        interval (``logging.every`` env steps) rather than the latest batch's."""
         for k, v in metrics.items():
             total, count = self.interval_sums.get(k, (0.0, 0))
             self.interval_sums[k] = (total + (v.detach() if torch.is_tensor(v) else v), count + 1)

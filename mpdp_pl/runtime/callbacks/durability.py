@@ -1,4 +1,4 @@
-"""Checkpoints every ``checkpoint_every`` env steps and at the end of a run, and a clean stop
+"""Checkpoints every ``durability.checkpoint_every`` env steps and at the end of a run, and a clean stop
 on SIGTERM or SIGINT: the handlers (installed after Lightning's own) set the module's
 ``stop_signal``, the env-step loop stops at its next round, and the final checkpoint is
 written with a line that says how to continue."""

@@ -1,4 +1,4 @@
-"""Training metrics to the logger every ``log_every`` env steps and at the end of a run."""
+"""Training metrics to the logger every ``logging.every`` env steps and at the end of a run."""
 
 from __future__ import annotations
 

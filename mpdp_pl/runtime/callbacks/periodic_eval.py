@@ -1,6 +1,6 @@
-"""Evaluation of the deterministic pi_0 every ``eval_every`` env steps and once at the end: a
+"""Evaluation of the deterministic pi_0 every ``eval.every`` env steps and once at the end: a
 row of ``metrics.csv`` (eval metrics, time, the training metrics), the logger's ``eval/``
-metrics, and every ``video_every`` evaluations a video."""
+metrics, and every ``eval.video_every`` evaluations a video."""
 
 from __future__ import annotations
 
