@@ -20,28 +20,30 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Flat keys: every version reads them (those with config groups, with a one-line warning each),
+# so that this compares commits on either side of that change.
 RUN = ["--env", "InvertedPendulum-v4", "--seed", "0", "--logger", "none", "steps=600",
-       "data.init_random_steps=200", "eval.every=200", "eval.episodes=2", "data.batch_size=64",
-       "networks.hidden_sizes=[32,32]", "logging.every=100", "trainer.num_threads=1", "model.max_steps=20",
-       "model.hidden=32", "model.train_freq=100"]
-PLANNER = ["pets.horizon=3", "pets.population=10", "pets.elites=2", "pets.iterations=2",
-           "pets.particles=5"]
+       "init_random_steps=200", "eval_every=200", "eval_episodes=2", "batch_size=64",
+       "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1", "model_max_steps=20",
+       "model_hidden=32", "model_train_freq=100"]
+PLANNER = ["pets_horizon=3", "pets_population=10", "pets_elites=2", "pets_iterations=2",
+           "pets_particles=5"]
 # name: (algorithm, its overrides); MPDP also with the static unroll and with its switches on
-RUNS = {"sac": ("sac", []), "mpdp": ("mpdp", ["improvement.horizon=3"]),
-        "mpdp-static": ("mpdp", ["improvement.horizon=3", "improvement.unroll_form=static"]),
-        "mpdp-switches": ("mpdp", ["improvement.horizon=3", "improvement.u_T_quantile=0.9", "improvement.single_policy=true",
-                                   "critic.layernorm=true"]),
-        "mbpo": ("mbpo", ["rollouts.batch_size=256"]),
-        "mppve": ("mppve", ["rollouts.batch_size=256"]),
-        "mpdp_pv": ("mpdp_pv", ["rollouts.batch_size=256"]),
-        "m2ac": ("m2ac", ["rollouts.batch_size=256"]),
-        "dhmbpo": ("dhmbpo", ["updates.every=100", "updates.critic_per_step=1.5", "updates.warmup=10",
-                              "model.batch_size=64", "model.max_epochs=4", "model.patience=2",
-                              "dhmbpo.rollout_every=10", "dhmbpo.rollout_length=5",
-                              "dhmbpo.buffer_size=2000"]),
+RUNS = {"sac": ("sac", []), "mpdp": ("mpdp", ["horizon=3"]),
+        "mpdp-static": ("mpdp", ["horizon=3", "unroll_form=static"]),
+        "mpdp-switches": ("mpdp", ["horizon=3", "u_T_quantile=0.9", "single_policy=true",
+                                   "critic_layernorm=true"]),
+        "mbpo": ("mbpo", ["rollout_batch_size=256"]),
+        "mppve": ("mppve", ["rollout_batch_size=256"]),
+        "mpdp_pv": ("mpdp_pv", ["rollout_batch_size=256"]),
+        "m2ac": ("m2ac", ["rollout_batch_size=256"]),
+        "dhmbpo": ("dhmbpo", ["update_every=100", "critic_updates_per_step=1.5", "warmup_updates=10",
+                              "model_batch_size=64", "model_max_epochs=4", "model_patience=2",
+                              "start_rollout_every=10", "start_rollout_length=5",
+                              "start_buffer_size=2000"]),
         "ddpg": ("ddpg", []),
         "pets": ("pets", PLANNER),
-        "poplin_a": ("poplin_a", [*PLANNER, "poplin.bc_epochs=2"]),
+        "poplin_a": ("poplin_a", [*PLANNER, "poplin_bc_epochs=2"]),
         "poplin_p": ("poplin_p", PLANNER)}
 DROP = ("time/elapsed", "time/env_steps_per_s", "model/train_seconds")
 
