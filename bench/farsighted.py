@@ -123,7 +123,7 @@ def time_forms(m, buf, u_T, repeat: int, seed: int, device="cpu") -> dict:
     m.actor.load_state_dict(saved)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {"ms": {f: 1000 * mean(times[f]) for f in forms},
-            "improvement.horizon": mean([d["realized_horizon"].item() for d in diags["live"]]),
+            "horizon": mean([d["realized_horizon"].item() for d in diags["live"]]),
             "live_rows": mean([d["live_rows"].item() for d in diags["live"]])}
 
 

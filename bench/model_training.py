@@ -100,9 +100,9 @@ def run_rule(rule: str, cfg: dict, data, every: int, at: list[int], test_n: int,
     torch.manual_seed(seed)
     model, opt = make_model(cfg)
     if rule == "old":
-        settings = TrainSettings.from_config({**cfg, "model.max_steps": None})
+        settings = TrainSettings.from_config({**cfg, "model": {**cfg["model"], "max_steps": None}})
     else:
-        settings = TrainSettings.from_config({**cfg, "model.max_steps": int(rule[len("steps"):])})
+        settings = TrainSettings.from_config({**cfg, "model": {**cfg["model"], "max_steps": int(rule[len("steps"):])}})
     flags = holdout_flags(0, data.shape[0], cfg["model"]["holdout_ratio"])
     results = {}
     for n in range(every, max(at) + 1, every):

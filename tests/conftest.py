@@ -22,6 +22,17 @@ TINY_MODEL_DATA = {"steps": 400, "data.init_random_steps": 250, "eval.every": 40
                    "updates.critic_per_step": 2.0, "logger": "none"}
 
 
+def model_settings(**changes):
+    """The model group's defaults as TrainSettings, with ``changes`` (whole-buffer epochs unless
+    ``max_steps`` is given)."""
+    import dataclasses
+
+    from mpdp_pl.config.schema import defaults
+    from mpdp_pl.models.fitting import TrainSettings
+
+    return dataclasses.replace(TrainSettings.from_config(defaults()), **{"max_steps": None, **changes})
+
+
 def offline_env(tmp_home: Path) -> dict:
     """An environment with no W&B key and no netrc: W&B must fall back to offline by itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}

@@ -7,8 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from conftest import model_settings
 from mpdp_pl.models.dynamics import DynamicsModel
-from mpdp_pl.models.fitting import (TrainSettings, holdout_scores, holdout_split,
+from mpdp_pl.models.fitting import (holdout_scores, holdout_split,
                                      param_groups, train_dynamics)
 from mpdp_pl.environment.termination import hopper
 
@@ -153,7 +154,7 @@ def test_learns_hopper_dynamics_better_than_linear(capsys):
     model = DynamicsModel(11, 3, members=7, num_elites=5, hidden=200, layers=4,
                           termination_fn=hopper)
     opt = torch.optim.Adam(param_groups(model, 1e-3, [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4]))
-    settings = TrainSettings(max_epochs=25)
+    settings = model_settings(max_epochs=25)
     split = holdout_split(len(obs), settings, "cpu")
     metrics = train_dynamics(model, obs, act, nxt, rew, term, opt, settings, split=split)
     linear = linear_baseline_mse(model, obs, act, nxt, rew, *split)
@@ -177,7 +178,7 @@ def test_learned_termination_head():
     obs, act, nxt, rew, term = real_transitions("InvertedPendulum-v4", 6000)
     model = DynamicsModel(4, 1, members=3, num_elites=2, hidden=64, layers=2, termination_fn=None)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    settings = TrainSettings(max_epochs=40)
+    settings = model_settings(max_epochs=40)
     train, hold = holdout_split(len(obs), settings, "cpu")
     train_dynamics(model, obs, act, nxt, rew, term, opt, settings, split=(train, hold))
     with torch.no_grad():

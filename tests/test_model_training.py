@@ -7,13 +7,13 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from conftest import TINY, run_train
+from conftest import TINY, run_train, model_settings
 from mpdp_pl.runtime import checkpoint
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.config import ConfigError, load_config, parse_overrides
 from mpdp_pl.environment.data import chronological_order, load_buffer, make_replay_buffer
 from mpdp_pl.models.dynamics import DynamicsModel
-from mpdp_pl.models.fitting import (TrainSettings, fixed_split, holdout_flags,
+from mpdp_pl.models.fitting import (fixed_split, holdout_flags,
                                      holdout_scores, param_groups, train_dynamics)
 
 
@@ -32,7 +32,7 @@ def test_holdout_flags_are_exact_and_continue_across_calls(ratio):
 
 
 def test_fixed_split_holds_out_the_newest_flagged_and_releases_the_older():
-    n, settings = 1000, TrainSettings(max_holdout=50, holdout_ratio=0.2)
+    n, settings = 1000, model_settings(max_holdout=50, holdout_ratio=0.2)
     flags = holdout_flags(0, n, 0.2)
     train, hold = fixed_split(flags, torch.arange(n), settings)
     flagged = flags.nonzero().squeeze(-1)
@@ -133,7 +133,7 @@ def test_step_budget_bounds_the_work_whatever_the_data(n):
     model = DynamicsModel(3, 1, members=4, num_elites=2, hidden=32, layers=2,
                           termination_fn=lambda s: torch.zeros(s.shape[0], dtype=torch.bool))
     opt = torch.optim.Adam(param_groups(model, 1e-3, [0.0] * 3))
-    settings = TrainSettings(batch_size=64, max_steps=300, eval_every=100, patience=100)
+    settings = model_settings(batch_size=64, max_steps=300, eval_every=100, patience=100)
     data = _data(n)
     hold = torch.arange(n - 200, n)
     split = (torch.arange(n - 200), hold)
@@ -161,7 +161,7 @@ def test_early_stopping_counts_rounds_of_eval_every_steps():
     """A model that cannot improve (learning rate 0) stops after `patience` rounds."""
     model = DynamicsModel(3, 1, members=4, num_elites=2, hidden=16, layers=2)
     opt = torch.optim.Adam(param_groups(model, 0.0, [0.0] * 3))
-    settings = TrainSettings(batch_size=32, max_steps=10_000, eval_every=20, patience=3)
+    settings = model_settings(batch_size=32, max_steps=10_000, eval_every=20, patience=3)
     metrics = train_dynamics(model, *_data(600), opt, settings,
                              split=(torch.arange(500), torch.arange(500, 600)))
     assert metrics["model/epochs"] == 3 and metrics["model/steps"] == 60

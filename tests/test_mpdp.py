@@ -8,12 +8,12 @@ import csv
 import pytest
 import torch
 
-from conftest import offline_env, run_train
+from conftest import offline_env, run_train, model_settings
 from mpdp_pl.algos.mpdp import MPDP, set_threshold
 from mpdp_pl.config import load_config
 from mpdp_pl.environment.envs import env_spec, make_env
 from mpdp_pl.lookahead.improvement import farsighted_improvement
-from mpdp_pl.models.fitting import TrainSettings, param_groups, train_dynamics
+from mpdp_pl.models.fitting import param_groups, train_dynamics
 
 TASKS = ["InvertedPendulum-v4", "Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4",
          "Humanoid-v4"]
@@ -39,7 +39,7 @@ def test_task_config_through_one_model_epoch_and_one_farsighted_update(env_id):
     metrics = train_dynamics(module.dynamics, data["observation"], data["action"],
                              nxt["observation"], nxt["reward"].squeeze(-1),
                              nxt["terminated"].squeeze(-1), opt,
-                             TrainSettings(batch_size=64, max_epochs=1))
+                             model_settings(batch_size=64, max_epochs=1))
     assert metrics["model/epochs"] == 1 and metrics["model/holdout_mse"] > 0
     assert module.actor.num_heads == cfg["improvement"]["horizon"]
     out = farsighted_improvement(data["observation"][:32], module.actor, module.critic,

@@ -154,7 +154,7 @@ def test_model_segments_start_in_the_real_prefix_and_stop_at_terminals(mppve):
 
 
 def test_at_k_1_the_losses_are_sacs(mppve):
-    cfg = {**mppve.cfg, "mppve.plan_length": 1}
+    cfg = {**mppve.cfg, "mppve": {**mppve.cfg["mppve"], "plan_length": 1}}
     one = MPPVE(cfg, mppve.spec)
     sac = SAC(cfg, mppve.spec)
     sac.load_state_dict({k: v for k, v in one.state_dict().items() if k in sac.state_dict()})

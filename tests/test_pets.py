@@ -22,7 +22,8 @@ def test_cem_finds_the_optimum_of_a_quadratic():
     torch.manual_seed(0)
     # optima inside the box (CEM's variance cap slows it down right at a bound, as PETS's does)
     target = torch.tensor([[0.3, -0.7], [0.6, 0.0], [-0.5, 0.5]])[:, None, :].expand(3, 4, 2)
-    s = CEMSettings(horizon=4, population=300, elites=30, iterations=12, momentum=0.1)
+    s = CEMSettings(horizon=4, population=300, elites=30, iterations=12, momentum=0.1,
+                    particles=20)
     lb, ub = -torch.ones(2), torch.ones(2)
     mean, _ = cem(lambda x: -(x - target.unsqueeze(1)).pow(2).sum((-2, -1)),
                   torch.zeros(3, 4, 2), ((ub - lb) ** 2 / 16).expand(3, 4, 2), lb, ub, s)
@@ -44,7 +45,7 @@ class PointMass:
 def test_the_planner_with_true_dynamics_reaches_the_optimal_return():
     torch.manual_seed(0)
     planner = CEMPlanner(PointMass(), 2, CEMSettings(horizon=5, population=500, elites=50,
-                                                      iterations=5, particles=1))
+                                                      iterations=5, momentum=0.1, particles=1))
     s, ret = torch.tensor([[0.6, -0.4]]), 0.0
     for _ in range(5):
         s = s + planner.deterministic(s)

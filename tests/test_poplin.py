@@ -46,7 +46,7 @@ def zero_policy(hidden):
 def test_action_noise_planner_with_true_dynamics_reaches_the_optimal_return():
     torch.manual_seed(0)
     planner = ActionNoisePlanner(PointMass(), zero_policy([8]), CEMSettings(
-        horizon=5, population=500, elites=50, iterations=5), init_var=0.25)
+        horizon=5, population=500, elites=50, iterations=5, momentum=0.1, particles=20), init_var=0.25)
     ret = episode_return(planner)
     assert ret > -0.1, ret  # the policy alone proposes a = 0: -2.6
     obs, executed, elite = (torch.cat(x) for x in zip(*planner.pending))
@@ -57,7 +57,8 @@ def test_action_noise_planner_with_true_dynamics_reaches_the_optimal_return():
 def test_parameter_noise_planner_with_true_dynamics_beats_its_policy():
     torch.manual_seed(0)
     planner = ParameterNoisePlanner(PointMass(), zero_policy([8]), CEMSettings(
-        horizon=5, population=500, elites=50, iterations=5), init_var=0.1)
+        horizon=5, population=500, elites=50, iterations=5, momentum=0.1, particles=20),
+        init_var=0.1)
     ret = episode_return(planner)
     assert ret > -0.5, ret  # the zero weights alone get -2.6
     assert torch.cat([p[0] for p in planner.pending]).shape == (5, planner.policy.flat_weights().numel())

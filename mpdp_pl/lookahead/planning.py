@@ -35,17 +35,18 @@ from ..models.dynamics import DynamicsModel
 
 @dataclass(frozen=True)
 class CEMSettings:
-    horizon: int = 30
-    population: int = 500
-    elites: int = 50
-    iterations: int = 5
-    momentum: float = 0.1
-    particles: int = 20
+    """The config's ``pets`` group (meanings and defaults: :class:`mpdp_pl.config.schema.Pets`)."""
+
+    horizon: int
+    population: int
+    elites: int
+    iterations: int
+    momentum: float
+    particles: int
 
     @classmethod
     def from_config(cls, cfg: dict) -> "CEMSettings":
-        return cls(cfg["pets"]["horizon"], cfg["pets"]["population"], cfg["pets"]["elites"],
-                   cfg["pets"]["iterations"], cfg["pets"]["momentum"], cfg["pets"]["particles"])
+        return cls(**cfg["pets"])
 
 
 def cem(objective: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, var: torch.Tensor,

@@ -38,24 +38,27 @@ from .ranks import ONE_PROCESS, Ranks
 
 @dataclass
 class TrainSettings:
-    batch_size: int = 256
-    holdout_ratio: float = 0.2
-    max_holdout: int = 5000
-    patience: int = 5
-    max_epochs: int = 50
-    improvement: float = 0.01  # relative holdout improvement that counts (MBPO: 1%)
-    max_steps: int | None = None  # None: whole-bootstrap epochs; N: at most N minibatch steps
-    eval_every: int = 250         # minibatch steps per round (holdout evaluation) when max_steps
-    early_stop: str = "improvement"  # improvement (MBPO, per member) | z_test (DHMBPO, the ensemble)
-    epoch_batches: int | None = None  # N: a round is min(N, rows // batch_size) minibatches
-                                      # without replacement, every member on the same rows (DHMBPO)
+    """How a training runs: the config's ``model`` group (its meanings and defaults:
+    :class:`mpdp_pl.config.schema.Model`)."""
+
+    batch_size: int
+    holdout_ratio: float
+    max_holdout: int
+    patience: int
+    max_epochs: int
+    max_steps: int | None  # None: whole-bootstrap epochs; N: at most N minibatch steps
+    eval_every: int        # minibatch steps per round (holdout evaluation) when max_steps
+    early_stop: str        # improvement (MBPO, per member) | z_test (DHMBPO, the ensemble)
+    epoch_batches: int | None  # N: a round is min(N, rows // batch_size) minibatches without
+                               # replacement, every member on the same rows (DHMBPO)
+    improvement: float = 0.01  # relative holdout improvement that counts (MBPO: 1%, fixed)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainSettings":
-        return cls(cfg["model"]["batch_size"], cfg["model"]["holdout_ratio"], cfg["model"]["max_holdout"],
-                   cfg["model"]["patience"], cfg["model"]["max_epochs"],
-                   max_steps=cfg["model"]["max_steps"], eval_every=cfg["model"]["eval_every"],
-                   early_stop=cfg["model"]["early_stop"], epoch_batches=cfg["model"]["epoch_batches"])
+        m = cfg["model"]
+        return cls(**{k: m[k] for k in ("batch_size", "holdout_ratio", "max_holdout", "patience",
+                                        "max_epochs", "max_steps", "eval_every", "early_stop",
+                                        "epoch_batches")})
 
 
 def param_groups(model: DynamicsModel, lr: float, weight_decay: list[float],
