@@ -30,7 +30,7 @@ def test_config_is_erl_libs():
     assert (c["updates"]["every"], c["updates"]["critic_per_step"], c["updates"]["warmup"]) == (1000, 1.25, 4000)
     with pytest.raises(ConfigError, match="model.weights=exp"):
         load_config("Hopper-v4", "dhmbpo", {"model.epoch_batches": None})
-    with pytest.raises(ConfigError, match="model_noise"):
+    with pytest.raises(ConfigError, match="model.noise"):
         load_config("Hopper-v4", "dhmbpo", {"model.noise": "both"})
 
 

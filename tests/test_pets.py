@@ -86,7 +86,7 @@ def test_config_is_the_published_one_and_checked():
     c = load_config("Hopper-v4", "pets")
     assert (c["pets"]["horizon"], c["pets"]["population"], c["pets"]["elites"], c["pets"]["iterations"],
             c["pets"]["momentum"], c["pets"]["particles"]) == (30, 500, 50, 5, 0.1, 20)
-    with pytest.raises(ConfigError, match="multiple of num_elites"):
+    with pytest.raises(ConfigError, match="multiple of model.elites"):
         load_config("Hopper-v4", "pets", {"pets.particles": 7})
 
 

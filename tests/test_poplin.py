@@ -147,5 +147,5 @@ def test_config_is_the_published_one_and_checked():
     assert (a["poplin"]["hidden"], a["poplin"]["init_var"], a["poplin"]["bc_epochs"], a["poplin"]["bc_batch"],
             a["poplin"]["bc_lr"]) == ([64, 64], 0.25, 100, 64, 0.003)
     assert (p["poplin"]["hidden"], p["poplin"]["init_var"]) == ([32], 0.1)
-    with pytest.raises(ConfigError, match="poplin_init_var"):
+    with pytest.raises(ConfigError, match="poplin.init_var"):
         load_config("Hopper-v4", "poplin_p", {"poplin.init_var": 0.0})

@@ -12,7 +12,7 @@ whose defaults list starts with its algorithm's file.
 
 A flat key of earlier versions (``batch_size``) still works as an override, with a one-line
 warning that names its place (``data.batch_size``); a stored run config or checkpoint in flat
-keys is migrated (:func:`migrate`). Every failure is a :class:`ConfigError`: one line, exit 2.
+keys is migrated (:mod:`.migration`). Every failure is a :class:`ConfigError`: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import difflib
 import functools
 import os
 import re
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,19 +31,10 @@ import yaml
 from ..errors import ConfigError
 from . import algorithms
 from . import schema as groups
-from .schema import FLAT_KEYS
+from .migration import (LAST_WITH_REMOVED, REMOVED_KEYS, differing_keys, flatten,  # noqa: F401
+                        migrate, regroup)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-# MPDP's switches removed after they measured no gain on Hopper (docs/mpdp.md, "Switches removed"),
-# each with the value at which a stored run behaves as this version does (None: any value, the
-# key acted only beside another removed one). A stored run with another value ran code that
-# LAST_WITH_REMOVED holds and this version does not. Flat keys: they predate the groups.
-REMOVED_KEYS = {"u_T_rule": "holdout", "u_T_scale": 1.0, "critic_target": "td", "mve_horizon": None,
-                "critic_states": "real", "critic_data": "real", "mve_target_bound": False,
-                "start_states": "real"}
-LAST_WITH_REMOVED = "a3aa6da"
-
 
 def _read_yaml(path: Path) -> dict:
     with open(path) as f:
@@ -76,70 +66,6 @@ def variant_algo(name: Any) -> str:
     if not isinstance(algo, str):
         raise ConfigError(f"{path}: a variant names its algorithm (algo: <name>)")
     return algo
-
-
-def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> {dotted key: value}."""
-    out = {}
-    for k, v in cfg.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def migrate(cfg: dict, where: Any) -> dict:
-    """A stored run config (``where``: its run directory or checkpoint) in this version's keys:
-    flat keys go to their groups (:data:`.schema.FLAT_KEYS`) and the removed keys go; one that
-    held another value than today's behaviour is a ConfigError that names the commit that can
-    still continue the run."""
-    if cfg.get("algo") in ("mpdp", "mpdp_paper", "mpdp_pv"):  # the only ones they acted in
-        for k, value in REMOVED_KEYS.items():
-            if k in cfg and value is not None and cfg[k] != value:
-                raise ConfigError(f"{where} ran with {k}={cfg[k]}, a switch this version removed; "
-                                  f"continue it from a checkout of {LAST_WITH_REMOVED}")
-    out: dict = {}
-    for k, v in cfg.items():
-        if k in REMOVED_KEYS:
-            continue
-        if k in FLAT_KEYS:
-            group, leaf = FLAT_KEYS[k].split(".")
-            out.setdefault(group, {})[leaf] = v
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**v, **out[k]}
-        else:
-            out[k] = v
-    return out
-
-
-def differing_keys(saved: dict, cfg: dict, ignore=()) -> list[str]:
-    """Dotted keys whose values differ between a stored run config and ``cfg``. A key that the
-    stored config lacks (the run predates it) counts as at its default: a new switch that
-    defaults to the old behaviour leaves earlier runs resumable."""
-    defaults = flatten(groups.defaults())
-    saved, cfg = flatten(saved), flatten(cfg)
-    return sorted(k for k in saved.keys() | cfg.keys()
-                  if k not in ignore and saved.get(k) != cfg.get(k)
-                  and not (k not in saved and k in defaults and cfg.get(k) == defaults[k]))
-
-
-_WARNED: set[str] = set()
-
-
-def regroup(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Overrides with every flat key of earlier versions at its place (``batch_size`` ->
-    ``data.batch_size``), each one warned once per process in one line on stderr."""
-    out = {}
-    for k, v in overrides.items():
-        if k in FLAT_KEYS:
-            if k not in _WARNED:
-                _WARNED.add(k)
-                print(f"warning: {k} is now {FLAT_KEYS[k]}", file=sys.stderr)
-            k = FLAT_KEYS[k]
-        out[k] = v
-    return out
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -3,9 +3,8 @@ one-line meaning live here and nowhere else. ``conf/`` holds only the values tha
 tasks and variants change; Hydra composes them onto this structured config (:mod:`.config`),
 which refuses an unknown key or a value of the wrong type. A choice is an Enum.
 
-The run keys (env, algo, variant, seed, steps, out, logger) stay at the top. ``FLAT_KEYS`` maps
-the flat keys of earlier versions (``batch_size``) to their place (``data.batch_size``).
-Ranges that a type cannot express are ``RANGES``; each group's cross-key checks are its
+The run keys (env, algo, variant, seed, steps, out, logger) stay at the top. The flat keys of
+earlier versions (``batch_size``) and their places: :mod:`.migration`. Ranges that a type cannot express are ``RANGES``; each group's cross-key checks are its
 ``check``; what each algorithm refuses is :mod:`.algo_checks`.
 """
 
@@ -479,49 +478,6 @@ def auto_or_number(value: Any) -> Any:
             return value
     return value
 
-
-# The flat keys of earlier versions -> their dotted place. A stored run or checkpoint written
-# with flat keys is migrated through this table; a flat key on the command line or in a grid
-# still works, with a one-line warning that names its new key.
-FLAT_KEYS = {
-    "obs_truncate": "task.obs_truncate", "max_episode_steps": "task.max_episode_steps",
-    **{k: f"data.{k}" for k in ("init_random_steps", "num_envs", "env_batching", "frames_per_batch",
-                                "buffer_size", "buffer_device", "batch_size")},
-    "critic_updates_per_step": "updates.critic_per_step", "actor_updates_per_step": "updates.actor_per_step",
-    "warmup_updates": "updates.warmup", "update_every": "updates.every",
-    "gamma": "critic.gamma", "tau": "critic.tau", "critic_lr": "critic.lr", "num_critics": "critic.count",
-    "critic_layernorm": "critic.layernorm", "critic_scale": "critic.scale",
-    "actor_lr": "actor.lr", "actor_std": "actor.std", "log_std_min": "actor.log_std_min",
-    "log_std_max": "actor.log_std_max", "actor_grad_clip": "actor.grad_clip",
-    "alpha_lr": "temperature.lr", "init_alpha": "temperature.init",
-    "target_entropy": "temperature.target_entropy",
-    "hidden_sizes": "networks.hidden_sizes", "activation": "networks.activation",
-    "obs_norm": "networks.obs_norm",
-    "termination": "model.termination", "ensemble_size": "model.ensemble_size", "num_elites": "model.elites",
-    **{f"model_{k}": f"model.{k}" for k in (
-        "hidden", "layers", "lr", "weight_decay", "batch_size", "train_freq", "holdout", "holdout_ratio",
-        "max_holdout", "patience", "max_epochs", "max_steps", "first_fit_scale", "noise", "layernorm",
-        "dropout", "optimizer", "noise_decay", "weights", "early_stop", "epoch_batches", "eval_every",
-        "error_window")},
-    **{k: f"improvement.{k}" for k in ("horizon", "beta", "beta_relative", "u_T", "u_T_quantile",
-                                       "single_policy", "paper_literal_cut", "terminal_critic",
-                                       "unroll_form", "compile")},
-    "start_rollout_length": "dhmbpo.rollout_length", "start_rollout_every": "dhmbpo.rollout_every",
-    "start_buffer_size": "dhmbpo.buffer_size",
-    "rollout_batch_size": "rollouts.batch_size", "rollout_schedule": "rollouts.schedule",
-    "model_retain_epochs": "rollouts.retain_epochs", "real_ratio": "rollouts.real_ratio",
-    "epoch_length": "rollouts.epoch_length",
-    **{f"m2ac_{k}": f"m2ac.{k}" for k in ("horizon", "keep_h1", "penalty")},
-    **{f"pets_{k}": f"pets.{k}" for k in ("horizon", "population", "elites", "iterations", "momentum",
-                                          "particles")},
-    **{f"poplin_{k}": f"poplin.{k}" for k in ("hidden", "init_var", "bc_epochs", "bc_batch", "bc_lr")},
-    "plan_length": "mppve.plan_length", "plan_grad_through_model": "mppve.plan_grad_through_model",
-    "exploration_noise": "ddpg.exploration_noise",
-    "eval_every": "eval.every", "eval_episodes": "eval.episodes", "video_every": "eval.video_every",
-    "checkpoint_every": "durability.checkpoint_every", "nonfinite_limit": "durability.nonfinite_limit",
-    "nonfinite_guard": "durability.nonfinite_guard",
-    "log_every": "logging.every",
-}
 
 
 def flatten_keys() -> list[str]:
