@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import (ConfigError, available_algos, available_variants, load_config,
+from .config import (ConfigError, available_algos, available_variants, flatten, load_config,
                      parse_overrides, to_yaml)
 from .config.schema import describe, groups
 
@@ -132,7 +132,7 @@ def resume_target(args, overrides: dict):
     if "steps" in overrides:
         cfg["steps"] = overrides["steps"]
     placement = {k: v for k, v in overrides.items() if k in checkpoint.PLACEMENT_KEYS}
-    cfg = load_config(cfg["env"], cfg["algo"], {**_flatten(cfg), **placement,
+    cfg = load_config(cfg["env"], cfg["algo"], {**flatten(cfg), **placement,
                                                 "out": str(run_dir.resolve())})
     checkpoint.check_compatible(state["config"], cfg)
     done = state["counters"]["env_steps"]
@@ -140,17 +140,6 @@ def resume_target(args, overrides: dict):
         raise ConfigError(f"{run_dir} is complete at {done} env steps; give --steps N > {done} "
                           f"to extend it")
     return cfg, ckpt
-
-
-def _flatten(cfg: dict, prefix: str = "") -> dict:
-    """Nested config -> dotted override keys (so load_config re-validates a stored config)."""
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _fail(message: str) -> int:

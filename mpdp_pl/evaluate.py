@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError
+from .config import ConfigError, stored_config
 from .config.algorithms import PLANNERS
 
 EXIT_BAD_INPUT = 2
@@ -38,6 +38,8 @@ def load_agent(path: Path, env_id: str | None = None):
         raise ConfigError(f"{path} holds no checkpoint")
     state = checkpoint.read(ckpt)
     cfg = state["config"]
+    if cfg.get("algo") in ALGOS:
+        cfg = stored_config(cfg, ckpt)  # a run of an earlier version: its keys migrated
     if env_id is not None and env_id != cfg["env"]:
         raise ConfigError(f"{ckpt} is a checkpoint of {cfg['env']}, not of {env_id}")
     if cfg.get("algo") not in ALGOS:

@@ -26,6 +26,10 @@ def test_an_earlier_run_resumes_and_evaluates(tmp_path, where, algo):
     shutil.copytree(where / algo, run)
     flat = yaml.safe_load((run / "config.yaml").read_text())
     before = (run / "metrics.csv").read_text()
+    if where is FLAT:  # as it was written, before any resume rewrote its config
+        proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(run), "--episodes", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_train(["--resume", str(run), "--steps", "450"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     after = (run / "metrics.csv").read_text()

@@ -167,6 +167,13 @@ def load_config(
     return cfg
 
 
+def stored_config(saved: dict, where: Any) -> dict:
+    """A config a run stored (``where``: its directory or checkpoint), as this version resolves
+    it: migrated, every key it predates at its default, and checked."""
+    flat = flatten(migrate(saved, where))
+    return load_config(flat.pop("env"), flat.pop("algo"), flat)
+
+
 def _override(cfg, key: str, value: Any) -> None:
     """Set one dotted key of the composed config; the schema checks the key and the type."""
     from omegaconf import OmegaConf
