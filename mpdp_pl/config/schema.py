@@ -1,11 +1,13 @@
 """Every key a run can set, in groups by what it configures: its type, its default and its
 one-line meaning live here and nowhere else. ``conf/`` holds only the values that algorithms,
-tasks and variants change; Hydra composes them onto this structured config (:mod:`.config`),
-which refuses an unknown key or a value of the wrong type. A choice is an Enum.
+tasks and variants change; Hydra composes them onto this structured config
+(:func:`mpdp_pl.config.load_config`), which refuses an unknown key or a value of the wrong type.
+A choice is an Enum.
 
-The run keys (env, algo, variant, seed, steps, out, logger) stay at the top. The flat keys of
-earlier versions (``batch_size``) and their places: :mod:`.migration`. Ranges that a type cannot express are ``RANGES``; each group's cross-key checks are its
-``check``; what each algorithm refuses is :mod:`.algo_checks`.
+The run keys (env, algo, variant, seed, steps, out, logger) stay at the top. Ranges that a type
+cannot express are ``RANGES``; each group's cross-key checks are its ``check``; what each
+algorithm refuses is :mod:`mpdp_pl.config.algorithms`; the flat keys of earlier versions
+(``batch_size``) and their places are :mod:`mpdp_pl.config.migration`'s.
 """
 
 from __future__ import annotations
