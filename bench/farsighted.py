@@ -33,8 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpdp_pl.runtime import checkpoint  # noqa: E402
 from mpdp_pl.algos import ALGOS  # noqa: E402
-from mpdp_pl.cli import _flatten  # noqa: E402
-from mpdp_pl.config import load_config, migrate  # noqa: E402
+from mpdp_pl.config import stored_config  # noqa: E402
 from mpdp_pl.environment.data import load_buffer, make_replay_buffer  # noqa: E402
 from mpdp_pl.lookahead.improvement import FORMS, farsighted_improvement, sample_noise  # noqa: E402
 from mpdp_pl.run import probe_env_spec  # noqa: E402
@@ -45,9 +44,7 @@ def load(path: Path):
     if ckpt is None:
         raise SystemExit(f"error: {path} holds no checkpoint")
     state = checkpoint.read(ckpt)
-    # keys added since the checkpoint was written take their defaults; removed ones go
-    saved = migrate(state["config"], ckpt)
-    cfg = load_config(saved["env"], saved["algo"], _flatten(saved))
+    cfg = stored_config(state["config"], ckpt)  # earlier versions' keys migrated, new ones at defaults
     if cfg["algo"] not in ("mpdp", "mpdp_paper"):
         raise SystemExit(f"error: {ckpt} is a {cfg['algo']} checkpoint, not mpdp")
     module = ALGOS["mpdp"](cfg, probe_env_spec(cfg))

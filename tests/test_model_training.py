@@ -168,12 +168,12 @@ def test_early_stopping_counts_rounds_of_eval_every_steps():
 
 
 @pytest.mark.parametrize("item,message", [
-    ("model.max_steps=0", "model.max_steps=0: must be a positive int or null"),
-    ("model.max_steps=abc", "model.max_steps='abc': expected int"),
-    ("model.max_steps=true", "model.max_steps=True: expected int"),
+    ("model.max_steps=0", "model.max_steps=0: must be > 0"),
+    ("model.max_steps=abc", "model.max_steps='abc': expected int or null"),
+    ("model.max_steps=true", "model.max_steps=True: expected int or null"),
     ("model.eval_every=0", "model.eval_every=0: must be > 0"),
-    ("model.holdout=sometimes", "model.holdout='sometimes': must be fixed or redrawn"),
-    ("improvement.unroll_form=fast", "improvement.unroll_form='fast': must be auto, static or live"),
+    ("model.holdout=sometimes", "model.holdout='sometimes': must be one of fixed, redrawn"),
+    ("improvement.unroll_form=fast", "improvement.unroll_form='fast': must be one of auto, static, live"),
 ])
 def test_bad_values_are_one_line_errors(item, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

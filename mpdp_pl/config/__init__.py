@@ -185,7 +185,7 @@ def _override(cfg, key: str, value: Any) -> None:
     if kind is None:
         raise ConfigError(f"override: unknown key '{key}'{_suggest(key, groups.flatten_keys())}")
     if kind in ("bool", "Optional[bool]") and not isinstance(value, bool) and value is not None:
-        raise ConfigError(f"{key}={value!r}: expected {kind}")  # OmegaConf would read 3 as true
+        raise ConfigError(f"{key}={value!r}: {_expected(kind)}")  # OmegaConf would read 3 as true
     if kind in ("int", "Optional[int]") and isinstance(value, (float, str)):
         try:  # 1e4 and 3.0 name ints (PyYAML reads 1e4, without a dot, as a string)
             number = float(value)
@@ -195,7 +195,17 @@ def _override(cfg, key: str, value: Any) -> None:
     try:
         OmegaConf.update(cfg, key, value, merge=False)
     except OmegaConfBaseException:
-        raise ConfigError(f"{key}={value!r}: expected {kind}") from None
+        raise ConfigError(f"{key}={value!r}: {_expected(kind)}") from None
+
+
+def _expected(kind: str) -> str:
+    """``"Optional[int]"`` -> "expected int or null"; a Choice -> "must be one of a, b"."""
+    optional = kind.startswith("Optional[")
+    kind = kind[len("Optional["):-1] if optional else kind
+    choice = getattr(groups, kind, None)
+    if isinstance(choice, type) and issubclass(choice, groups.Choice):
+        return f"must be one of {', '.join(c.value for c in choice)}" + (" or null" if optional else "")
+    return f"expected {kind}" + (" or null" if optional else "")
 
 
 def _kind(dotted: str) -> str | None:
