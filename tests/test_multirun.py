@@ -173,6 +173,18 @@ def test_variants_and_swept_keys_name_their_runs(tmp_path):
     assert proc.returncode == 2 and "variant beta0.2 is a configuration of mpdp, not of sac" in proc.stderr
 
 
+def test_a_grid_still_takes_the_flat_keys_of_earlier_versions():
+    """A committed grid command from before the config groups plans the same jobs (one line of
+    warning per key, on stderr)."""
+    from mpdp_pl.experiments.multirun import expand, job_config
+
+    jobs = expand(["env=Hopper-v4", "algo=mpdp", "gamma=0.9,0.95", "eval_every=1000",
+                   "model_train_freq=500"])
+    cfgs = [job_config(job) for job in jobs]
+    assert [c["critic"]["gamma"] for c in cfgs] == [0.9, 0.95]
+    assert {(c["eval"]["every"], c["model"]["train_freq"]) for c in cfgs} == {(1000, 500)}
+
+
 def test_an_experiment_takes_the_command_lines_values(tmp_path):
     """experiment=NAME expands its sweeps; an item on the command line replaces the experiment's
     value of that key in every sweep. Validated only: a typo in the command is refused first."""
