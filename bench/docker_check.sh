@@ -112,7 +112,7 @@ read -r torch_v torch_cuda base_cuda <<<"$cuda"
 step "torch $torch_v brings CUDA $torch_cuda; the base holds no CUDA of its own"
 
 run "$TAG" --env InvertedPendulum-v4 --algo sac --seed 0 --out /app/runs/tiny steps=300 \
-    init_random_steps=100 eval_every=150 eval_episodes=2 batch_size=64 trainer.num_threads=1 \
+    data.init_random_steps=100 eval.every=150 eval.episodes=2 data.batch_size=64 trainer.num_threads=1 \
     >>"$LOG" 2>&1 || fail "a tiny run in the image (see $LOG)"
 [[ -f "$RUNS/tiny/config.yaml" ]] || fail "the tiny run wrote no config.yaml"
 recorded="$(sed -n 's/^ *git_commit: *//p' "$RUNS/tiny/config.yaml" | head -n1)"
@@ -149,7 +149,7 @@ t0=$(date +%s)
 build2_s=$(( $(date +%s) - t0 ))
 recorded_by() {  # image, run name -> the git_commit its tiny run records
     run "$1" --env InvertedPendulum-v4 --algo sac --out "/app/runs/$2" steps=100 \
-        init_random_steps=50 eval_every=100 eval_episodes=1 batch_size=32 trainer.num_threads=1 \
+        data.init_random_steps=50 eval.every=100 eval.episodes=1 data.batch_size=32 trainer.num_threads=1 \
         --logger none >>"$LOG" 2>&1 || fail "a tiny run in $1 (see $LOG)"
     sed -n 's/^ *git_commit: *//p' "$RUNS/$2/config.yaml" | head -n1
 }

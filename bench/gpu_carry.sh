@@ -12,9 +12,9 @@
 # The two runs, if you have none (docs/cost.md's commands; the MPDP run can stop after its
 # checkpoint at 5k env steps):
 #   python train.py --env Hopper-v4 --algo sac --steps 31000 --seed 0 --out runs/sac_hopper_s0 \
-#       --logger csv init_random_steps=1000 eval_every=5000 checkpoint_every=0 trainer.num_threads=1
+#       --logger csv data.init_random_steps=1000 eval.every=5000 durability.checkpoint_every=0 trainer.num_threads=1
 #   python train.py --env Hopper-v4 --algo mpdp --steps 10000 --seed 0 --out runs/mpdp_hopper_s0 \
-#       --logger csv init_random_steps=1000 eval_every=1000 checkpoint_every=5000 trainer.num_threads=1
+#       --logger csv data.init_random_steps=1000 eval.every=1000 durability.checkpoint_every=5000 trainer.num_threads=1
 # then: bash bench/gpu_carry.sh runs/mpdp_hopper_s0/checkpoints/step000005000 runs/sac_hopper_s0
 set -euo pipefail
 cd "$(dirname "$0")/.."
