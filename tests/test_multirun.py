@@ -68,7 +68,7 @@ def test_a_grid_run_again_with_other_values_is_refused(grid):
     proc = run_train(["-m", *TINY, "--out", str(grid / "grid"), "seed=0", "steps=300", "critic.gamma=0.95"],
                      cwd=grid / "cwd")
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert proc.stderr.strip().endswith("holds a run with other values of gamma; use another --out")
+    assert proc.stderr.strip().endswith("holds a run with other values of critic.gamma; use another --out")
 
 
 def test_submitit_local_executor_runs_the_grid(tmp_path):

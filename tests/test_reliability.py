@@ -202,7 +202,7 @@ def test_resume_rejects_missing_corrupt_and_foreign_checkpoints(tiny_run, tmp_pa
         return lines[0]
 
     assert "is complete at 600 env steps" in resume()
-    assert "only --steps and buffer_device" in resume("--steps", "900", "seed=4")
+    assert "only --steps and data.buffer_device" in resume("--steps", "900", "seed=4")
     cfg_text = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(cfg_text.replace("seed: 3", "seed: 4"))
     assert "another config (differs in: seed)" in resume("--steps", "900")

@@ -139,7 +139,7 @@ def load_config(
     applied last."""
     from omegaconf import OmegaConf
 
-    overrides = regroup(dict(overrides or {}))
+    overrides = regroup(flatten(dict(overrides or {})))  # {"trainer": {"devices": 2}} = trainer.devices
     variant = overrides.pop("variant", None)
     algo = algo or overrides.pop("algo", None)
     if variant is not None:
