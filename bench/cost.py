@@ -112,9 +112,10 @@ def timed(cls, data, n: int, log: dict):
             t0 = time.perf_counter()
             out = getattr(super(Timed, self), _m)(*args, **kwargs)
             log["calls"].append((_p, self.env_steps, time.perf_counter() - t0, _m))
-            if _m == "actor_step" and keys[0] in self.recorder.interval_sums:
-                # this update's values: what it added to the interval's sums
-                after = [self.recorder.interval_sums[k][0] for k in keys]
+            if _m == "actor_step" and keys[1] in self.recorder.interval_sums:
+                # this update's values: what it added to the interval's sums (mpdp_pv logs no
+                # live rows: its unroll has no live form)
+                after = [self.recorder.interval_sums.get(k, (float("nan"), 0))[0] for k in keys]
                 log["live"].append((self.env_steps, *(float(a - b) for a, b in zip(after, before))))
             return out
 
@@ -138,6 +139,8 @@ def measure(algo: str, data, n: int, window: int, overrides: dict, env_id: str) 
     start, t_start = log["ticks"][0]  # after the first round (and its untimed model training)
     t_end = log["ticks"][-1][1]
     steps = log["ticks"][-1][0] - start
+    if steps == 0:
+        raise SystemExit(f"error: {algo} at n={n} stopped before its {window}-step window began")
     parts = defaultdict(float)
     for part, step, secs, method in log["calls"]:
         if part != "evaluation" and step > start:
@@ -193,7 +196,7 @@ def main() -> None:
             print(f"  {algo:>6} n={n:6d}: {r['total']:7.1f} s per 1k env steps = "
                   + ", ".join(f"{c} {r[c]:.1f}" for c in COLUMNS) + f"; peak {r['peak_mib']:.0f} MiB"
                   + (f"; live rows {r['live_rows']:.3f}, realized horizon {r['realized_horizon']:.2f}"
-                     if algo == "mpdp" else ""), flush=True)
+                     if r["realized_horizon"] == r["realized_horizon"] else ""), flush=True)
     print("\n| algo | updates/step (critic, actor) | buffered | total s per 1k | "
           + " | ".join(COLUMNS) + " | live rows | realized H | peak MiB |")
     print("|---|---|---|---|" + "---|" * (len(COLUMNS) + 3))
