@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpdp_pl.runtime import checkpoint  # noqa: E402
-from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
+from mpdp_pl.config import load_config, parse_overrides, stored_config  # noqa: E402
 from mpdp_pl.environment.data import chronological_order, load_buffer, make_replay_buffer  # noqa: E402
 from mpdp_pl.models.dynamics import DynamicsModel  # noqa: E402
 from mpdp_pl.models.fitting import (TrainSettings, fixed_split, holdout_flags,  # noqa: E402
@@ -56,7 +56,7 @@ def load_transitions(run_dir: Path):
     ckpt = checkpoint.latest(run_dir)
     if ckpt is None:
         raise SystemExit(f"error: {run_dir} holds no checkpoint")
-    cfg = checkpoint.read(ckpt)["config"]
+    cfg = stored_config(checkpoint.read(ckpt)["config"], ckpt)  # an earlier version's keys migrated
     buf = make_replay_buffer(cfg["data"]["buffer_size"], "cpu")
     load_buffer(buf, ckpt / "replay_buffer")
     data = buf[:][chronological_order(buf)]

@@ -65,3 +65,22 @@ def test_a_run_that_used_a_removed_switch_is_refused_with_the_commit_that_contin
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "critic_target=mve" in lines[0] and LAST_WITH_REMOVED in lines[0]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_the_benchmarks_read_an_earlier_versions_transitions():
+    """bench/cost.py and bench/model_training.py prefill their buffers from a recorded run, which
+    an earlier version may have written in flat keys: its config is migrated, and every transition
+    it collected comes back, in order."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_model_training", ROOT / "bench" / "model_training.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    flat = yaml.safe_load((FLAT / "mpdp_pv" / "config.yaml").read_text())
+    cfg, data = bench.load_transitions(FLAT / "mpdp_pv")
+    assert "buffer_size" in flat and cfg["data"]["buffer_size"] == flat["buffer_size"]
+    assert data.shape[0] == flat["steps"] == 300  # one env: one transition per env step
+    # in the order collected: each transition starts where the last one ended, unless an episode ended
+    chained = (data["next", "observation"][:-1] == data["observation"][1:]).all(-1)
+    ended = data["next", "done"][:-1].squeeze(-1)
+    assert (chained | ended).all() and chained.sum() >= 250
