@@ -1,5 +1,6 @@
 """The documentation against the tree: the README stays short, every relative link in it and in
-docs/ points at a file (and a heading) that exists, and the layout page lists every module."""
+docs/ points at a file (and a heading) that exists, every config key it names in a group exists,
+and the layout page lists every module."""
 
 from __future__ import annotations
 
@@ -72,3 +73,17 @@ def test_no_two_modules_differ_only_by_a_suffix():
             if common >= 6 and common >= 0.8 * min(len(a), len(b)):
                 clashes.append((a, b))
     assert not clashes
+
+
+GROUPED_KEY = re.compile(r"`([a-z_]+)\.([A-Za-z_]+)[=`]")  # `group.key` or `group.key=value ...`
+
+
+def test_every_grouped_key_the_docs_name_exists():
+    """A key renamed or removed in mpdp_pl/config/schema.py leaves no page naming it."""
+    from mpdp_pl import config
+
+    keys, names = set(config.groups.flatten_keys()), set(config.groups.groups())
+    named = [(page.name, f"{g}.{k}") for page in PAGES for g, k in GROUPED_KEY.findall(page.read_text())
+             if g in names]
+    assert len(named) > 50  # the pages do name grouped keys
+    assert [(page, key) for page, key in named if key not in keys] == []
