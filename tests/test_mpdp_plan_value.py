@@ -32,7 +32,8 @@ def module(**overrides) -> MPDPPlanValue:
 
 def by_hand(m: MPDPPlanValue, obs, beta: float, u_T: float, seed: int):
     """The objective of docs/mpdp.md sample by sample, on the trajectories the unroll draws
-    (the same random numbers, drawn in the same order: action, then model step)."""
+    (the same random numbers, drawn in the same order: action, then model step; every elite at
+    the L reward steps, where u acts, one random elite per sample at the plan's k steps)."""
     H, k, alpha = m.horizon, m.k, float(m.alpha.detach())
     L = H - k
     torch.manual_seed(seed)
@@ -40,7 +41,7 @@ def by_hand(m: MPDPPlanValue, obs, beta: float, u_T: float, seed: int):
     with torch.no_grad():
         for t in range(H):
             a, lp = m.actor.sample(s, min(t, m.actor.num_heads - 1))
-            step = m.dynamics.step(s, a, detach_params=True)
+            step = (m.dynamics.step if t < L else m.dynamics.sample_step)(s, a, detach_params=True)
             rec.append((s, a, lp, step.reward, step.terminated, step.u))
             s = step.next_obs
     J, ends, plan_lp0 = [], [], []

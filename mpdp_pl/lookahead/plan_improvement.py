@@ -19,16 +19,18 @@ actions and log-probabilities after a predicted terminal are zeroed (the rule of
 :func:`~mpdp_pl.lookahead.plan_value.make_plan`, the critic's padding of real segments).
 
 Degenerate cases: H = k (L = 0) gives MPPVE's Eq. (53) for the heads' plan, and with one head it
-is MPPVE's objective exactly. u is computed (every elite evaluated) only where it can act (L > 0
-with a finite u_T or beta > 0); otherwise each step is served by one random elite
-(:meth:`~mpdp_pl.models.dynamics.DynamicsModel.sample_step`, as in
-:func:`~mpdp_pl.lookahead.plan_value.make_plan`), drawing the same random numbers as MPPVE's plan.
+is MPPVE's objective exactly. u is computed (every elite evaluated) only where it can act: at the
+L reward steps, when u_T is finite or beta > 0. Every other step, the plans' k steps included, is
+served by one random elite (:meth:`~mpdp_pl.models.dynamics.DynamicsModel.sample_step`, as in
+:func:`~mpdp_pl.lookahead.plan_value.make_plan`), so that with L = 0 it draws the same random
+numbers as MPPVE's plan.
 
 The critic, the model, alpha and the unrolled states' frozen parts get no gradient: the model
 and critic parameters are detached; the states carry the actor's gradient unless
 ``grad_through_model`` is false (then each state is detached, the official MPPVE code's choice).
-One static form: every step runs the whole batch and the L + 1 candidate plans are valued in
-one critic call, so shapes are fixed and nothing syncs with the host.
+One static form: every step runs the whole batch, and each sample's plan at its own s_T is
+gathered and valued in one critic call on B rows, so shapes are fixed and nothing syncs with the
+host.
 """
 
 from __future__ import annotations
@@ -59,9 +61,18 @@ def plan_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: TwinQ,
         raise ValueError(f"horizon={horizon} < k={k}: Hmax must hold a whole plan")
     alpha, reward_steps, last = alpha.detach(), horizon - k, actor.num_heads - 1
     with_u = reward_steps > 0 and (u_T is not None or torch.is_tensor(beta) or beta > 0)
-    steps = list(Unroll(dynamics, obs, lambda t, s, pick: actor.sample(s, min(t, last)), horizon,
-                        with_u=with_u, detach_params=True, freeze=False,
-                        detach_states=not grad_through_model))
+    heads = actor.head_params()  # one gradient buffer per layer, not one per head
+
+    def unroll(start, states, n, u):  # steps start..start+n-1, head t acting at step t
+        return list(Unroll(dynamics, states,
+                           lambda t, s, pick: actor.sample(s, min(start + t, last), params=heads),
+                           n, with_u=u, detach_params=True, freeze=False,
+                           params=dynamics.elite_params(detach=True) if u else None,
+                           detach_states=not grad_through_model))
+    # u only where it can act: the L reward steps (every elite); the plan's k steps are each
+    # served by one random elite, as MPPVE's plans
+    steps = unroll(0, obs, reward_steps, True) if with_u else []
+    steps += unroll(len(steps), steps[-1].model.next_obs if steps else obs, horizon - len(steps), False)
     states = torch.stack([st.obs for st in steps])                 # [H, B, O]: s_0..s_{H-1}
     actions = torch.stack([st.action for st in steps])             # [H, B, A]
     log_prob = torch.stack([st.log_prob for st in steps])          # [H, B]
@@ -82,30 +93,36 @@ def plan_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: TwinQ,
     ent_term = torch.where(counted, -d * alpha * log_prob[:reward_steps], 0.0)
     pen_term = torch.where(counted, -d * beta * u, 0.0)
 
-    # the L + 1 candidate plans, zeroed after a predicted terminal inside them; T picks one
-    plans, plan_log_prob = [], []
-    for start in range(reward_steps + 1):
-        term = terminal[start:start + k]
-        alive = ((term.cumsum(0) - term.long()) == 0).to(actions.dtype)   # [k, B]
-        plans.append(torch.cat(list(actions[start:start + k] * alive.unsqueeze(-1)), -1))
-        plan_log_prob.append((log_prob[start:start + k] * alive).sum(0))
-    plans, plan_log_prob = torch.stack(plans), torch.stack(plan_log_prob)  # [L+1, B, kA], [L+1, B]
-    n = reward_steps + 1
-    q = critic(states[:n].flatten(0, 1), plans.flatten(0, 1), detach_params=True)
-    q = q.min(0).values.view(n, -1)                                        # [L+1, B]
-    chosen = torch.arange(n, device=obs.device).unsqueeze(-1) == end       # [L+1, B]
-    value = torch.where(chosen, discount[:n] * (q - alpha * plan_log_prob), 0.0)
+    # the plan valued at s_T, per sample: a_T..a_{T+k-1}, one critic call on B rows
+    plan, plan_lp = plan_from(end, actions, log_prob, terminal, k)
+    s_end = states[end, torch.arange(obs.shape[0], device=obs.device)]        # [B, O]: s_T
+    plan_value = critic(s_end, plan, detach_params=True).min(0).values        # [B]
+    d_end = discount.squeeze(-1)[end]
+    value = d_end * (plan_value - alpha * plan_lp)
 
-    ret = r_term.sum(0) + ent_term.sum(0) + pen_term.sum(0) + value.sum(0)
+    ret = r_term.sum(0) + ent_term.sum(0) + pen_term.sum(0) + value
     steps_counted = counted.sum().clamp_min(1)
     diagnostics = {
         "J": ret.mean().detach(),
         "J_reward": r_term.sum(0).mean().detach(),
-        "J_entropy": (ent_term.sum(0) - torch.where(chosen, discount[:n] * alpha * plan_log_prob,
-                                                     0.0).sum(0)).mean().detach(),
+        "J_entropy": (ent_term.sum(0) - d_end * alpha * plan_lp).mean().detach(),
         "J_penalty": pen_term.sum(0).mean().detach(),
-        "J_plan_value": torch.where(chosen, discount[:n] * q, 0.0).sum(0).mean().detach(),
+        "J_plan_value": (d_end * plan_value).mean().detach(),
         "realized_horizon": end.to(obs.dtype).mean(),
         "u_mean": torch.where(counted, u.detach(), 0.0).sum() / steps_counted,
     }
-    return PlanImprovement(-ret.mean(), plan_log_prob[0], diagnostics)
+    _, plan_lp_0 = plan_from(torch.zeros_like(end), actions, log_prob, terminal, k)
+    return PlanImprovement(-ret.mean(), plan_lp_0, diagnostics)
+
+
+def plan_from(start: torch.Tensor, actions: torch.Tensor, log_prob: torch.Tensor,
+              terminal: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's k-step plan from its own step ``start`` [B] of the unroll (``actions``
+    [H, B, A], ``log_prob`` and ``terminal`` [H, B]): the actions a_start..a_{start+k-1}
+    concatenated [B, k*A] and the sum of their log-probabilities [B], both zeroed after a
+    predicted terminal inside the plan (:func:`~mpdp_pl.lookahead.plan_value.make_plan`'s rule)."""
+    idx = start + torch.arange(k, device=start.device).unsqueeze(-1)                 # [k, B]
+    term = terminal.gather(0, idx)
+    alive = ((term.cumsum(0) - term.long()) == 0).to(actions.dtype)                   # [k, B]
+    acts = actions.gather(0, idx.unsqueeze(-1).expand(-1, -1, actions.shape[-1]))     # [k, B, A]
+    return torch.cat(list(acts * alive.unsqueeze(-1)), -1), (log_prob.gather(0, idx) * alive).sum(0)
