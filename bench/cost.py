@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import resource
 import sys
 import tempfile
@@ -196,7 +197,7 @@ def main() -> None:
             print(f"  {algo:>6} n={n:6d}: {r['total']:7.1f} s per 1k env steps = "
                   + ", ".join(f"{c} {r[c]:.1f}" for c in COLUMNS) + f"; peak {r['peak_mib']:.0f} MiB"
                   + (f"; live rows {r['live_rows']:.3f}, realized horizon {r['realized_horizon']:.2f}"
-                     if r["realized_horizon"] == r["realized_horizon"] else ""), flush=True)
+                     if not math.isnan(r["realized_horizon"]) else ""), flush=True)
     print("\n| algo | updates/step (critic, actor) | buffered | total s per 1k | "
           + " | ".join(COLUMNS) + " | live rows | realized H | peak MiB |")
     print("|---|---|---|---|" + "---|" * (len(COLUMNS) + 3))
