@@ -128,7 +128,7 @@ def test_first_row_target_is_the_n_step_soft_return_by_hand():
     model = _LineModel()
     s0 = torch.tensor([[0.0, 1.0], [1.5, -1.0], [2.5, 0.0]])
     log_pi = lambda s: -0.1 * s[:, 1] - 0.5 * s[:, 0]  # noqa: E731
-    policy = lambda s: (torch.tanh(s[:, :1]), log_pi(s))  # noqa: E731
+    policy = lambda t, s: (torch.tanh(s[:, :1]), log_pi(s))  # noqa: E731
     gamma, alpha = 0.9, torch.tensor(0.2)
     q_tail = lambda s, a: 10.0 + s[:, 0] + a[:, 0]  # noqa: E731
 
@@ -192,7 +192,7 @@ def test_the_actors_return_reaches_the_actor_only_and_the_critic_target_nothing(
     with torch.no_grad():
         critic.net.layers[-1].weight.normal_()
     target = make_target(critic)
-    roll = svg_rollout(dyn, lambda s: actor.sample(s), torch.randn(32, 3), 5)
+    roll = svg_rollout(dyn, lambda t, s: actor.sample(s), torch.randn(32, 3), 5)
     tail = critic(roll.last_obs, roll.last_action, detach_params=True).mean(0)
     (-soft_return(roll, tail, 0.1, 0.99, first_entropy=True).mean()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())

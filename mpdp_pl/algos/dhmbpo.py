@@ -32,8 +32,8 @@ from .model_based import ModelBasedSAC
 
 
 class DHMBPO(ModelBasedSAC):
-    def __init__(self, cfg: dict, spec):
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: dict, spec, actor_heads: int = 1):
+        super().__init__(cfg, spec, actor_heads=actor_heads)
         self.start_fifo: StartStateFIFO | None = None  # made on the module's device, at the first burst
         self.warm_pairs = 0             # the warm start's pairs, added to the first burst
         self.burst_left = [0, 0]        # critic-only updates and pairs a stop left undone
@@ -55,9 +55,14 @@ class DHMBPO(ModelBasedSAC):
         """One round, once base.py stored its env steps: steps 1-4 above. The loop pays the
         updates of ``updates.every`` env steps at once (a burst); other rounds have none."""
         self.refresh_obs_norm()
-        if self.train_model() is not None:
-            self.warm_start_after_first_model()
+        holdout = self.train_model()
+        if holdout is not None:
+            self.after_model_training(holdout)
         self.burst(critic_updates, actor_updates)
+
+    def after_model_training(self, holdout) -> None:
+        """After each model training (``holdout``: the real transitions it was not fitted on)."""
+        self.warm_start_after_first_model()
 
     # ------------------------------------------------------------------ one burst
     def burst(self, critic_updates: int, actor_updates: int) -> None:
@@ -100,9 +105,12 @@ class DHMBPO(ModelBasedSAC):
         self.start_fifo.add(distribution_rollout(self.dynamics, self.actor, self.sample_batch()["observation"],
                                                  c["dhmbpo"]["rollout_length"]))
 
-    def rollout(self) -> SVGRollout:
-        return svg_rollout(self.dynamics, lambda s: self.actor.sample(s),
-                           self.start_fifo.sample(self.cfg["data"]["batch_size"]), self.cfg["improvement"]["horizon"])
+    def rollout(self, with_u: bool = False) -> SVGRollout:
+        """The pair's H-step rollout of pi from a batch of FIFO states (``with_u``: with u, for
+        ``mpdp_dh``'s cut and penalty)."""
+        return svg_rollout(self.dynamics, lambda t, s: self.actor.sample(s),
+                           self.start_fifo.sample(self.cfg["data"]["batch_size"]),
+                           self.cfg["improvement"]["horizon"], with_u)
 
     # ------------------------------------------------------------------ the two updates
     def critic_step(self, rollout: SVGRollout) -> None:
@@ -121,10 +129,16 @@ class DHMBPO(ModelBasedSAC):
         polyak_update(self.critic_target, self.critic, c["critic"]["tau"])
         self.record({"train/critic_loss": loss, "train/q_mean": q.mean(), "train/target_max": target.max()})
 
-    def actor_step(self, rollout: SVGRollout) -> None:
-        """-mean G(s_0, a_0) with the online critics' mean at (s_H, a_H); no gradient clipping."""
+    def actor_objective(self, rollout: SVGRollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """-mean G(s_0, a_0) with the online critics' mean at (s_H, a_H), and log pi(a_0|s_0)
+        for the temperature."""
         tail = self.critic(rollout.last_obs, rollout.last_action, detach_params=True).mean(0)
         loss = -soft_return(rollout, tail, self.alpha.detach(), self.cfg["critic"]["gamma"], first_entropy=True).mean()
+        return loss, rollout.log_prob[0]
+
+    def actor_step(self, rollout: SVGRollout) -> None:
+        """One step on :meth:`actor_objective`; no gradient clipping."""
+        loss, log_prob0 = self.actor_objective(rollout)
         norm = self.guard.step(self, "actor", self.optimizers()[1], loss, self.actor.parameters())
-        self.temperature_step(rollout.log_prob[0])
+        self.temperature_step(log_prob0)
         self.record({"train/actor_loss": loss, "train/actor_grad_norm": norm})

@@ -71,6 +71,19 @@ def set_threshold(module, holdout) -> None:
     module.record({"model/u_T": module.u_T, "model/u_ref": module.u_ref})
 
 
+def penalty_weight(cfg: dict, u_ref: torch.Tensor) -> torch.Tensor | float:
+    """beta in Eq. (10): beta / u_ref with ``improvement.beta_relative``, else beta (beta = 0 is
+    the number 0, so that nothing needs u for it)."""
+    beta = cfg["improvement"]["beta"]
+    return beta / u_ref if cfg["improvement"]["beta_relative"] and beta != 0 else beta
+
+
+def cut_threshold(module) -> torch.Tensor | None:
+    """The cut threshold u_T, or None where ``improvement.u_T=inf`` fixes the horizon."""
+    fixed_inf = module.fixed_u_T and float(module.cfg["improvement"]["u_T"]) == float("inf")
+    return None if fixed_inf else module.u_T
+
+
 class MPDP(ModelBasedSAC):
     def __init__(self, cfg: dict, spec):
         # single_policy: one policy for every step of the unroll (SVG, DHMBPO) instead of the
@@ -113,9 +126,7 @@ class MPDP(ModelBasedSAC):
         return max(1, round(float(value)))
 
     def penalty_weight(self) -> torch.Tensor | float:
-        """beta in Eq. (10): beta / u_ref with ``improvement.beta_relative``, else beta."""
-        beta = self.cfg["improvement"]["beta"]
-        return beta / self.u_ref if self.cfg["improvement"]["beta_relative"] else beta
+        return penalty_weight(self.cfg, self.u_ref)
 
     def form(self) -> str:
         """The unroll's form (:mod:`mpdp_pl.lookahead.improvement`): ``auto`` is ``live`` on a CPU

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..lookahead.plan_improvement import PlanImprovement, plan_improvement
-from .mpdp import set_threshold, register_threshold
+from .mpdp import cut_threshold, penalty_weight, register_threshold, set_threshold
 from .mppve import MPPVE
 
 IMPROVEMENT_KEYS = ("train/J", "train/J_reward", "train/J_entropy", "train/J_penalty",
@@ -53,10 +53,9 @@ class MPDPPlanValue(MPPVE):
 
     def improvement(self, obs: torch.Tensor) -> PlanImprovement:
         c = self.cfg
-        beta = c["improvement"]["beta"] / self.u_ref if c["improvement"]["beta_relative"] and c["improvement"]["beta"] > 0 else c["improvement"]["beta"]
-        no_cut = self.fixed_u_T and float(c["improvement"]["u_T"]) == float("inf")
-        result = plan_improvement(obs, self.actor, self.critic, self.dynamics, self.alpha, beta,
-                                  c["critic"]["gamma"], None if no_cut else self.u_T, self.horizon, self.k,
+        result = plan_improvement(obs, self.actor, self.critic, self.dynamics, self.alpha,
+                                  penalty_weight(c, self.u_ref), c["critic"]["gamma"],
+                                  cut_threshold(self), self.horizon, self.k,
                                   grad_through_model=c["mppve"]["plan_grad_through_model"])
         means = {k: result.diagnostics[k] for k in ("realized_horizon", "u_mean")}
         self.record({f"train/{k}": v for k, v in result.diagnostics.items() if k not in means})

@@ -69,6 +69,7 @@ CHECKS = {
     "mpdp_paper": (),
     "mpdp_pv": (no_literal_cut, one_env, plain_critic, heads_cover_a_plan),
     "dhmbpo": (no_heads, paired_updates),
+    "mpdp_dh": (no_literal_cut, paired_updates),
     "pets": (*PLANNER, a_member_per_particle),
     "poplin_a": PLANNER,
     "poplin_p": PLANNER,
