@@ -78,8 +78,8 @@ def test_help_lists_options_and_algorithms(tmp_path):
     proc = run_train(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for word in ("--env", "--algo", "--steps", "--seed", "--out", "--logger", "--print-config",
-                 "--resume", "algorithms: ddpg, dhmbpo, m2ac, mbpo, mpdp, mpdp_paper, mpdp_pv, mppve, "
-                 "pets, poplin_a, poplin_p, sac", "variants: beta0.2, beta0.5, beta0.7, pv_heads, pv_hmax, "
+                 "--resume", "algorithms: ddpg, dhmbpo, m2ac, mbpo, mpdp, mpdp_dh, mpdp_paper, mpdp_pv, mppve, "
+                 "pets, poplin_a, poplin_p, sac", "variants: beta0.2, beta0.5, beta0.7, dh_beta, dh_cut, dh_heads, pv_heads, pv_hmax, "
                  "pv_hmax_beta, pv_hmax_cut, pv_long, sac_2M, uT_q0.25, uT_q0.5, uT_q0.75", "train.py -m"):
         assert word in proc.stdout, word
 
