@@ -240,3 +240,39 @@ def test_the_update_math_never_syncs_with_the_host():
             torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()
     assert torch.isfinite(out.loss)
+
+
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="host syncs exist on CUDA only")
+def test_mpdp_dhs_actor_step_never_syncs_with_the_host():
+    """mpdp_dh's actor step with every part on (the heads' rollout with u, the cut, the penalty:
+    svg_rollout and farsighted_return), its backward and Adam step, under CUDA's sync debug
+    mode."""
+    a, c, m = on(DEVICE, *hopper_sized_parts(5))
+    opt = torch.optim.Adam(a.parameters(), lr=3e-4, capturable=True)
+    obs = torch.randn(B, OBS, device=DEVICE)
+    alpha, u_T = torch.tensor(0.2, device=DEVICE), torch.tensor(50.0, device=DEVICE)
+    beta = 0.5 / torch.tensor(20.0, device=DEVICE)
+    for _ in range(2):  # the first pass warms up
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            ret = _mpdp_dh_actor_step(a, c, m, obs, opt, alpha, beta, u_T)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert torch.isfinite(ret).all()
+
+
+def _mpdp_dh_actor_step(actor, critic, model, obs, opt, alpha, beta, u_T):
+    from mpdp_pl.lookahead.svg import farsighted_return, svg_rollout
+
+    params = actor.head_params()
+    roll = svg_rollout(model, lambda t, s: actor.sample(s, t if t < H else 0, params=params), obs,
+                       H, with_u=True)
+    q = critic(torch.cat([*roll.obs, roll.last_obs]), torch.cat([*roll.action, roll.last_action]),
+               detach_params=True).mean(0).view(H + 1, -1)
+    ret, _ = farsighted_return(roll, q, alpha, 0.99, beta, u_T)
+    opt.zero_grad()
+    (-ret.mean()).backward()
+    opt.step()
+    return ret.detach()
