@@ -37,37 +37,48 @@ def _q(s, a):
     return 10.0 + s[:, 0] + a[:, 0]
 
 
-def test_the_cut_and_the_penalty_by_hand():
-    s0 = torch.tensor([[0.0, 1.0], [1.5, -1.0], [-0.4, 0.3], [-3.0, 0.0], [0.9, 2.0]])
-    policy = lambda t, s: (torch.tanh(s[:, :1] + t), _log_pi(s))  # noqa: E731  (head t: a shift)
-    gamma, alpha, beta, u_T, horizon = 0.9, 0.2, 0.3, 1.2, 3
-    roll = svg_rollout(_LineModel(), policy, s0, horizon, with_u=True)
-    q = torch.stack([_q(s, a) for s, a in zip([*roll.obs, roll.last_obs],
-                                              [*roll.action, roll.last_action])])
-    got, counted = farsighted_return(roll, q, alpha, gamma, beta, u_T)
-    expected, steps = [], []
-    for x, y in s0.tolist():  # s_{t+1} = s_t + (1, 0) while alive; terminal at s[0] > 2
-        g, n, ended = 0.0, 0, False
+def _by_hand(s0, horizon, gamma, alpha, beta, u_T):
+    """J and the counted reward steps of each sample, stepped one by one: s_{t+1} = s_t + (1, 0),
+    r_t = s_t[0], a_t = tanh(s_t[0] + t), u_t = s_t[0] + 0.5 a_t, terminal where s[0] > 2."""
+    expected, steps, ends = [], [], []
+    for x, y in s0.tolist():
+        g, n, end = 0.0, 0, "H"
         for t in range(horizon):
             a = math.tanh(x + t)
             lp = -0.1 * y - 0.5 * x
             if x + 0.5 * a >= u_T:  # cut: the critic's value of (s_t, a_t)
                 g += gamma ** t * (10.0 + x + a - alpha * lp)
-                ended = True
+                end = "cut"
                 break
             g += gamma ** t * (x - alpha * lp - beta * (x + 0.5 * a))
             n += 1
             x += 1.0
             if x > 2.0:  # a predicted terminal: nothing after it
-                ended = True
+                end = "terminal"
                 break
-        if not ended:
+        if end == "H":
             a = math.tanh(x + horizon)
             g += gamma ** horizon * (10.0 + x + a - alpha * (-0.1 * y - 0.5 * x))
-        expected.append(g), steps.append(n)
+        expected.append(g), steps.append(n), ends.append(end)
+    return expected, steps, ends
+
+
+@pytest.mark.parametrize("u_T, ends", [
+    (1.2, {"cut", "H"}),              # cuts at s_0 and later; every terminal comes after a cut
+    (2.5, {"cut", "terminal", "H"}),  # terminals before a cut too
+])
+def test_the_cut_the_penalty_and_the_terminals_by_hand(u_T, ends):
+    s0 = torch.tensor([[0.0, 1.0], [1.5, -1.0], [-0.4, 0.3], [-3.0, 0.0], [0.9, 2.0], [2.5, 0.0]])
+    policy = lambda t, s: (torch.tanh(s[:, :1] + t), _log_pi(s))  # noqa: E731  (head t: a shift)
+    gamma, alpha, beta, horizon = 0.9, 0.2, 0.3, 3
+    roll = svg_rollout(_LineModel(), policy, s0, horizon, with_u=True)
+    q = torch.stack([_q(s, a) for s, a in zip([*roll.obs, roll.last_obs],
+                                              [*roll.action, roll.last_action])])
+    got, counted = farsighted_return(roll, q, alpha, gamma, beta, u_T)
+    expected, steps, kinds = _by_hand(s0, horizon, gamma, alpha, beta, u_T)
     assert got.tolist() == pytest.approx(expected, rel=1e-5)
     assert counted.sum(0).tolist() == steps
-    assert sorted(set(steps)) == [0, 1, 2, 3]  # cut at s_0, cut later, a terminal, the whole H
+    assert set(kinds) == ends
 
 
 def _parts(seed=0, heads=1):
@@ -99,17 +110,29 @@ def test_the_heads_get_gradient_up_to_each_samples_end():
     params = actor.head_params()
     act = lambda t, s: actor.sample(s, t if t < horizon else 0, params=params)  # noqa: E731
 
-    def head_grads(u_T):
+    def head_grads(u_T, seed):
+        """Which heads got gradient, and which steps some sample reached alive and uncut."""
         actor.zero_grad()
+        torch.manual_seed(seed)
         roll = svg_rollout(dyn, act, obs, horizon, with_u=True)
         q = torch.stack([a.sum(-1) + s.sum(-1) for s, a in zip([*roll.obs, roll.last_obs],
                                                               [*roll.action, roll.last_action])])
         (-farsighted_return(roll, q, 0.1, 0.99, 0.5, u_T)[0].mean()).backward()
         weight = actor.net.layers[0].weight.grad  # [heads, in, out]
-        return [bool(weight[h].abs().sum() > 0) for h in range(horizon)]
+        no_cut_before = torch.cat([torch.ones(1, obs.shape[0], dtype=torch.bool),
+                                   (roll.u < u_T).cumprod(0).bool()[:-1]])
+        reached = (no_cut_before & roll.mask[:-1].bool()).any(-1)
+        return [bool(weight[h].abs().sum() > 0) for h in range(horizon)], reached.tolist()
 
-    assert head_grads(float("inf")) == [True] * horizon  # the whole H: every head
-    assert head_grads(0.0) == [True] + [False] * (horizon - 1)  # every sample cut at s_0
+    assert head_grads(float("inf"), 0)[0] == [True] * horizon  # the whole H: every head
+    assert head_grads(0.0, 0)[0] == [True] + [False] * (horizon - 1)  # every sample cut at s_0
+    torch.manual_seed(2)
+    u = svg_rollout(dyn, act, obs, horizon, with_u=True).u.detach()  # the rollout of seed 2
+    by_step_1 = u[:2].max(0).values.min()  # every sample cut at step 0 or 1
+    grads, reached = head_grads(by_step_1, 2)
+    assert grads == reached == [True, True, False, False]
+    grads, reached = head_grads(u.flatten().median(), 2)
+    assert grads == reached and grads[0]
 
 
 @pytest.mark.parametrize("variant, parts", [

@@ -16,7 +16,8 @@ switches, each a delta on DHMBPO:
 
 The critics' target carries none of them: it is DHMBPO's. Every part off
 (``improvement.single_policy=true improvement.u_T=inf improvement.beta=0``) is DHMBPO to the bit:
-one shared rollout and the same random draws. DHMBPO's hard terminal mask stays.
+one shared rollout and the same random draws. DHMBPO's hard terminal mask stays
+(``improvement.terminal_critic=false``).
 """
 
 from __future__ import annotations
@@ -46,8 +47,13 @@ class MPDPOnDHMBPO(DHMBPO):
         super().after_model_training(holdout)
 
     def rollout(self, with_u: bool = False) -> SVGRollout:
-        """The pair's rollout of pi_0; with one policy the actor shares it, and then it carries u."""
-        return super().rollout(with_u=self.needs_u and not self.heads)
+        """The pair's rollout of pi_0. With one policy the actor shares it, and then it carries u
+        where the cut or the penalty needs it; with heads it serves the critics only, without
+        gradient."""
+        if self.heads:
+            with torch.no_grad():
+                return super().rollout(with_u)
+        return super().rollout(with_u or self.needs_u)
 
     def heads_rollout(self, obs: torch.Tensor) -> SVGRollout:
         """The actor's own rollout from ``obs``: head t at step t, pi_0 for the tail action."""

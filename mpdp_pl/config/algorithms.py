@@ -45,6 +45,11 @@ def heads_cover_a_plan(cfg: dict) -> None:
          f"mppve.plan_length ({cfg['mppve']['plan_length']}), the actions of one plan")
 
 
+def hard_terminal_mask(cfg: dict) -> None:
+    need(not cfg["improvement"]["terminal_critic"],
+         f"improvement.terminal_critic=True is MPDP's: {cfg['algo']} keeps DHMBPO's hard terminal mask")
+
+
 def paired_updates(cfg: dict) -> None:
     need(cfg["updates"]["actor_per_step"] <= cfg["updates"]["critic_per_step"],
          "dhmbpo pairs every actor update with a critic update: updates.actor_per_step must be "
@@ -69,7 +74,7 @@ CHECKS = {
     "mpdp_paper": (),
     "mpdp_pv": (no_literal_cut, one_env, plain_critic, heads_cover_a_plan),
     "dhmbpo": (no_heads, paired_updates),
-    "mpdp_dh": (no_literal_cut, paired_updates),
+    "mpdp_dh": (no_literal_cut, hard_terminal_mask, paired_updates),
     "pets": (*PLANNER, a_member_per_particle),
     "poplin_a": PLANNER,
     "poplin_p": PLANNER,
