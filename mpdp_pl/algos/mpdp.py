@@ -51,10 +51,11 @@ def _older_checkpoints(module, state_dict, prefix, *args) -> None:
 
 
 def register_threshold(module: torch.nn.Module, cfg: dict) -> None:
-    """The cut threshold u_T (a fixed number, or with ``improvement.u_T=auto`` 0 until the first model
-    training sets it) and u_ref, as buffers of ``module`` that its checkpoints keep."""
+    """The cut threshold u_T (a fixed number, or with ``improvement.u_T=auto`` inf, no cut, until a
+    model training with held-out transitions sets it) and u_ref, as buffers of ``module`` that its
+    checkpoints keep."""
     module.fixed_u_T = cfg["improvement"]["u_T"] != "auto"
-    module.register_buffer("u_T", torch.tensor(float(cfg["improvement"]["u_T"]) if module.fixed_u_T else 0.0))
+    module.register_buffer("u_T", torch.tensor(float(cfg["improvement"]["u_T"]) if module.fixed_u_T else float("inf")))
     module.register_buffer("u_ref", torch.tensor(1.0))
 
 
