@@ -80,7 +80,7 @@ def test_help_lists_options_and_algorithms(tmp_path):
     for word in ("--env", "--algo", "--steps", "--seed", "--out", "--logger", "--print-config",
                  "--resume", "algorithms: ddpg, dhmbpo, m2ac, mbpo, mpdp, mpdp_dh, mpdp_paper, mpdp_pv, mppve, "
                  "pets, poplin_a, poplin_p, sac", "variants: beta0.2, beta0.5, beta0.7, dh_beta, dh_cut, dh_heads, pv_heads, pv_hmax, "
-                 "pv_hmax_beta, pv_hmax_cut, pv_long, sac_2M, uT_q0.25, uT_q0.5, uT_q0.75", "train.py -m"):
+                 "pv_hmax_beta, pv_hmax_cut, sac_2M, uT_q0.25, uT_q0.5, uT_q0.75", "train.py -m"):
         assert word in proc.stdout, word
 
 
