@@ -216,6 +216,37 @@ def test_fig1_runs_every_method_at_the_budget_and_sac_at_2M_as_a_reference(tmp_p
     assert report["final"] == ["pets", "sac_2M"]
 
 
+def test_the_mpdp_hopper_grid_is_the_one_fixed_before_it_starts(tmp_path):
+    """experiment=mpdp_hopper: MPDP's default and SAC on seeds 0-2, MPPVE and mpdp_paper on 0-1,
+    all on Hopper-v4 to 30k with 10 evaluation episodes every 1k env steps; its report draws the
+    published anchors and tabulates the budgets the goals name."""
+    from mpdp_pl.experiments.multirun import experiment, job_config, plan
+    from mpdp_pl.experiments.results import read_anchors
+
+    sweeps, report = experiment("mpdp_hopper", [])
+    jobs = plan(tmp_path, sweeps)
+    names = sorted(j[-1].split("=", 1)[1].removeprefix(str(tmp_path.resolve()) + "/") for j in jobs)
+    assert names == sorted([f"Hopper-v4/{a}/seed{s}" for a in ("mpdp_pv", "sac") for s in (0, 1, 2)]
+                           + [f"Hopper-v4/{a}/seed{s}" for a in ("mppve", "mpdp_paper") for s in (0, 1)])
+    cfgs = [job_config(j[:-1]) for j in jobs]
+    assert {(c["steps"], c["eval"]["every"], c["eval"]["episodes"]) for c in cfgs} == {(30000, 1000, 10)}
+    assert report["at"] == [10000, 15000, 20000, 30000]
+    assert ("Hopper", "DHMBPO") in read_anchors(ROOT / report["anchors"])
+
+
+def test_an_experiments_bad_report_settings_are_refused(tmp_path, monkeypatch):
+    from mpdp_pl.errors import ConfigError
+    from mpdp_pl.experiments import multirun
+
+    (tmp_path / "experiment").mkdir()
+    monkeypatch.setattr(multirun, "CONF_DIR", tmp_path)
+    for report, match in [("{anchor: docs/anchors_hopper.csv}", "unknown report setting"),
+                          ("{anchors: docs/none.csv}", "is not a file")]:
+        (tmp_path / "experiment" / "x.yaml").write_text(f"sweeps: [[seed=0]]\nreport: {report}\n")
+        with pytest.raises(ConfigError, match=match):
+            multirun.experiment("x", [])
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_every_experiment_plans_its_grid(tmp_path, name):
     """Each experiment file's sweeps are valid jobs for every task it names (one seed here);

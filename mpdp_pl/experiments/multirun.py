@@ -336,9 +336,15 @@ def experiment(name: str, cli: list[str]) -> tuple[list[list[str]], dict]:
     sweeps = spec.get("sweeps")
     if not isinstance(sweeps, list) or not all(isinstance(s, list) and s for s in sweeps):
         raise ConfigError(f"{path}: expected sweeps: a list of lists of key=value items")
+    settings = dict(spec.get("report") or {})
+    unknown = sorted(set(settings) - {"metric", "at", "final", "anchors"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown report setting(s) {', '.join(unknown)} "
+                          "(known: metric, at, final, anchors)")
+    if "anchors" in settings and not (CONF_DIR.parent / settings["anchors"]).is_file():
+        raise ConfigError(f"{path}: report anchors {settings['anchors']} is not a file of the project")
     mine = {o.split("=", 1)[0] for o in cli}
-    return ([[*(o for o in sweep if o.split("=", 1)[0] not in mine), *cli] for sweep in sweeps],
-            dict(spec.get("report") or {}))
+    return [[*(o for o in sweep if o.split("=", 1)[0] not in mine), *cli] for sweep in sweeps], settings
 
 
 def swept_keys(jobs: list[list[str]]) -> set[str]:
@@ -419,7 +425,9 @@ def main(argv: list[str]) -> int:
         from .report import report
 
         try:
-            report([out], out, settings.get("at", []), settings.get("metric", "eval/return"),
+            anchors = settings.get("anchors")  # a path relative to the project, as in conf/
+            report([out], out, [str(a) for a in settings.get("at", [])], settings.get("metric", "eval/return"),
+                   anchors=CONF_DIR.parent / anchors if anchors else None,
                    title=f"train.py -m{' experiment=' + names[0] if names else ''}, {len(jobs)} jobs",
                    finals=settings.get("final", []))
         except ConfigError as e:  # e.g. no job got to its first evaluation
