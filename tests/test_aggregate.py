@@ -33,6 +33,15 @@ def test_equal_scores_give_zero_width_intervals():
     assert rows_by_key(rows)[("P(mpdp > sac)", "sac", "P")]["value"] == 0.5
 
 
+def test_the_improvement_is_of_mpdps_default_form_where_the_report_holds_it():
+    """P(X > Y) counted pair by pair: mpdp_pv's [3, 4] against [1, 2] is 1, mpdp's [0, 0] is 0."""
+    scores = {"Hopper-v4": {"mpdp": np.zeros(2), "mpdp_pv": np.array([3.0, 4.0]), "sac": np.array([1.0, 2.0])}}
+    r = rows_by_key(summarize(scores, reps=200))
+    assert r[("P(mpdp_pv > sac)", "sac", "P")]["value"] == 1 and r[("P(mpdp_pv > mpdp)", "mpdp", "P")]["value"] == 1
+    assert not any(k[0].startswith("P(mpdp >") for k in r)
+    assert ("P(mpdp > sac)", "sac", "P") in rows_by_key(summarize({"Hopper-v4": {k: scores["Hopper-v4"][k] for k in ("mpdp", "sac")}}, reps=200))
+
+
 def test_intervals_cover_the_known_mean_of_synthetic_grids():
     """20 grids of 10 seeds on 2 tasks from N(1000, 200): the mean's 95% interval covers 1000
     in at least 16 of them (a correct interval misses 4 or more with probability ~1.6%), and the

@@ -14,8 +14,9 @@ from mpdp_pl.config import ConfigError, load_config, parse_overrides
 
 def test_every_flag_has_a_default():
     cfg = load_config()
-    assert cfg["env"] == "InvertedPendulum-v4" and cfg["algo"] == "mpdp" and cfg["seed"] == 0
-    assert cfg["steps"] == 6000  # MPDP's first-run budget on this task (conf/algo/mpdp.yaml)
+    assert cfg["env"] == "InvertedPendulum-v4" and cfg["algo"] == "mpdp_pv" and cfg["seed"] == 0
+    assert cfg["steps"] == 6000  # MPDP's first-run budget on this task (conf/algo_env/mpdp_pv_InvertedPendulum.yaml)
+    assert cfg["updates"]["critic_per_step"] == 5
     assert load_config(algo="sac")["steps"] == 15000  # the task file's budget (the paper's)
 
 
@@ -132,7 +133,7 @@ def test_structured_config_rejects_a_bad_group_file_in_one_line(tmp_path, monkey
     with open(conf / "env" / "Hopper.yaml", "a") as f:
         f.write(f"\n{line}\n")
     monkeypatch.setattr(config, "CONF_DIR", conf)
-    assert load_config("Walker2d-v4")["improvement"]["horizon"] == 10  # the other files still compose
+    assert load_config("Walker2d-v4", "mpdp")["improvement"]["horizon"] == 10  # the other files still compose
     with pytest.raises(ConfigError, match=match) as err:
         load_config("Hopper-v4")
     assert "\n" not in str(err.value)
@@ -228,6 +229,14 @@ def test_bad_mpdp_switches_raise(items, match):
 def test_mpdp_switches_are_refused_elsewhere(algo, key, value):
     with pytest.raises(ConfigError, match=f"{key}=.*MPDP's"):
         load_config("Hopper-v4", algo, {key: value})
+
+
+@pytest.mark.parametrize("algo", ["sac", "mppve", "mpdp_pv", "dhmbpo", "pets"])
+def test_compile_is_refused_where_nothing_compiles(algo):
+    """improvement.compile compiles mpdp's farsighted unroll only; elsewhere it would do nothing."""
+    with pytest.raises(ConfigError, match="improvement.compile=True compiles mpdp's"):
+        load_config("Hopper-v4", algo, {"improvement.compile": True})
+    assert load_config("Hopper-v4", "mpdp", {"improvement.compile": True, "improvement.unroll_form": "static"})
 
 
 @pytest.mark.parametrize("key", ["critic_target", "u_T_rule", "start_states"])

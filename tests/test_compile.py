@@ -42,7 +42,7 @@ def test_compiled_improvement_equals_eager_in_loss_and_gradients():
 
 def test_a_compiled_mpdp_run_trains_end_to_end(tmp_path):
     out = tmp_path / "run"
-    proc = run_train(["--env", "InvertedPendulum-v4", "--steps", "300", "--out", str(out),
+    proc = run_train(["--env", "InvertedPendulum-v4", "--algo", "mpdp", "--steps", "300", "--out", str(out),
                       "--logger", "none", "improvement.compile=true", "data.init_random_steps=100",
                       "model.train_freq=100", "model.max_steps=20", "eval.every=300",
                       "eval.episodes=1", "logging.every=100", "trainer.num_threads=1",

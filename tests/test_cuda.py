@@ -190,7 +190,7 @@ def test_train_and_resume_on_the_device(tmp_path, algo):
 
 def test_a_cpu_checkpoint_resumes_on_the_device(tmp_path):
     out = tmp_path / "run"
-    proc = run_train(["--env", "Hopper-v4", "--out", str(out), "--logger", "none", *TINY,
+    proc = run_train(["--env", "Hopper-v4", "--algo", "mpdp", "--out", str(out), "--logger", "none", *TINY,
                       "steps=400", "data.init_random_steps=200", "model.train_freq=100", "improvement.horizon=3",
                       "trainer.accelerator=cpu"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,9 +19,10 @@ TASKS = ["InvertedPendulum-v4", "Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "A
          "Humanoid-v4"]
 
 
-def test_mpdp_is_the_default_algorithm():
-    assert load_config()["algo"] == "mpdp"
-    assert load_config("Hopper-v4")["improvement"]["horizon"] == 15  # conf/algo_env/mpdp_Hopper.yaml
+def test_mpdp_on_the_plan_value_critic_is_the_default_algorithm():
+    assert load_config()["algo"] == "mpdp_pv"
+    assert load_config("Hopper-v4")["improvement"]["horizon"] == 9  # conf/algo_env/mpdp_pv_Hopper.yaml
+    assert load_config("Hopper-v4", "mpdp")["improvement"]["horizon"] == 15  # conf/algo_env/mpdp_Hopper.yaml
     assert load_config("Hopper-v4", "sac")["improvement"]["horizon"] == 10  # the table is MPDP's only
 
 
@@ -53,7 +54,7 @@ def test_task_config_through_one_model_epoch_and_one_farsighted_update(env_id):
 
 def test_humanoid_smoke_run(tmp_path):
     out = tmp_path / "run"
-    proc = run_train(["--env", "Humanoid-v4", "--steps", "260", "--out", str(out),
+    proc = run_train(["--env", "Humanoid-v4", "--algo", "mpdp", "--steps", "260", "--out", str(out),
                       "data.init_random_steps=200", "model.train_freq=30", "model.max_steps=10",
                       "data.batch_size=32", "eval.every=130", "eval.episodes=1", "improvement.horizon=3",
                       "trainer.num_threads=1"], cwd=tmp_path, env=offline_env(tmp_path))
@@ -113,7 +114,7 @@ def test_checkpoints_of_older_versions_load():
 def test_hopper_run_with_every_switch(tmp_path):
     """A real run through one policy, LayerNorm critics and a cut at a high quantile."""
     out = tmp_path / "run"
-    proc = run_train(["--env", "Hopper-v4", "--steps", "400", "--out", str(out), "--logger", "csv",
+    proc = run_train(["--env", "Hopper-v4", "--algo", "mpdp", "--steps", "400", "--out", str(out), "--logger", "csv",
                       "data.init_random_steps=200", "model.train_freq=100", "model.max_steps=20",
                       "data.batch_size=32", "eval.every=200", "eval.episodes=2", "improvement.horizon=4",
                       "improvement.single_policy=true", "critic.layernorm=true", "improvement.u_T_quantile=0.9",

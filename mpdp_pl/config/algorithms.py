@@ -45,6 +45,11 @@ def heads_cover_a_plan(cfg: dict) -> None:
          f"mppve.plan_length ({cfg['mppve']['plan_length']}), the actions of one plan")
 
 
+def no_compile(cfg: dict) -> None:
+    need(not cfg["improvement"]["compile"],
+         f"improvement.compile=True compiles mpdp's farsighted unroll: {cfg['algo']} does not use it")
+
+
 def hard_terminal_mask(cfg: dict) -> None:
     need(not cfg["improvement"]["terminal_critic"],
          f"improvement.terminal_critic=True is MPDP's: {cfg['algo']} keeps DHMBPO's hard terminal mask")
@@ -65,19 +70,19 @@ def a_member_per_particle(cfg: dict) -> None:
 PLANNERS = ("pets", "poplin_a", "poplin_p")  # model-predictive control: no actor-critic
 PLANNER = (no_warm_start, no_heads, plain_critic)
 CHECKS = {
-    "sac": (no_warm_start, no_model, no_heads),
-    "ddpg": (no_warm_start, no_model, no_heads, plain_critic),
-    "mbpo": (no_heads,),
-    "m2ac": (no_heads,),
-    "mppve": (no_heads, one_env, plain_critic),
+    "sac": (no_warm_start, no_model, no_heads, no_compile),
+    "ddpg": (no_warm_start, no_model, no_heads, plain_critic, no_compile),
+    "mbpo": (no_heads, no_compile),
+    "m2ac": (no_heads, no_compile),
+    "mppve": (no_heads, one_env, plain_critic, no_compile),
     "mpdp": (),
     "mpdp_paper": (),
-    "mpdp_pv": (no_literal_cut, one_env, plain_critic, heads_cover_a_plan),
-    "dhmbpo": (no_heads, paired_updates),
-    "mpdp_dh": (no_literal_cut, hard_terminal_mask, paired_updates),
-    "pets": (*PLANNER, a_member_per_particle),
-    "poplin_a": PLANNER,
-    "poplin_p": PLANNER,
+    "mpdp_pv": (no_literal_cut, one_env, plain_critic, heads_cover_a_plan, no_compile),
+    "dhmbpo": (no_heads, paired_updates, no_compile),
+    "mpdp_dh": (no_literal_cut, hard_terminal_mask, paired_updates, no_compile),
+    "pets": (*PLANNER, a_member_per_particle, no_compile),
+    "poplin_a": (*PLANNER, no_compile),
+    "poplin_p": (*PLANNER, no_compile),
 }
 
 

@@ -365,7 +365,7 @@ class RunConfig:
     """One run: the run keys, then the groups."""
 
     env: str = key("InvertedPendulum-v4", "gymnasium id (--env)")
-    algo: str = key("mpdp", "--algo")
+    algo: str = key("mpdp_pv", "--algo (MPDP's default: mpdp_pv, docs/mpdp.md)")
     variant: Optional[str] = key(None, "a named configuration, conf/variant/<name>.yaml")
     seed: int = key(0, "--seed")
     steps: int = key(15000, "env-step budget (--steps)")

@@ -85,10 +85,11 @@ def _matrix(per_task: list[np.ndarray]) -> np.ndarray:
     return np.stack([v[:n] for v in per_task], axis=1)
 
 
-def summarize(scores: dict[str, dict[str, np.ndarray]], target: str = "mpdp", reps: int = 2000,
+def summarize(scores: dict[str, dict[str, np.ndarray]], target: str | None = None, reps: int = 2000,
               seed: int = 0) -> list[dict]:
     """Rows of ``stats.csv``: scope (a task, ``normalized`` or ``P(target > other)``), algo,
-    metric, value, ci_low, ci_high, seeds (runs per task), tasks."""
+    metric, value, ci_low, ci_high, seeds (runs per task), tasks. ``target``: by default MPDP's
+    default form (``mpdp_pv``) where the report holds it, else the one-step ``mpdp``."""
     from rliable import metrics
 
     from ..config import task_name
@@ -111,6 +112,8 @@ def summarize(scores: dict[str, dict[str, np.ndarray]], target: str = "mpdp", re
                 rows.append(dict(scope="normalized", algo=algo, metric=metric,
                                  value=point[algo][i], ci_low=ci[algo][0, i],
                                  ci_high=ci[algo][1, i], seeds=m.shape[0], tasks=m.shape[1]))
+    if target is None:
+        target = next((a for a in ("mpdp_pv", "mpdp") if a in algos), None)
     if target in algos:
         for other in (a for a in algos if a != target):
             envs = [env for env, by in scores.items() if target in by and other in by]
