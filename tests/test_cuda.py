@@ -276,3 +276,36 @@ def _mpdp_dh_actor_step(actor, critic, model, obs, opt, alpha, beta, u_T):
     (-ret.mean()).backward()
     opt.step()
     return ret.detach()
+
+
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="host syncs exist on CUDA only")
+def test_mpdp_pvs_actor_step_never_syncs_with_the_host():
+    """mpdp_pv's actor step, MPDP's default (the heads' unroll with u over the reward steps, the
+    cut, the penalty, each sample's plan valued by the k-step critic at s_T), its backward and
+    Adam step, under CUDA's sync debug mode."""
+    a, c, m = on(DEVICE, *hopper_sized_parts(6))
+    plan_critic = TwinQ(OBS, 3 * ACT, [256, 256]).to(DEVICE)
+    opt = torch.optim.Adam(a.parameters(), lr=3e-4, capturable=True)
+    obs = torch.randn(B, OBS, device=DEVICE)
+    alpha, u_T = torch.tensor(0.2, device=DEVICE), torch.tensor(50.0, device=DEVICE)
+    beta = 0.5 / torch.tensor(20.0, device=DEVICE)
+    for _ in range(2):  # the first pass warms up
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            loss = _mpdp_pv_actor_step(a, plan_critic, m, obs, opt, alpha, beta, u_T)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert torch.isfinite(loss)
+
+
+def _mpdp_pv_actor_step(actor, plan_critic, model, obs, opt, alpha, beta, u_T):
+    from mpdp_pl.lookahead.plan_improvement import plan_improvement
+
+    out = plan_improvement(obs, actor, plan_critic, model, alpha, beta, 0.99, u_T, H, 3)
+    opt.zero_grad()
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(actor.parameters(), 10.0)
+    opt.step()
+    return out.loss.detach()
