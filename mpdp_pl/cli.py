@@ -10,7 +10,7 @@ import sys
 
 from .config import (ConfigError, available_algos, available_variants, flatten, load_config,
                      parse_overrides, to_yaml)
-from .config.schema import describe, groups
+from .config.schema import RunConfig, describe, groups
 
 EXIT_BAD_INPUT = 2
 HYDRA_RANK_ARGS = ("hydra.run.dir=", "hydra.job.name=", "hydra.output_subdir=")
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--env", help="gymnasium env id (default: InvertedPendulum-v4)")
-    p.add_argument("--algo", help=f"algorithm: {algos} (default: mpdp)")
+    p.add_argument("--algo", help=f"algorithm: {algos} (default: {RunConfig.algo})")
     p.add_argument("--steps", type=int, help="env-step budget (default: the task config's)")
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
     p.add_argument("--out", help="run directory (default: runs/<env>/<algo>/seed<S>-<time>)")
