@@ -252,15 +252,22 @@ def test_mpdp_dhs_actor_step_never_syncs_with_the_host():
     obs = torch.randn(B, OBS, device=DEVICE)
     alpha, u_T = torch.tensor(0.2, device=DEVICE), torch.tensor(50.0, device=DEVICE)
     beta = 0.5 / torch.tensor(20.0, device=DEVICE)
-    for _ in range(2):  # the first pass warms up
+    ret = without_host_syncs(lambda: _mpdp_dh_actor_step(a, c, m, obs, opt, alpha, beta, u_T))
+    assert torch.isfinite(ret).all()
+
+
+def without_host_syncs(step):
+    """``step()`` twice (the first pass warms up: allocations, lazy inits) under CUDA's sync debug
+    mode, where any op that waits for the host raises; returns the second pass's result."""
+    for _ in range(2):
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            ret = _mpdp_dh_actor_step(a, c, m, obs, opt, alpha, beta, u_T)
+            out = step()
         finally:
             torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()
-    assert torch.isfinite(ret).all()
+    return out
 
 
 def _mpdp_dh_actor_step(actor, critic, model, obs, opt, alpha, beta, u_T):
@@ -289,14 +296,7 @@ def test_mpdp_pvs_actor_step_never_syncs_with_the_host():
     obs = torch.randn(B, OBS, device=DEVICE)
     alpha, u_T = torch.tensor(0.2, device=DEVICE), torch.tensor(50.0, device=DEVICE)
     beta = 0.5 / torch.tensor(20.0, device=DEVICE)
-    for _ in range(2):  # the first pass warms up
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            loss = _mpdp_pv_actor_step(a, plan_critic, m, obs, opt, alpha, beta, u_T)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-    torch.cuda.synchronize()
+    loss = without_host_syncs(lambda: _mpdp_pv_actor_step(a, plan_critic, m, obs, opt, alpha, beta, u_T))
     assert torch.isfinite(loss)
 
 
