@@ -10,10 +10,10 @@ import pytest
 from conftest import run_train
 
 TINY = ["steps=300", "seed=0", "data.init_random_steps=200", "data.batch_size=64", "networks.hidden_sizes=[32,32]",
-        "model.hidden=32", "model.max_steps=20", "improvement.horizon=3", "eval.episodes=1",
+        "model.hidden=32", "model.max_steps=20", "improvement.horizon=4", "eval.episodes=1",
         "eval.every=100", "model.train_freq=100", "rollouts.batch_size=500",
         "updates.critic_per_step=2", "updates.actor_per_step=1", "--logger", "csv"]
-RUNS = {"fig1": ["mpdp", "sac", "mbpo", "mppve", "m2ac", "ddpg", "pets", "poplin_a", "poplin_p"], "fig2": ["uT_q0.25", "uT_q0.5", "uT_q0.75"],
+RUNS = {"fig1": ["mpdp_pv", "sac", "mbpo", "mppve", "m2ac", "ddpg", "pets", "poplin_a", "poplin_p"], "fig2": ["uT_q0.25", "uT_q0.5", "uT_q0.75"],
         "fig3": ["beta0.2", "beta0.5", "beta0.7"], "fig4": ["beta0.2", "beta0.5", "beta0.7", "mbpo"]}
 METRIC = {"fig1": "eval/return", "fig2": "train/realized_horizon", "fig3": "model/error",
           "fig4": "eval/return"}

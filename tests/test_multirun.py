@@ -165,12 +165,12 @@ def test_variants_and_swept_keys_name_their_runs(tmp_path):
     task = tmp_path / "g" / "InvertedPendulum-v4"
     assert sorted(p.name for p in task.iterdir() if p.is_dir()) == ["beta0.2,critic.gamma=0.9", "beta0.2,critic.gamma=0.95"]
     cfg = yaml.safe_load((task / "beta0.2,critic.gamma=0.95" / "seed0" / "config.yaml").read_text())
-    assert (cfg["variant"], cfg["algo"], cfg["improvement"]["beta"], cfg["critic"]["gamma"]) == ("beta0.2", "mpdp", 0.2, 0.95)
+    assert (cfg["variant"], cfg["algo"], cfg["improvement"]["beta"], cfg["critic"]["gamma"]) == ("beta0.2", "mpdp_pv", 0.2, 0.95)
     with open(tmp_path / "g" / "results.csv") as f:
         assert {r["algo"] for r in csv.DictReader(f)} == {"beta0.2,critic.gamma=0.9", "beta0.2,critic.gamma=0.95"}
     # a variant is a configuration of one algorithm
     proc = run_train(["-m", *TINY, "--out", str(tmp_path / "bad"), "variant=beta0.2"], cwd=tmp_path)
-    assert proc.returncode == 2 and "variant beta0.2 is a configuration of mpdp, not of sac" in proc.stderr
+    assert proc.returncode == 2 and "variant beta0.2 is a configuration of mpdp_pv, not of sac" in proc.stderr
 
 
 def test_a_grid_still_takes_the_flat_keys_of_earlier_versions():
@@ -208,12 +208,29 @@ def test_fig1_runs_every_method_at_the_budget_and_sac_at_2M_as_a_reference(tmp_p
     sweeps, report = experiment("fig1", ["env=Hopper-v4", "seed=0"])
     jobs = plan(tmp_path, sweeps)
     cfgs = {j[-1].split("=", 1)[1].split("/")[-2]: job_config(j[:-1]) for j in jobs}
-    assert sorted(cfgs) == sorted(["mpdp", "sac", "mbpo", "mppve", "m2ac", "ddpg", "pets",
+    assert sorted(cfgs) == sorted(["mpdp_pv", "sac", "mbpo", "mppve", "m2ac", "ddpg", "pets",
                                    "poplin_a", "poplin_p", "sac_2M"])
     assert {n: c["steps"] for n, c in cfgs.items() if n != "sac_2M"} == dict.fromkeys(
         set(cfgs) - {"sac_2M"}, 100_000)
     assert (cfgs["sac_2M"]["algo"], cfgs["sac_2M"]["steps"]) == ("sac", 2_000_000)
     assert report["final"] == ["pets", "sac_2M"]
+
+
+def test_fig1_gives_inverted_pendulum_its_paper_budget_not_the_first_runs(tmp_path):
+    """`python train.py` (mpdp_pv on InvertedPendulum) is a 6k first run; Fig. 1's steps=task runs
+    every method to the paper's 15k there (conf/env), and steps=N on the command line still wins."""
+    from mpdp_pl.config import load_config, task_budget
+    from mpdp_pl.experiments.multirun import experiment, job_config, plan
+
+    assert load_config("InvertedPendulum-v4", "mpdp_pv", {})["steps"] == 6000
+    assert (task_budget("InvertedPendulum-v5"), task_budget("Walker2d-v4")) == (15000, 200_000)
+    assert task_budget("MountainCarContinuous-v0") == load_config("MountainCarContinuous-v0", "sac", {})["steps"]
+    for cli, budget in ((["seed=0"], 15000), (["seed=0", "steps=300"], 300)):
+        jobs = plan(tmp_path / str(budget), experiment("fig1", ["env=InvertedPendulum-v4", *cli])[0])
+        cfgs = {j[-1].split("/")[-2]: job_config(j[:-1]) for j in jobs}
+        assert {n: c["steps"] for n, c in cfgs.items() if n != "sac_2M"} == dict.fromkeys(
+            set(cfgs) - {"sac_2M"}, budget)
+        assert cfgs["mpdp_pv"]["updates"]["critic_per_step"] == 5.0  # the task's other values stay
 
 
 def test_the_mpdp_hopper_grid_is_the_one_fixed_before_it_starts(tmp_path):

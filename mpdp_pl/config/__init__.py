@@ -49,6 +49,15 @@ def task_name(env_id: str) -> str:
     return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
 
 
+def task_budget(env_id: str) -> int:
+    """The env-step budget of a task: ``steps`` of conf/env/<Task>.yaml (the MPDP paper's Fig. 1
+    budget), else the schema's default. An algo_env file may set a shorter first run (``python
+    train.py``: mpdp_pv on InvertedPendulum, 6k); an experiment's ``steps=task`` gives it back."""
+    path = CONF_DIR / "env" / f"{task_name(env_id)}.yaml"
+    steps = _read_yaml(path).get("steps") if path.exists() else None
+    return steps if steps is not None else groups.RunConfig().steps
+
+
 def available_algos() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "algo").glob("*.yaml"))
 

@@ -10,7 +10,9 @@ Hydra's sweeper grammar (``a,b``, ``range(0,4)``, ``choice(...)``) expands the s
 (their cartesian product). A named configuration is a ``variant`` (``conf/variant/<name>.yaml``:
 its algorithm and values). An experiment (``conf/experiment/<name>.yaml``: the paper's figures)
 is a short list of sweeps whose jobs run together and the report's settings; ``key=value`` items
-on the command line replace the experiment's values of that key in every sweep. Hydra's own
+on the command line replace the experiment's values of that key in every sweep. A sweep's
+``steps=task`` runs each task at its own budget (conf/env/<Task>.yaml's ``steps``, the paper's),
+not a first run's shorter one. Hydra's own
 entry point (``hydra.main``, multirun mode; public API only) runs the planned jobs through the
 ``mpdp_grid`` sweeper and a Hydra launcher plugin:
 
@@ -53,7 +55,8 @@ from typing import Callable
 
 import yaml
 
-from ..config import CONF_DIR, ConfigError, load_config, parse_overrides
+from ..config import CONF_DIR, ConfigError, load_config, parse_overrides, task_budget
+from ..config.schema import RunConfig
 
 TRAIN = Path(__file__).resolve().parents[2] / "train.py"
 FLAGS = {"--env": "env", "--algo": "algo", "--steps": "steps", "--seed": "seed",
@@ -344,7 +347,21 @@ def experiment(name: str, cli: list[str]) -> tuple[list[list[str]], dict]:
     if "anchors" in settings and not (CONF_DIR.parent / settings["anchors"]).is_file():
         raise ConfigError(f"{path}: report anchors {settings['anchors']} is not a file of the project")
     mine = {o.split("=", 1)[0] for o in cli}
-    return [[*(o for o in sweep if o.split("=", 1)[0] not in mine), *cli] for sweep in sweeps], settings
+    sweeps = [[*(o for o in sweep if o.split("=", 1)[0] not in mine), *cli] for sweep in sweeps]
+    return [one for sweep in sweeps for one in task_budgets(sweep)], settings
+
+
+def task_budgets(sweep: list[str]) -> list[list[str]]:
+    """A sweep with ``steps=task`` as one sweep per task, each at its task's budget
+    (:func:`..config.task_budget`, conf/env/<Task>.yaml: the paper's); any other sweep as it is.
+    A first run's shorter budget in an algo_env file (mpdp_pv on InvertedPendulum) must not cut
+    a figure's curve short."""
+    if "steps=task" not in sweep:
+        return [sweep]
+    rest = [o for o in sweep if o != "steps=task" and o.split("=", 1)[0] != "env"]
+    envs = [o for o in sweep if o.split("=", 1)[0] == "env"]
+    ids = [job[0].split("=", 1)[1] for job in expand(envs)] if envs else [RunConfig().env]
+    return [[f"env={e}", f"steps={task_budget(e)}", *rest] for e in ids]
 
 
 def swept_keys(jobs: list[list[str]]) -> set[str]:
