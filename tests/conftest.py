@@ -22,6 +22,15 @@ TINY_MODEL_DATA = {"steps": 400, "data.init_random_steps": 250, "eval.every": 40
                    "updates.critic_per_step": 2.0, "logger": "none"}
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (pyproject's ``-n auto``) each worker computes on one torch thread: the
+    workers already take one core each."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def model_settings(**changes):
     """The model group's defaults as TrainSettings, with ``changes`` (whole-buffer epochs unless
     ``max_steps`` is given)."""
