@@ -12,9 +12,8 @@ its algorithm and values). An experiment (``conf/experiment/<name>.yaml``: the p
 is a short list of sweeps whose jobs run together and the report's settings; ``key=value`` items
 on the command line replace the experiment's values of that key in every sweep. A sweep's
 ``steps=task`` runs each task at its own budget (conf/env/<Task>.yaml's ``steps``, the paper's),
-not a first run's shorter one. Hydra's own
-entry point (``hydra.main``, multirun mode; public API only) runs the planned jobs through the
-``mpdp_grid`` sweeper and a Hydra launcher plugin:
+not a first run's shorter one. Hydra's own entry point (``hydra.main``, multirun mode; public
+API only) runs the planned jobs through the ``mpdp_grid`` sweeper and a Hydra launcher plugin:
 
 - ``mpdp_pool`` (default; ``hydra_plugins/mpdp_grid``): every job is its own
   ``train.py`` process with one torch thread, ``hydra.launcher.workers`` (default: the core
