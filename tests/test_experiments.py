@@ -1,13 +1,16 @@
 """Every paper experiment's quick form (``train.py -m experiment=figN_quick``), shrunk further to
 a tiny budget, runs real training and writes its report, checked against the runs' own
-metrics.csv."""
+metrics.csv; the report command, given the grid alone, writes the same table from the
+experiment's report settings."""
 
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import pytest
-from conftest import run_train
+from conftest import ROOT, run_train
 
 TINY = ["steps=300", "seed=0", "data.init_random_steps=200", "data.batch_size=64", "networks.hidden_sizes=[32,32]",
         "model.hidden=32", "model.max_steps=20", "improvement.horizon=4", "eval.episodes=1",
@@ -38,3 +41,11 @@ def test_quick_experiment(tmp_path, fig):
         for b in ("0.2", "0.5", "0.7"):
             cfg = (tmp_path / "InvertedPendulum-v4" / f"beta{b}" / "seed0" / "config.yaml").read_text()
             assert f"beta: {b}" in cfg
+    # the grid reported again, alone: the experiment's settings (fig2's metric, fig1's PETS as a
+    # final value) without naming them
+    again = subprocess.run([sys.executable, "-m", "mpdp_pl.report", str(tmp_path), "--out",
+                            str(tmp_path / "again")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert (f"experiment={fig}_quick's report settings" in again.stdout) == (fig != "fig4")  # none
+    assert (tmp_path / "again" / "table.md").read_text() == (tmp_path / "table.md").read_text()

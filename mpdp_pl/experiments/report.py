@@ -16,7 +16,9 @@ column of ``metrics.csv`` instead of the return (the paper's Fig. 2 and 3:
 evaluations (the paper's Fig. 1 draws PETS at the task's budget and SAC at 2M env steps so),
 listed below the table; they set no task's budget, and runs of theirs that went past the budget
 stay out of the statistics.
-``train.py -m`` writes this report of its grid when its jobs are done.
+``train.py -m`` writes this report of its grid when its jobs are done. A grid of
+``train.py -m experiment=NAME`` reported alone takes the experiment's report settings for the
+options not given (``at``, ``anchors``, ``final``, ``metric``; ``conf/experiment/NAME.yaml``).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="published curves beside the runs (e.g. docs/anchors_hopper.csv)")
     p.add_argument("--at", nargs="+", default=[], metavar="[ENV=]STEP",
                    help="table columns (default: half of each task's budget and the budget)")
-    p.add_argument("--metric", default="eval/return",
+    p.add_argument("--metric",
                    help="the metrics.csv column reported (default eval/return)")
     p.add_argument("--threshold", type=float,
                    help="add a column: the first env step whose evaluation reached this return")
@@ -110,12 +112,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def experiment_defaults(a: argparse.Namespace) -> None:
+    """A grid of ``train.py -m experiment=NAME`` reported alone: the options not given take the
+    experiment's report settings, those of the report ``train.py -m`` writes at its end."""
+    from .multirun import CONF_DIR, grid_experiment, report_settings
+
+    name = grid_experiment(a.paths[0]) if len(a.paths) == 1 and a.paths[0].is_dir() else None
+    settings = report_settings(CONF_DIR / "experiment" / f"{name}.yaml") if name else {}
+    if a.metric and a.metric != settings.get("metric", "eval/return"):
+        settings.pop("anchors", None)  # published returns, not another metric's curves
+    taken = []
+    for key, given in (("at", a.at), ("final", a.final), ("metric", a.metric),
+                       ("anchors", a.anchors)):
+        if not given and key in settings:
+            value = settings[key]
+            setattr(a, key, CONF_DIR.parent / value if key == "anchors"
+                    else [str(v) for v in value] if isinstance(value, list) else value)
+            taken.append(f"{key}={value}")
+    if taken:
+        print(f"experiment={name}'s report settings: {', '.join(taken)}")
+    a.metric = a.metric or "eval/return"
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     out = a.out or (a.paths[0] if len(a.paths) == 1 and a.paths[0].is_dir() else None)
     try:
         if out is None:
             raise ConfigError("--out DIR is needed with several paths or a results.csv")
+        experiment_defaults(a)
         report(a.paths, out, a.at, a.metric, a.anchors, a.threshold, a.bootstrap_reps,
                finals=a.final)
     except ConfigError as e:
