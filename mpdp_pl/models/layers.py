@@ -13,6 +13,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def dropout(x: torch.Tensor, p: float, training: bool, chunk: int | None = None) -> torch.Tensor:
+    """Dropout: each element zeroed with probability ``p``, independently, the others scaled by
+    1 / (1 - p); the identity unless ``training``. On a CPU, where drawing one uniform number per
+    element is most of the cost (DHMBPO's model drops 0.25-0.75% of 4M activations per layer and
+    step), the dropped positions are drawn directly: in a sequence of independent Bernoulli(p)
+    trials the gaps between successes are independent Geometric(p), so about n p draws give the
+    same distribution as n (:func:`torch.nn.functional.dropout`). On other devices, torch's own
+    fused kernel. ``chunk``: gaps drawn at a time (default: enough for all but ~1e-15 of calls)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 0.1:
+        return F.dropout(x, p, training=True)
+    n = x.numel()
+    chunk = chunk or int(n * p + 8.0 * math.sqrt(n * p) + 16)
+    ends = [torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum(0) - 1]
+    while ends[-1][-1] < n:  # the next chunk of gaps goes on from the last position
+        ends.append(ends[-1][-1] + torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum(0))
+    pos = torch.cat(ends)
+    keep = torch.full((n,), 1.0 / (1.0 - p), dtype=x.dtype)
+    keep[pos[pos < n].long()] = 0.0
+    return x * keep.view_as(x)
+
+
 class BatchedLinear(nn.Module):
     """``y[e] = x[e] @ W[e] + b[e]`` for e in 0..E-1. ``x``: ``[E, B, in]`` -> ``[E, B, out]``."""
 
@@ -64,8 +87,8 @@ class BatchedMLP(nn.Module):
     ``layer_norm`` normalizes the input of every linear layer but the first (LayerNorm without
     affine parameters, after the activation, as DHMBPO's critics and model): ``True`` with
     torch's eps 1e-5, or a list of one eps per normalized layer (DHMBPO's model: 1.0, 0.1, 0.01).
-    ``dropout``: one rate per layer, applied to its output before the activation, and only while
-    ``dropout_active`` is set (the model's trainings set it; rollouts and holdout scores run
+    ``dropout``: one rate per layer, applied to its output before the activation (:func:`dropout`),
+    and only while ``dropout_active`` is set (the model's trainings set it; rollouts and holdout scores run
     without, as erl_lib's ``train()``/``eval()``).
     """
 
@@ -117,7 +140,7 @@ class BatchedMLP(nn.Module):
         """What follows linear layer i: dropout, then (hidden layers) the activation and the
         next layer's LayerNorm."""
         if self.dropout and self.dropout[i] > 0:
-            x = F.dropout(x, self.dropout[i], training=self.dropout_active)
+            x = dropout(x, self.dropout[i], self.dropout_active)
         if i == len(self.layers) - 1:
             return x
         x = self.activation(x)
