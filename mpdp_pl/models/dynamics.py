@@ -68,7 +68,7 @@ class GaussianEnsemble(nn.Module):
         ``params=`` to evaluate those members many times without gathering again."""
         extra = self.noise_params()
         if members is not None:
-            extra = [p[members] for p in extra]
+            extra = [p.index_select(0, members) for p in extra]
         if detach:
             extra = [p.detach() for p in extra]
         return self.net.params(members, detach), *extra

@@ -50,8 +50,8 @@ class BatchedLinear(nn.Module):
     def params(self, members: torch.Tensor | None = None, detach: bool = False):
         """``(weight, bias)``, optionally detached and gathered at ``members``."""
         w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
-        if members is not None:
-            w, b = w[members], b[members]
+        if members is not None:  # index_select: a copy per member, several times faster than w[members]
+            w, b = w.index_select(0, members), b.index_select(0, members)
         return w, b
 
     def forward(self, x: torch.Tensor, detach_params: bool = False,
