@@ -56,6 +56,7 @@ import yaml
 
 from ..config import CONF_DIR, ConfigError, load_config, parse_overrides, task_budget
 from ..config.schema import RunConfig
+from .results import report_settings
 
 TRAIN = Path(__file__).resolve().parents[2] / "train.py"
 FLAGS = {"--env": "env", "--algo": "algo", "--steps": "steps", "--seed": "seed",
@@ -342,33 +343,6 @@ def experiment(name: str, cli: list[str]) -> tuple[list[list[str]], dict]:
     mine = {o.split("=", 1)[0] for o in cli}
     sweeps = [[*(o for o in sweep if o.split("=", 1)[0] not in mine), *cli] for sweep in sweeps]
     return [one for sweep in sweeps for one in task_budgets(sweep)], settings
-
-
-def report_settings(path: Path, spec: dict | None = None) -> dict:
-    """The ``report:`` settings of the experiment file ``path`` (``metric``, ``at``, ``final``,
-    ``anchors``: the report that ``train.py -m`` writes of its grid, and that
-    ``python -m mpdp_pl.report GRID`` writes by default), checked."""
-    spec = (yaml.safe_load(path.read_text()) or {}) if spec is None else spec
-    settings = dict(spec.get("report") or {})
-    unknown = sorted(set(settings) - {"metric", "at", "final", "anchors"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown report setting(s) {', '.join(unknown)} "
-                          "(known: metric, at, final, anchors)")
-    if "anchors" in settings and not (CONF_DIR.parent / settings["anchors"]).is_file():
-        raise ConfigError(f"{path}: report anchors {settings['anchors']} is not a file of the project")
-    return settings
-
-
-def grid_experiment(grid: Path) -> str | None:
-    """The experiment whose jobs the grid ``grid`` holds (its ``grid.yaml``), if every command
-    that wrote it named the same one and its file still exists; else None."""
-    try:
-        entries = yaml.safe_load((grid / "grid.yaml").read_text()) or []
-        names = {e.get("experiment") for e in entries}
-    except (OSError, yaml.YAMLError, AttributeError, TypeError):
-        return None
-    name = names.pop() if len(names) == 1 else None
-    return name if name and (CONF_DIR / "experiment" / f"{name}.yaml").is_file() else None
 
 
 def task_budgets(sweep: list[str]) -> list[list[str]]:

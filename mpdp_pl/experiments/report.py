@@ -27,9 +27,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config import CONF_DIR
 from ..errors import ConfigError
 from . import aggregate
-from .results import Results, finals_table, plot, read_anchors, read_runs, table, write_results
+from .results import (Results, finals_table, grid_experiment, plot, read_anchors, read_runs,
+                      report_settings, table, write_results)
 
 
 def steps_at(budgets: dict[str, int], items: list[str]) -> dict[str, list[int]]:
@@ -115,8 +117,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def experiment_defaults(a: argparse.Namespace) -> None:
     """A grid of ``train.py -m experiment=NAME`` reported alone: the options not given take the
     experiment's report settings, those of the report ``train.py -m`` writes at its end."""
-    from .multirun import CONF_DIR, grid_experiment, report_settings
-
     name = grid_experiment(a.paths[0]) if len(a.paths) == 1 and a.paths[0].is_dir() else None
     settings = report_settings(CONF_DIR / "experiment" / f"{name}.yaml") if name else {}
     if a.metric and a.metric != settings.get("metric", "eval/return"):

@@ -7,7 +7,8 @@ A run is a directory with ``config.yaml`` and ``metrics.csv``. Its name in the r
 (the variant or algorithm, with the keys a sweep varied: ``mpdp,improvement.beta=0.2``), the part before
 ``-seed<S>`` in the layout of the retired comparison runner (``<env>/<label>-seed<S>``), and its
 ``variant`` or ``algo`` otherwise. A ``results.csv`` written by an earlier report stands for its
-runs (the committed grids in ``docs/``).
+runs (the committed grids in ``docs/``). A grid's experiment (``grid.yaml``) and that
+experiment's report settings (``conf/experiment/<name>.yaml``) are read here too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from ..config import CONF_DIR
 from ..errors import ConfigError
 from ..runtime.guard import FAILED_MARKER  # a run stopped at nonfinite_limit
 
@@ -347,3 +349,30 @@ def plot(results: Results, path: Path, title: str,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return drawn
+
+
+def report_settings(path: Path, spec: dict | None = None) -> dict:
+    """The ``report:`` settings of the experiment file ``path`` (``metric``, ``at``, ``final``,
+    ``anchors``: the report that ``train.py -m`` writes of its grid, and that
+    ``python -m mpdp_pl.report GRID`` writes by default), checked."""
+    spec = (yaml.safe_load(path.read_text()) or {}) if spec is None else spec
+    settings = dict(spec.get("report") or {})
+    unknown = sorted(set(settings) - {"metric", "at", "final", "anchors"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown report setting(s) {', '.join(unknown)} "
+                          "(known: metric, at, final, anchors)")
+    if "anchors" in settings and not (CONF_DIR.parent / settings["anchors"]).is_file():
+        raise ConfigError(f"{path}: report anchors {settings['anchors']} is not a file of the project")
+    return settings
+
+
+def grid_experiment(grid: Path) -> str | None:
+    """The experiment whose jobs the grid ``grid`` holds (its ``grid.yaml``), if every command
+    that wrote it named the same one and its file still exists; else None."""
+    try:
+        entries = yaml.safe_load((grid / "grid.yaml").read_text()) or []
+        names = {e.get("experiment") for e in entries}
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        return None
+    name = names.pop() if len(names) == 1 else None
+    return name if name and (CONF_DIR / "experiment" / f"{name}.yaml").is_file() else None
