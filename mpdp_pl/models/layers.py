@@ -50,7 +50,7 @@ class BatchedLinear(nn.Module):
     def params(self, members: torch.Tensor | None = None, detach: bool = False):
         """``(weight, bias)``, optionally detached and gathered at ``members``."""
         w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
-        if members is not None:  # index_select: a copy per member, several times faster than w[members]
+        if members is not None:  # index_select: the same copy as w[members], several times faster
             w, b = w.index_select(0, members), b.index_select(0, members)
         return w, b
 
@@ -87,9 +87,9 @@ class BatchedMLP(nn.Module):
     ``layer_norm`` normalizes the input of every linear layer but the first (LayerNorm without
     affine parameters, after the activation, as DHMBPO's critics and model): ``True`` with
     torch's eps 1e-5, or a list of one eps per normalized layer (DHMBPO's model: 1.0, 0.1, 0.01).
-    ``dropout``: one rate per layer, applied to its output before the activation (:func:`dropout`),
-    and only while ``dropout_active`` is set (the model's trainings set it; rollouts and holdout scores run
-    without, as erl_lib's ``train()``/``eval()``).
+    ``dropout``: one rate per layer, applied to its output before the activation
+    (:func:`dropout`), and only while ``dropout_active`` is set (the model's trainings set it;
+    rollouts and holdout scores run without, as erl_lib's ``train()``/``eval()``).
     """
 
     def __init__(self, members: int, in_features: int, out_features: int,
