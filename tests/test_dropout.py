@@ -38,10 +38,19 @@ def test_the_drops_are_a_bernoulli_process(p):
     check_bernoulli(dropout(torch.ones(SHAPE), p, True), p)
 
 
-def test_gaps_drawn_a_few_at_a_time_continue_the_same_process():
-    """A chunk far smaller than the number of drops: each chunk goes on from the last position."""
+def test_gaps_drawn_one_at_a_time_continue_the_same_process():
+    """One gap per chunk: every drop continues from the last position (an extra step at a chunk's
+    boundary would leave no two drops adjacent)."""
     torch.manual_seed(1)
-    check_bernoulli(dropout(torch.ones(SHAPE), 0.005, True, chunk=97), 0.005)
+    check_bernoulli(dropout(torch.ones(64, 1024), 0.05, True, chunk=1), 0.05)
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_every_position_the_first_included_is_dropped_with_probability_p(chunk):
+    torch.manual_seed(4)
+    p, calls = 0.09, 6000
+    drops = sum((dropout(torch.ones(5), p, True, chunk=chunk) == 0).double() for _ in range(calls))
+    assert torch.all((drops / calls - p).abs() < 6 * math.sqrt(p * (1 - p) / calls)), drops / calls
 
 
 def test_the_gradient_is_the_same_mask_and_off_means_the_identity():

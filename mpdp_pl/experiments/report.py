@@ -27,6 +27,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from ..config import CONF_DIR
 from ..errors import ConfigError
 from . import aggregate
@@ -118,7 +120,11 @@ def experiment_defaults(a: argparse.Namespace) -> None:
     """A grid of ``train.py -m experiment=NAME`` reported alone: the options not given take the
     experiment's report settings, those of the report ``train.py -m`` writes at its end."""
     name = grid_experiment(a.paths[0]) if len(a.paths) == 1 and a.paths[0].is_dir() else None
-    settings = report_settings(CONF_DIR / "experiment" / f"{name}.yaml") if name else {}
+    try:
+        settings = report_settings(CONF_DIR / "experiment" / f"{name}.yaml") if name else {}
+    except (ConfigError, OSError, yaml.YAMLError, AttributeError) as e:  # edited since the grid ran
+        print(f"experiment={name}'s report settings not used: {str(e).splitlines()[0]}")
+        settings = {}
     if a.metric and a.metric != settings.get("metric", "eval/return"):
         settings.pop("anchors", None)  # published returns, not another metric's curves
     taken = []

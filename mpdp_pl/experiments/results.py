@@ -375,4 +375,8 @@ def grid_experiment(grid: Path) -> str | None:
     except (OSError, yaml.YAMLError, AttributeError, TypeError):
         return None
     name = names.pop() if len(names) == 1 else None
-    return name if name and (CONF_DIR / "experiment" / f"{name}.yaml").is_file() else None
+    if name and not (CONF_DIR / "experiment" / f"{name}.yaml").is_file():
+        print(f"grid.yaml names experiment={name}, which conf/experiment no longer has: the report "
+              f"takes the defaults")
+        return None
+    return name

@@ -27,11 +27,13 @@ def dropout(x: torch.Tensor, p: float, training: bool, chunk: int | None = None)
         return F.dropout(x, p, training=True)
     n = x.numel()
     chunk = chunk or int(n * p + 8.0 * math.sqrt(n * p) + 16)
-    ends = [torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum(0) - 1]
+    def gaps():
+        return torch.empty(chunk, dtype=torch.float64, device=x.device).geometric_(p).cumsum(0)
+    ends = [gaps() - 1]  # the first drop at G_1 - 1: position 0 with probability p
     while ends[-1][-1] < n:  # the next chunk of gaps goes on from the last position
-        ends.append(ends[-1][-1] + torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum(0))
+        ends.append(ends[-1][-1] + gaps())
     pos = torch.cat(ends)
-    keep = torch.full((n,), 1.0 / (1.0 - p), dtype=x.dtype)
+    keep = torch.full((n,), 1.0 / (1.0 - p), dtype=x.dtype, device=x.device)
     keep[pos[pos < n].long()] = 0.0
     return x * keep.view_as(x)
 
