@@ -310,6 +310,7 @@ def plot(results: Results, path: Path, title: str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     envs = list(dict.fromkeys(env for env, _, _ in results))
     drawn: dict[tuple[str, str], float] = {}
@@ -342,6 +343,7 @@ def plot(results: Results, path: Path, title: str,
                                 alpha=0.07)
         ax.set_title(env)
         ax.set_xlabel("env steps")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
         ax.set_ylabel("eval return" if metric == "eval/return" else metric)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=8)
