@@ -82,10 +82,13 @@ def test_video_renders_headless_and_decodes(tiny_run, tmp_path):
     path = tmp_path / "ep.mp4"
     proc = evaluate(tiny_run, "--episodes", 1, "--video", path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    frames = int(proc.stdout.split("(")[-1].split(" frames")[0])
+    line = proc.stdout.split("video: ")[-1]
+    frames = int(line.split("(")[-1].split(" frames")[0])
+    ret = float(line.split("return ")[-1].rstrip(")\n"))
     from mpdp_pl.environment.video import count_frames
 
-    assert frames >= 2 and count_frames(path) == frames
+    # InvertedPendulum pays 1 a step: the first frame, then one per step of the episode
+    assert frames >= 2 and frames == round(ret) + 1 and count_frames(path) == frames
 
 
 @pytest.mark.parametrize("case,match", [

@@ -151,19 +151,25 @@ def _head_grads(actor):
     return actor.net.layers[0].weight.grad.abs().sum(dim=(1, 2))
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("t", [0, 1, 3])
-def test_step_t_terms_reach_heads_up_to_t_only(t):
+def test_a_cut_at_step_t_reaches_heads_up_to_t_only(t, form):
+    """Every sample cut at step t (the controlled ensemble: s_0 climbs by 1 a step and u grows
+    with it): heads 0..t get gradient (head t through the tail at s_t), later heads none."""
     heads = 5
-    actor, critic, model, obs = parts(heads)
+    actor, critic, model, _ = parts(heads)
+    controlled(model)
+    obs = torch.zeros(B, OBS)
+    obs[:, 0] = 3.25 - t  # s_0 at step i is about 3.25 - t + i: first >= 3 at i = t
+    with torch.no_grad():
+        u_T = model.ovr_error(torch.tensor([[3.0, 0, 0, 0.]]), torch.zeros(1, ACT)).item()
+    torch.manual_seed(0)
     noise = sample_noise(model, heads, B, ACT, "cpu")
-    # the reward of step t alone: pi_t directly, pi_0..pi_{t-1} through s_t, never later heads
-    s = obs
-    for i in range(t + 1):
-        a, _ = actor.sample(s, i, noise.actor[i])
-        step = model.step(s, a, member=noise.member[i], noise=noise.model[i], detach_params=True)
-        if i < t:
-            s = step.next_obs
-    step.reward.sum().backward()
+    noise = noise._replace(member=torch.full_like(noise.member, 2))  # the member with no offset
+    out = farsighted_improvement(obs, actor, critic, model, ALPHA, 0.5, GAMMA, u_T, heads,
+                                 False, noise, form=form)
+    assert out.diagnostics["realized_horizon"].item() == t
+    out.loss.backward()
     g = _head_grads(actor)
     assert (g[: t + 1] > 0).all() and torch.count_nonzero(g[t + 1:]) == 0
 
@@ -213,13 +219,18 @@ class ControlledEnsemble(nn.Module):
         return mean, torch.full_like(mean, -12.0), None
 
 
-def test_cut_samples_contribute_nothing_after_the_cut():
-    heads = 6
-    actor, critic, model, _ = parts(heads)
+def controlled(model):
+    """``model`` served by :class:`ControlledEnsemble`, identity normalizers, no terminals."""
     model.ensemble = ControlledEnsemble()
     model.termination_fn = lambda s: s[..., 0] > 100  # never, here
     model.input_norm.std.fill_(1.0), model.input_norm.mean.zero_()
     model.target_norm.std.fill_(1.0), model.target_norm.mean.zero_()
+
+
+def test_cut_samples_contribute_nothing_after_the_cut():
+    heads = 6
+    actor, critic, model, _ = parts(heads)
+    controlled(model)
     obs = torch.zeros(B, OBS)
     obs[:, 0] = torch.arange(B, dtype=torch.float32) * 0.5 + 0.25  # u_t grows with s_0 ~ obs_0 + t
     with torch.no_grad():
@@ -298,10 +309,7 @@ def test_live_rows_counts_the_alive_sample_steps(form):
     times are known in closed form."""
     heads = 6
     actor, critic, model, _ = parts(heads)
-    model.ensemble = ControlledEnsemble()
-    model.termination_fn = lambda s: s[..., 0] > 100
-    model.input_norm.std.fill_(1.0), model.input_norm.mean.zero_()
-    model.target_norm.std.fill_(1.0), model.target_norm.mean.zero_()
+    controlled(model)
     obs = torch.zeros(B, OBS)
     obs[:, 0] = torch.arange(B, dtype=torch.float32) * 0.5 + 0.25
     with torch.no_grad():

@@ -87,9 +87,20 @@ def test_branched_rollout_stops_terminated_samples(mbpo):
     torch.manual_seed(0)
     start = torch.randn(64, 3)
     out = branched_rollout(mbpo.dynamics, lambda s: torch.zeros(s.shape[0], 2), start, 4)
-    # every transition after the first step starts where a surviving one ended
-    assert out.shape[0] < 64 * 4 and out[:64]["observation"].equal(start)
+    assert out[:64]["observation"].equal(start)
     assert out["next", "done"].equal(out["next", "terminated"])
+    # step by step: the termination function's verdict on each next state, and each later step
+    # starts, in order, from the next states of the samples that survived the one before
+    n, at, sizes = 64, 0, []
+    while at < out.shape[0]:
+        step = out[at:at + n]
+        alive = ~step["next", "terminated"].squeeze(-1)
+        assert step["next", "terminated"].squeeze(-1).equal(step["next", "observation"][:, 0] > 0)
+        sizes.append(n)
+        at, n = at + n, int(alive.sum())
+        if at < out.shape[0]:
+            assert out[at:at + n]["observation"].equal(step["next", "observation"][alive])
+    assert len(sizes) == 4 and sizes[-1] < sizes[0]  # 4 steps, terminated samples dropped
 
 
 def test_mbpo_smoke_run_and_resume(tmp_path):

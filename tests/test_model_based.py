@@ -43,14 +43,18 @@ def test_model_metrics_reach_metrics_csv(model_run):
 
 
 def test_model_trained_every_freq_steps(tmp_path):
-    """First training when updates start (150), then at every multiple of model_train_freq."""
+    """First training when updates start (150), then at every multiple of model_train_freq:
+    the env steps at which the learner's count of finished trainings went up."""
     calls = []
 
     class Counting(ModelBasedSAC):
         def train_model(self, open_loop_k=None):
-            if self.model_learner.due():
+            before = self.model_learner.trainings
+            out = super().train_model(open_loop_k)
+            if self.model_learner.trainings > before:
+                assert out is not None  # a finished training hands back its holdout
                 calls.append(self.env_steps)
-            return super().train_model(open_loop_k)
+            return out
 
     cfg = load_config("Pendulum-v1", "sac", {
         **parse_overrides(TINY), "steps": 400, "data.init_random_steps": 150, "eval.every": 400,
