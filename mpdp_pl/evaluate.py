@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.episodes is not None and a.episodes < 1:
             raise ConfigError(f"--episodes {a.episodes}: must be >= 1")
+        for flag, target in (("--video", a.video), ("--export", a.export)):
+            check_writable(flag, target)
         if a.video:
             from .environment.video import headless
 
@@ -130,6 +133,20 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"exported pi_0 to {export_policy(cfg, module, Path(a.export))}")
     return 0
+
+
+def check_writable(flag: str, target: str | None) -> None:
+    """Before any episode runs: ``target`` is a file path that can be written (not a folder, in
+    a folder that exists)."""
+    if target is None:
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {target}: is a directory; give a file name")
+    if not path.resolve().parent.is_dir():
+        raise ConfigError(f"{flag} {target}: no such directory {path.resolve().parent}")
+    if not os.access(path.resolve().parent, os.W_OK):
+        raise ConfigError(f"{flag} {target}: cannot write to {path.resolve().parent}")
 
 
 def _fail(message: str) -> int:

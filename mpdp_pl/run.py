@@ -45,9 +45,9 @@ def default_out_dir(cfg: dict) -> Path:
     return Path("runs") / cfg["env"] / (cfg.get("variant") or cfg["algo"]) / f"seed{cfg['seed']}-{stamp}"
 
 
-def prepare_out_dir(cfg: dict, resuming: bool = False) -> Path:
-    """Create the run directory (refusing one that cannot be written, or that already holds a
-    run, which a second run would corrupt, unless this is that run resumed) and record it."""
+def out_dir(cfg: dict, resuming: bool = False) -> Path:
+    """The run directory (refusing one that already holds a run, which a second run would
+    corrupt, unless this is that run resumed); nothing is created yet."""
     inherited = os.environ.get(RUN_DIR_ENV)  # set by rank 0 for re-launched DDP ranks
     other_rank = rank_zero_only.rank != 0  # launched by torchrun/SLURM: rank 0 owns the checks
     if other_rank and not inherited and not cfg["out"]:
@@ -56,6 +56,11 @@ def prepare_out_dir(cfg: dict, resuming: bool = False) -> Path:
     if not inherited and not other_rank and not resuming and (
             (out / "config.yaml").exists() or (out / "metrics.csv").exists()):
         raise ConfigError(f"{out} already holds a run; choose another --out")
+    return out
+
+
+def prepare_out_dir(cfg: dict, out: Path) -> None:
+    """Create the run directory ``out`` (refusing one that cannot be written) and record it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
@@ -65,7 +70,6 @@ def prepare_out_dir(cfg: dict, resuming: bool = False) -> Path:
         raise ConfigError(f"cannot write to the output directory {out}: {e.strerror}") from None
     cfg["out"] = str(out)
     os.environ[RUN_DIR_ENV] = str(out)
-    return out
 
 
 def source_commit() -> str:
@@ -130,6 +134,27 @@ def cluster_plugins() -> list:
     return []
 
 
+def make_trainer(cfg: dict, out: Path, strategy) -> pl.Trainer:
+    """The Lightning Trainer of a run, its logger set afterwards (``trainer.loggers``); settings
+    it refuses (``trainer.accelerator=tpuu``, a GPU where there is none, ``trainer.devices=0``,
+    ...) are one :class:`ConfigError` line."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    t = cfg["trainer"]
+    try:
+        return pl.Trainer(
+            accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
+            strategy=strategy, precision=t["precision"], max_epochs=1,
+            logger=False, enable_checkpointing=False,
+            num_sanity_val_steps=0, enable_model_summary=False,
+            callbacks=[*loop_callbacks(), EnvStepProgressBar(refresh_rate=50)],
+            default_root_dir=str(out), log_every_n_steps=1, plugins=cluster_plugins(),
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"the Lightning Trainer refuses trainer.* ({first})") from None
+
+
 class RunStopped(Exception):
     """The run stopped on a signal, its checkpoint written (:func:`train` with ``stop_raises``)."""
 
@@ -154,32 +179,34 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
                  stop_raises: bool = False) -> Path:
     """:func:`train` with an explicit LightningModule class (tests use parts not yet exposed
     as an ``--algo``, and fault injection)."""
-    strategy = make_strategy(cfg["trainer"]["strategy"])  # a bad one fails before any file
+    strategy = make_strategy(cfg["trainer"]["strategy"])
     spec = probe_env_spec(cfg)
     module_cfg = dict(cfg)
     previous_run_dir = os.environ.get(RUN_DIR_ENV)
     state = checkpoint.read(resume) if resume is not None else None
     if state is not None:
         checkpoint.check_compatible(state["config"], module_cfg)
-    out = prepare_out_dir(module_cfg, resuming=state is not None)
-    if state is not None and rank_zero_only.rank == 0:  # rows after the checkpoint are written again
-        MetricsCSV.truncate_after(out / "metrics.csv", state["counters"]["env_steps"])
+    out = out_dir(module_cfg, resuming=state is not None)
+    trainer = make_trainer(module_cfg, out, strategy)  # bad Trainer settings fail before any file
+    prepare_out_dir(module_cfg, out)
     if module_cfg["trainer"]["num_threads"]:
         torch.set_num_threads(module_cfg["trainer"]["num_threads"])
     pl.seed_everything(module_cfg["seed"], workers=True, verbose=False)
     module = module_cls(module_cfg, spec)
+    logger = make_logger(module_cfg, out)
+    if logger is not None:
+        trainer.loggers = [logger]
+    # config.yaml and metrics.csv change only now: a fresh run's once its settings all passed, a
+    # resumed run's once its checkpoint is restored (the rows after it are then written again)
     module.resume_state, module.resume_path = state, resume
     if rank_zero_only.rank == 0:  # DDP's re-launched ranks share rank 0's run directory
-        write_config(module_cfg, out, argv, resuming=state is not None)
-    logger = make_logger(module_cfg, out)
-    t = module_cfg["trainer"]
-    trainer = pl.Trainer(
-        accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
-        strategy=strategy, precision=t["precision"], max_epochs=1, logger=logger if logger is not None else False,
-        enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
-        callbacks=[*loop_callbacks(), EnvStepProgressBar(refresh_rate=50)], default_root_dir=str(out),
-        log_every_n_steps=1, plugins=cluster_plugins(),
-    )
+        if state is None:
+            write_config(module_cfg, out, argv)
+        else:
+            def after_resume(step=state["counters"]["env_steps"]):
+                MetricsCSV.truncate_after(out / "metrics.csv", step)
+                write_config(module_cfg, out, argv, resuming=True)
+            module.after_resume = after_resume
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         trainer.fit(module)

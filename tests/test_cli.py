@@ -105,6 +105,15 @@ def test_help_lists_options_and_algorithms(tmp_path):
     (["--resume", "no/such/run"], "no such run directory"),
     (["trainer.strategy=fsdp"], "trainer.strategy=fsdp is not supported"),
     (["trainer.strategy=ddp_find_unused_parameters_true"], "not supported"),
+    (["trainer.strategy=bogus"], "the Lightning Trainer refuses trainer.* .*strategy='bogus'"),
+    (["trainer.accelerator=tpuu"], "the Lightning Trainer refuses trainer.* .*accelerator='tpuu'"),
+    (["trainer.devices=0"], "the Lightning Trainer refuses"),
+    (["trainer.precision=bogus"], "the Lightning Trainer refuses trainer.* .*Precision 'bogus'"),
+    (["--seed", "-1"], r"seed=-1: must be in \[0, 2\^32\)"),
+    (["trainer.num_threads=-2"], "trainer.num_threads=-2: must be >= 1"),
+    (["model.dropout=[2,2,2,2,2]"], r"model.dropout=.*: must be a list of rates in \[0, 1\)"),
+    (["data.buffer_device=foo"], "data.buffer_device='foo': not a torch device"),
+    (["task.obs_truncate=100"], "task.obs_truncate=100: InvertedPendulum-v4 has only 4 observation dims"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):
     proc = run_train([*args, "--out", str(tmp_path / "run"), "--logger", "none"], cwd=tmp_path)

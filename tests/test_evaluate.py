@@ -96,11 +96,16 @@ def test_video_renders_headless_and_decodes(tiny_run, tmp_path):
     ("corrupt", "holds no readable checkpoint"),
     ("other_task", "is a checkpoint of InvertedPendulum-v4, not of Hopper-v4"),
     ("episodes", "--episodes 0"),
+    ("export_to_a_folder", "is a directory; give a file name"),
+    ("video_nowhere", "no such directory"),
 ])
 def test_bad_input_is_one_line_exit_2(tiny_run, tmp_path, case, match):
+    """Refused before any episode runs: the output paths too, not after minutes of evaluation."""
     args = {"missing": [tmp_path / "nothing"],
             "other_task": [tiny_run, "--env", "Hopper-v4"],
-            "episodes": [tiny_run, "--episodes", 0]}.get(case)
+            "episodes": [tiny_run, "--episodes", 0],
+            "export_to_a_folder": [tiny_run, "--export", tmp_path],
+            "video_nowhere": [tiny_run, "--video", tmp_path / "no" / "ep.mp4"]}.get(case)
     if case == "corrupt":
         bad = tmp_path / "ckpt"
         bad.mkdir()
@@ -110,3 +115,4 @@ def test_bad_input_is_one_line_exit_2(tiny_run, tmp_path, case, match):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and match in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert "return" not in proc.stdout  # no episode was run

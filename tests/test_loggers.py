@@ -63,6 +63,23 @@ def test_a_resumed_file_keeps_its_columns_and_gains_new_ones_at_the_end(tmp_path
     assert list(csv.reader(open(path))) == rows
 
 
+def test_truncation_at_a_resume_keeps_earlier_rows_and_passes_over_blank_lines(tmp_path):
+    """The rows after the checkpoint's step go; earlier ones stay byte for byte; a blank line (a
+    hand edit) is no row; a row that does not start with an env step is one line of error."""
+    from mpdp_pl.errors import ConfigError
+
+    path = tmp_path / "m.csv"
+    path.write_text("env_steps,a\n10,1.0\n\n20,2.0\n30,3.0\n")
+    MetricsCSV.truncate_after(path, 20)
+    assert path.read_text() == "env_steps,a\n10,1.0\n20,2.0\n"
+    m = MetricsCSV(path.with_name("n.csv"), ["env_steps", "a"])
+    m.path.write_text("env_steps,a\n10,1.0\n\n")
+    assert MetricsCSV(m.path, ["env_steps", "a"]).last_step == 10
+    path.write_text("env_steps,a\n10,1.0\noops,2.0\n")
+    with pytest.raises(ConfigError, match="does not start with an env step: 'oops,2.0'"):
+        MetricsCSV.truncate_after(path, 5)
+
+
 def test_csv_logger_run_in_process(tmp_path, no_wandb_key):
     """train() without a subprocess; --logger csv writes Lightning's CSV of training metrics
     against env steps next to metrics.csv, and no W&B files."""

@@ -86,6 +86,7 @@ def test_submitit_local_executor_runs_the_grid(tmp_path):
     (["trainer.strategy=ddp"], r"-m with trainer.strategy=ddp is not supported"),
     (["seed=0", "hydra/launcher=nope"], r"hydra/launcher"),
     (["seed=0,1", "--resume", "x"], r"--resume cannot be combined with -m"),
+    (["seed=0", "env=Nope-v0"], r"job .*env=Nope-v0.*: unknown env id 'Nope-v0'"),
 ])
 def test_bad_grids_are_one_line_exit_2_and_write_nothing(tmp_path, args, match):
     proc = run_train(["-m", *TINY, "steps=150", "--out", str(tmp_path / "grid"), *args], cwd=tmp_path)
@@ -94,6 +95,29 @@ def test_bad_grids_are_one_line_exit_2_and_write_nothing(tmp_path, args, match):
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert re.search(match, lines[0]), lines[0]
     assert not (tmp_path / "grid").exists()
+
+
+def test_a_grid_whose_out_is_a_file_is_refused(tmp_path):
+    (tmp_path / "grid").write_text("notes\n")
+    proc = run_train(["-m", *TINY, "steps=150", "--out", str(tmp_path / "grid"), "seed=0"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --out {tmp_path / 'grid'} is a file, not a directory"], proc.stderr
+    assert (tmp_path / "grid").read_text() == "notes\n"
+
+
+def test_a_start_that_failed_before_its_first_row_does_not_block_the_grid(tmp_path):
+    """A job's directory holding only a config.yaml of other values (a start that failed before
+    any row or checkpoint) is set aside, and the job runs."""
+    run = tmp_path / "grid" / "Pendulum-v1" / "sac" / "seed5"
+    run.mkdir(parents=True)
+    cfg = run_train([*TINY, "--print-config", "steps=150", "seed=5", "critic.gamma=0.95"], cwd=tmp_path)
+    assert cfg.returncode == 0, cfg.stderr
+    (run / "config.yaml").write_text(cfg.stdout)
+    proc = run_train(["-m", *TINY, "steps=150", "--out", str(tmp_path / "grid"), "seed=5"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert evals(run) == [150]
+    aside = list(run.parent.glob("seed5.incomplete-*"))
+    assert len(aside) == 1 and (aside[0] / "config.yaml").read_text() == cfg.stdout
 
 
 def test_a_grid_needs_out(tmp_path):

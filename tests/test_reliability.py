@@ -193,20 +193,37 @@ def test_resume_rejects_missing_corrupt_and_foreign_checkpoints(tiny_run, tmp_pa
     shutil.copytree(tiny_run, run)
     listing = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
 
-    def resume(*extra):
+    # a row after the checkpoint (a run killed between an evaluation and its next checkpoint):
+    # a resume that is refused must keep it, and config.yaml as it was
+    (run / "metrics.csv").write_text((run / "metrics.csv").read_text() + "800" + "," * 4 + "\n")
+    files = ("config.yaml", "metrics.csv")
+
+    def resume(*extra, new_files_ok=False):
+        before = {f: (run / f).read_bytes() for f in files}
         proc = run_train(["--resume", str(run), *extra], cwd=tmp_path)
         assert proc.returncode == 2
-        assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == listing
+        if not new_files_ok:
+            assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == listing
+        assert {f: (run / f).read_bytes() for f in files} == before
         lines = proc.stderr.strip().splitlines()
+        if new_files_ok:  # refused inside fit: after Lightning's own lines on the devices
+            lines = [ln for ln in lines if ln.startswith("error:")]
         assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         return lines[0]
 
     assert "is complete at 600 env steps" in resume()
+    assert "the Lightning Trainer refuses" in resume("--steps", "900", "trainer.accelerator=tpuu")
     assert "only --steps and data.buffer_device" in resume("--steps", "900", "seed=4")
     cfg_text = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(cfg_text.replace("seed: 3", "seed: 4"))
     assert "another config (differs in: seed)" in resume("--steps", "900")
     (run / "config.yaml").write_text(cfg_text)
+    writer = checkpoint.latest(run) / "replay_buffer" / "writer.pt"
+    kept = writer.read_bytes()
+    writer.write_bytes(b"")  # found only when the buffers load, inside fit (W&B has started)
+    assert "the checkpoint's buffers cannot be read" in resume("--steps", "900", new_files_ok=True)
+    writer.write_bytes(kept)
+    listing = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     state = checkpoint.latest(run) / "state.pt"
     state.write_bytes(b"not a checkpoint")
     assert "holds no readable checkpoint" in resume("--steps", "900")

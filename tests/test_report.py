@@ -166,15 +166,27 @@ def test_a_run_stopped_by_numerical_faults_stays_in_the_table_as_a_failure(grid,
     (["{grid}", "--out", "{tmp}/r", "--anchors", "{tmp}/bad.csv"], "not an anchors table"),
     (["{grid}", "--out", "{tmp}/r", "--at", "Hopper-v4=100"], "--at Hopper-v4=100"),
     (["{grid}", "{grid}/results.csv"], "--out DIR is needed"),
+    (["{tmp}/nothing"], "no such run, grid or results.csv"),
+    (["{grid}", "--metric", "eval/retrun"], "no run has a value of eval/retrun"),
+    (["{tmp}/bad_rows", "--out", "{tmp}/r"], "not a metrics.csv of this app (ValueError"),
+    (["{tmp}/bad_config", "--out", "{tmp}/r"], "config.yaml: not a run's config (ParserError"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(grid, tmp_path, args, match):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    before = sorted(p.name for p in grid.iterdir())
+    run = grid / "InvertedPendulum-v4" / "sac" / "seed0"
+    for name, file, text in (("bad_rows", "metrics.csv", None), ("bad_config", "config.yaml", "env: [\n")):
+        shutil.copytree(run, tmp_path / name)
+        if text is None:  # the last row again, its env step not a number
+            text = (run / file).read_text()
+            text += "oops," + text.splitlines()[-1].split(",", 1)[1] + "\n"
+        (tmp_path / name / file).write_text(text)
+    before = {p.name: p.read_bytes() for p in grid.iterdir() if p.is_file()}
     proc = report(*(a.format(tmp=tmp_path, grid=grid) for a in args))
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert match in proc.stderr and proc.stderr.startswith("error:")
-    assert not (tmp_path / "r").exists() and sorted(p.name for p in grid.iterdir()) == before
+    assert not (tmp_path / "r").exists()
+    assert {p.name: p.read_bytes() for p in grid.iterdir() if p.is_file()} == before  # the grid's report kept
 
 
 def test_a_final_value_is_the_mean_of_the_runs_last_evaluations(grid, tmp_path):

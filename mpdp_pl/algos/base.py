@@ -107,6 +107,7 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.last_log_step = self.last_eval_step = self.last_checkpoint_step = 0
         self.resume_state: dict | None = None  # set by run.train_module before fit
         self.resume_path: Path | None = None
+        self.after_resume = None  # run.train_module's: the run's files, once the restore succeeded
         self.stop_signal: str | None = None    # set by callbacks.Durability handlers
         self.components: list[Component] = []  # members with state of their own (Component)
 
@@ -186,6 +187,8 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         if self.resume_state is not None:
             checkpoint.restore(self, self.resume_state, self.resume_path)
             self.resume_state = None
+            if self.after_resume is not None:
+                self.after_resume()
         self.guard.snapshot(self)
 
     # ----------------------------------------------------------------- the loop

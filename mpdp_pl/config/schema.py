@@ -77,6 +77,16 @@ class Data:
     buffer_device: Optional[str] = key(None, "null = where the module lives (cuda when training on cuda)")
     batch_size: int = key(256, "transitions per critic and actor update")
 
+    @staticmethod
+    def check(d: dict, cfg: dict) -> None:
+        import torch
+
+        try:
+            d["buffer_device"] is None or torch.device(d["buffer_device"])
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"data.buffer_device={d['buffer_device']!r}: not a torch device "
+                              "(cpu, cuda, cuda:1, ...)") from None
+
 
 @dataclass
 class Updates:
@@ -409,7 +419,8 @@ def defaults() -> dict:
 
 
 # Ranges that a type cannot express: dotted key -> rule. Rules: "> 0", ">= 0", ">= 1",
-# "(0, 1]", "[0, 1]", "(0, 1)", "[0, 1)", "positive list"; a null value passes.
+# "(0, 1]", "[0, 1]", "(0, 1)", "[0, 1)", "positive list", "rates" (each in [0, 1)), "eps list"
+# (each > 0), "seed" (numpy's range); a null value passes.
 RANGES = {
     "steps": "> 0",
     **dict.fromkeys(["data.batch_size", "data.buffer_size", "data.frames_per_batch", "data.num_envs",
@@ -432,12 +443,16 @@ RANGES = {
     "m2ac.keep_h1": "(0, 1]", "rollouts.real_ratio": "(0, 1]", "model.holdout_ratio": "(0, 1)",
     "pets.momentum": "[0, 1)",
     "networks.hidden_sizes": "positive list", "poplin.hidden": "positive list",
+    "model.dropout": "rates", "model.layernorm": "eps list",
+    "seed": "seed", "trainer.num_threads": ">= 1", "trainer.num_nodes": ">= 1",
 }
 
 _RULES = {
     "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
     "(0, 1]": lambda v: 0 < v <= 1, "[0, 1]": lambda v: 0 <= v <= 1, "(0, 1)": lambda v: 0 < v < 1,
     "[0, 1)": lambda v: 0 <= v < 1, "positive list": lambda v: len(v) > 0 and all(h > 0 for h in v),
+    "rates": lambda v: all(0 <= p < 1 for p in v), "eps list": lambda v: all(e > 0 for e in v),
+    "seed": lambda v: 0 <= v < 2**32,
 }
 
 # Keys whose value is "auto" or a number (inf and -inf included).
@@ -468,7 +483,8 @@ def check(cfg: dict) -> None:
 def _text(rule: str) -> str:
     if rule.startswith(("(", "[")):
         return f"in {rule}"
-    return "a non-empty list of positive ints" if rule == "positive list" else rule
+    return {"positive list": "a non-empty list of positive ints", "rates": "a list of rates in [0, 1)",
+            "eps list": "a list of positive numbers", "seed": "in [0, 2^32)"}.get(rule, rule)
 
 
 def auto_or_number(value: Any) -> Any:

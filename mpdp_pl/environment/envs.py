@@ -98,6 +98,11 @@ def make_env(cfg: dict, seed: int | None = None, render: bool = False, num_envs:
         raise ConfigError(f"env '{env_id}' has no continuous (Box) action space; mpdp_pl needs one")
     transforms = [DoubleToFloat()]
     if cfg["task"].get("obs_truncate"):
+        dims = base.observation_spec["observation"].shape[-1]
+        if cfg["task"]["obs_truncate"] > dims:
+            base.close()
+            raise ConfigError(f"task.obs_truncate={cfg['task']['obs_truncate']}: {env_id} has only "
+                              f"{dims} observation dims")
         transforms.append(TruncateObservation(cfg["task"]["obs_truncate"]))
     transforms.append(ActionScaling())
     env = TransformedEnv(base, Compose(*transforms))

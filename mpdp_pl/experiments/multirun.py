@@ -150,10 +150,11 @@ def check_existing(path: Path, cfg: dict) -> None:
     or continue runs of the old ones under the new grid's name."""
     from ..config import differing_keys
 
-    if not (path / "config.yaml").exists():
-        return
     from ..runtime import checkpoint
 
+    if not (path / "config.yaml").exists() or not (
+            checkpoint.latest(path) or (path / "metrics.csv").exists()):
+        return  # nothing there, or a start that failed before its first row: set aside, not kept
     diff = differing_keys(checkpoint.run_config(path), cfg, {"steps", "out", "trainer.num_threads"})
     if diff:
         raise ConfigError(f"{path} holds a run with other values of {', '.join(diff[:5])}"
@@ -371,6 +372,8 @@ def swept_keys(jobs: list[list[str]]) -> set[str]:
 def plan(out: Path, sweeps: list[list[str]]) -> list[list[str]]:
     """Every job of the sweeps, validated and placed (``out=`` its run directory), before any
     job starts: a typo must not cost a grid."""
+    from ..environment.envs import check_env_id
+
     seen, jobs = {}, []
     for sweep in sweeps:
         if any(o.split("=", 1)[0] == "out" for o in sweep):
@@ -380,6 +383,7 @@ def plan(out: Path, sweeps: list[list[str]]) -> list[list[str]]:
         for job in expanded:
             try:
                 cfg = job_config(job)
+                check_env_id(cfg["env"])
             except ConfigError as e:
                 raise ConfigError(f"job {' '.join(job)}: {e}") from None
             path = run_dir(out, cfg, label(cfg, job, swept))
@@ -395,6 +399,8 @@ def main(argv: list[str]) -> int:
     """``train.py -m ...``: validate and place every job, then run them through Hydra's launcher
     and report the grid."""
     out, sweep, hydra_args = split_argv(argv)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
     names = [o.split("=", 1)[1] for o in sweep if o.startswith("experiment=")]
     sweep = [o for o in sweep if not o.startswith("experiment=")]
     if len(names) > 1:

@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     out = a.out or (a.paths[0] if len(a.paths) == 1 and a.paths[0].is_dir() else None)
     try:
+        for path in a.paths:
+            if not path.exists():
+                raise ConfigError(f"{path}: no such run, grid or results.csv")
         if out is None:
             raise ConfigError("--out DIR is needed with several paths or a results.csv")
         experiment_defaults(a)

@@ -31,10 +31,13 @@ def read_evals(run_dir: Path, metric: str = "eval/return") -> list[dict]:
     path = run_dir / "metrics.csv"
     if not path.exists():
         return []
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return [{"env_steps": int(r["env_steps"]), "return": float(r[metric]),
-             "elapsed": float(r["time/elapsed"])} for r in rows if r.get(metric)]
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [{"env_steps": int(r["env_steps"]), "return": float(r[metric]),
+                 "elapsed": float(r["time/elapsed"])} for r in rows if r.get(metric)]
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: not a metrics.csv of this app ({type(e).__name__}: {e})") from None
 
 
 Results = dict[tuple[str, str, int], list[dict]]  # (env, algo, seed) -> its evaluations
@@ -160,6 +163,9 @@ def read_runs(paths: list[Path], metric: str = "eval/return",
                 for e in evals:
                     e["failed"] = True
             add(key, evals, int(cfg["steps"]), run)
+    if results and not any(results.values()):
+        raise ConfigError(f"no run has a value of {metric}"
+                          + ("" if metric == "eval/return" else " (--metric: a column of metrics.csv)"))
     return results, {**final_budgets, **budgets}
 
 

@@ -157,10 +157,14 @@ def restore(module, state: dict, path: Path) -> None:
     if module.global_rank and not own.exists():
         raise ConfigError(f"{path} was written by fewer ranks than this run has "
                           f"(no rank{module.global_rank}/)")
-    for key, buffer in module.replay_buffers().items():
-        if (own / key).exists():
-            load_buffer(buffer, own / key)
-    set_rng_state(torch.load(own / "rng.pt", weights_only=False) if module.global_rank else state["rng"])
+    try:
+        for key, buffer in module.replay_buffers().items():
+            if (own / key).exists():
+                load_buffer(buffer, own / key)
+        set_rng_state(torch.load(own / "rng.pt", weights_only=False) if module.global_rank else state["rng"])
+    except Exception as e:  # noqa: BLE001 - a damaged buffer or RNG file is the same user error
+        raise ConfigError(f"{path}: the checkpoint's buffers cannot be read ({type(e).__name__}); "
+                          "resume from an earlier one") from None
 
 
 def run_config(run_dir: Path) -> dict:

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..config import wandb_mode_from_env
+from ..errors import ConfigError
 
 _USER_WANDB_CACHE = os.environ.get("WANDB_CACHE_DIR")  # as the user started the app
 
@@ -37,7 +38,7 @@ class MetricsCSV:
                 csv.writer(f).writerow(self.columns)
             return
         with open(self.path, newline="") as f:  # a resumed run appends to its own file
-            header, *rows = list(csv.reader(f))
+            header, *rows = [r for r in csv.reader(f) if r]  # blank lines (a hand edit) skipped
         self.last_step = int(rows[-1][header.index("env_steps")]) if rows else None
         added = [c for c in self.columns if c not in header]
         self.columns = header + added
@@ -55,7 +56,7 @@ class MetricsCSV:
         if not path.exists():
             return
         lines = path.read_text().splitlines(keepends=True)
-        keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]
+        keep = lines[:1] + [ln for ln in lines[1:] if ln.strip() and _row_step(ln) <= step]
         if len(keep) != len(lines):
             tmp = path.with_suffix(".csv.tmp")
             tmp.write_text("".join(keep))
@@ -71,6 +72,14 @@ class MetricsCSV:
         self.last_step = step
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(c)) for c in self.columns])
+
+
+def _row_step(line: str) -> int:
+    """The env step of a metrics.csv row (its first cell); a damaged row is one line of error."""
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        raise ConfigError(f"metrics.csv has a row that does not start with an env step: {line.strip()[:60]!r}") from None
 
 
 def _fmt(v) -> str:
