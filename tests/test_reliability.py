@@ -102,11 +102,12 @@ def stop_inside(args: list[str], out: Path, tmp_path: Path, marker_step: int) ->
 
 
 def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
-    # PETS at its published CEM (about 6 s per planned step here) evaluates 10-step episodes
-    # from env step 100: one evaluation is about a minute; the stop drops it
+    # PETS at its published CEM with a quarter of its population (about 1.5 s per planned step
+    # here) evaluates 10-step episodes from env step 100: one evaluation is about 15 s; the stop
+    # drops it
     out = tmp_path / "run"
     seconds, stdout = stop_inside(["--env", "Pendulum-v1", "--algo", "pets", "--logger", "none",
-                                   "steps=300", "data.init_random_steps=200", "eval.every=100",
+                                   "pets.population=125", "steps=300", "data.init_random_steps=200", "eval.every=100",
                                    "eval.episodes=1", "task.max_episode_steps=10",
                                    "trainer.num_threads=1"], out, tmp_path, marker_step=99)
     assert seconds < 30, seconds
@@ -128,10 +129,10 @@ DH_TINY = ["--env", "Hopper-v4", "--algo", "dhmbpo", "--logger", "none", "data.i
 
 
 def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_burst(tmp_path):
-    # the first fit at env step 200: 5 x 4000 rounds, never stopping early (patience), about a
-    # minute here; the resume runs it again, whole
+    # the first fit at env step 200: 5 x 1000 rounds, never stopping early (patience), about
+    # 15 s here; the resume runs it again, whole
     out = tmp_path / "run"
-    seconds, _ = stop_inside([*DH_TINY, "steps=250", "model.max_epochs=4000",
+    seconds, _ = stop_inside([*DH_TINY, "steps=250", "model.max_epochs=1000",
                               "model.patience=100000", "updates.warmup=10"], out, tmp_path,
                              marker_step=199)
     assert seconds < 30, seconds
