@@ -33,6 +33,43 @@ def test_equal_scores_give_zero_width_intervals():
     assert rows_by_key(rows)[("P(mpdp > sac)", "sac", "P")]["value"] == 0.5
 
 
+def test_one_run_per_task_gives_what_rliables_bootstrap_gives_without_resampling():
+    """Single seeds (one algorithm on two tasks, a pair for P(X > Y)), mixed with an algorithm of
+    several seeds: every row equals rliable's own get_interval_estimates on the same data and
+    seed of the global generator."""
+    from rliable import library as rly, metrics
+
+    from mpdp_pl.experiments.aggregate import _intervals
+
+    rng = np.random.default_rng(2)
+    iqm_mean = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])  # noqa: E731
+    data = {"one": rng.normal(size=(1, 2)), "many": rng.normal(size=(4, 2))}
+    pairs = {"p": (rng.normal(size=(1, 2)), rng.normal(size=(1, 2)))}
+    poi = lambda a, b: np.array([metrics.probability_of_improvement(a, b)])  # noqa: E731
+    for scores, func in ((data, iqm_mean), (pairs, poi)):
+        mine = _intervals(scores, func, 300, seed=5)
+        for key in scores:  # several seeds: resampled by rliable, from the global generator
+            np.random.seed(5)
+            theirs = rly.get_interval_estimates({key: scores[key]}, func, reps=300)
+            np.testing.assert_allclose(mine[0][key], theirs[0][key])
+            np.testing.assert_allclose(mine[1][key], theirs[1][key])
+    one_point, one_ci = _intervals({"one": data["one"]}, iqm_mean, 300, seed=5)
+    assert (one_ci["one"][0] == one_point["one"]).all() and (one_ci["one"][1] == one_point["one"]).all()
+
+
+def test_the_same_scores_give_the_same_intervals():
+    """rliable ignores the random_state it is given; the report's intervals are reproducible
+    anyway, and leave NumPy's global generator as they found it."""
+    scores = {"Hopper-v4": {"mpdp": np.array([1.0, 5, 2, 8]), "sac": np.array([0.0, 3, 1, 4])}}
+    np.random.seed(0)
+    first = summarize(scores, reps=300, seed=3)
+    after = np.random.random()  # the global generator moves on between the two reports
+    again = summarize(scores, reps=300, seed=3)
+    np.random.seed(0)
+    assert again == first and np.random.random() == after
+    assert summarize(scores, reps=300, seed=4) != first
+
+
 def test_the_improvement_is_of_mpdps_default_form_where_the_report_holds_it():
     """P(X > Y) counted pair by pair: mpdp_pv's [3, 4] against [1, 2] is 1, mpdp's [0, 0] is 0."""
     scores = {"Hopper-v4": {"mpdp": np.zeros(2), "mpdp_pv": np.array([3.0, 4.0]), "sac": np.array([1.0, 2.0])}}

@@ -61,16 +61,37 @@ def final_scores(results, at: dict[str, list[int]]) -> dict[str, dict[str, np.nd
     return {env: {a: np.asarray(v, dtype=float) for a, v in by.items()} for env, by in out.items()}
 
 
-def _intervals(score_dict: dict, func, reps: int, seed: int):
-    import warnings
+def _one_run(scores) -> bool:
+    """Every task holds one run (of each side of a pair): each stratified-bootstrap resample is
+    the data itself, so the interval is the point estimate."""
+    return all(m.shape[0] == 1 for m in (scores if isinstance(scores, tuple) else (scores,)))
 
+
+def _intervals(score_dict: dict, func, reps: int, seed: int):
+    """rliable's ``get_interval_estimates``, without resampling where :func:`_one_run` (the
+    interval it would return is [point, point]; a grid of single seeds is reported at once).
+    rliable draws its resamples from NumPy's global generator whatever ``random_state`` it is
+    given, so that generator is seeded with ``seed`` for the call (and restored after): the same
+    runs give the same intervals."""
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # arch: "random_state is deprecated" (rliable passes one)
-        warnings.simplefilter("ignore", FutureWarning)
-        return rly.get_interval_estimates(score_dict, func, reps=reps,
-                                          confidence_interval_size=CONFIDENCE,
-                                          random_state=np.random.RandomState(seed))
+    point, ci = {}, {}
+    for key, scores in score_dict.items():
+        if _one_run(scores):
+            point[key] = func(*scores) if isinstance(scores, tuple) else func(scores)
+            ci[key] = np.stack([point[key], point[key]])
+    rest = {k: v for k, v in score_dict.items() if k not in point}
+    if rest:
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            p, c = rly.get_interval_estimates(rest, func, reps=reps,
+                                              confidence_interval_size=CONFIDENCE)
+        finally:
+            np.random.set_state(state)
+        point.update(p)
+        ci.update(c)
+    return {k: point[k] for k in score_dict}, {k: ci[k] for k in score_dict}
 
 
 def _iqm_and_mean(x: np.ndarray) -> np.ndarray:
@@ -210,7 +231,8 @@ def plot_profiles(scores: dict[str, dict[str, np.ndarray]], path: Path, reps: in
         lo = min(float(m.min()) for m in score_dict.values())
         hi = max(float(m.max()) for m in score_dict.values())
         taus = np.linspace(lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9), 101)
-        profiles, cis = rly.create_performance_profile(score_dict, taus, reps=reps)
+        # rliable's create_performance_profile: the score distribution with its bootstrap band
+        profiles, cis = _intervals(score_dict, lambda x: rly.score_distributions(x, taus), reps, 0)
         plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
                                              colors=dict(zip(score_dict, plt.cm.tab10.colors)),
                                              xlabel=xlabel, ylabel="fraction of runs > τ")
