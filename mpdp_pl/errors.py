@@ -1,4 +1,7 @@
-"""The error of bad user input, importable by every layer of the package."""
+"""The error of bad user input, and the file that marks a failed run: importable by every layer
+of the package, the report's included, without importing torch."""
+
+FAILED_MARKER = "failed.txt"  # written into the run directory when a run stops at nonfinite_limit
 
 
 class ConfigError(ValueError):

@@ -189,6 +189,18 @@ def test_bad_input_is_one_line_and_writes_nothing(grid, tmp_path, args, match):
     assert {p.name: p.read_bytes() for p in grid.iterdir() if p.is_file()} == before  # the grid's report kept
 
 
+def test_the_report_never_imports_torch(grid, tmp_path):
+    """A report starts in a fraction of a second: it reads CSV and YAML files and imports neither
+    torch nor Lightning (several seconds of imports)."""
+    code = ("import sys; from mpdp_pl.experiments.report import main; "
+            f"rc = main([{str(grid)!r}, '--out', {str(tmp_path / 'r')!r}]); "
+            "assert not {'torch', 'lightning'} & set(sys.modules), 'imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "r" / "table.md").read_text() == (grid / "table.md").read_text()
+
+
 def test_a_final_value_is_the_mean_of_the_runs_last_evaluations(grid, tmp_path):
     """``--final LABEL`` (the paper's PETS in Fig. 1) draws one value per task: the mean over
     seeds of each run's last evaluation, read here from the runs' own metrics.csv."""

@@ -56,6 +56,7 @@ import yaml
 
 from ..config import CONF_DIR, ConfigError, load_config, parse_overrides, task_budget
 from ..config.schema import RunConfig
+from ..errors import FAILED_MARKER
 from .results import report_settings
 
 TRAIN = Path(__file__).resolve().parents[2] / "train.py"
@@ -167,7 +168,7 @@ def finished(path: Path, steps: int) -> bool:
     from .results import read_evals
 
     evals = read_evals(path) if (path / "metrics.csv").exists() else []
-    return (path / "failed.txt").exists() or (bool(evals) and evals[-1]["env_steps"] >= steps)
+    return (path / FAILED_MARKER).exists() or (bool(evals) and evals[-1]["env_steps"] >= steps)
 
 
 def _resumable(path: Path, steps: int) -> bool:

@@ -21,8 +21,7 @@ from pathlib import Path
 import yaml
 
 from ..config import CONF_DIR
-from ..errors import ConfigError
-from ..runtime.guard import FAILED_MARKER  # a run stopped at nonfinite_limit
+from ..errors import FAILED_MARKER, ConfigError  # the marker: a run stopped at nonfinite_limit
 
 
 def read_evals(run_dir: Path, metric: str = "eval/return") -> list[dict]:

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import FAILED_MARKER
 from . import checkpoint
 from .distributed import average_gradients
-
-FAILED_MARKER = "failed.txt"  # written into the run directory when a run stops at nonfinite_limit
 
 
 class NumericalFault(RuntimeError):

@@ -9,7 +9,7 @@ import signal
 
 from lightning.pytorch.callbacks import Callback
 
-from ..guard import FAILED_MARKER
+from ...errors import FAILED_MARKER
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
