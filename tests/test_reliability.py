@@ -162,19 +162,19 @@ def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_bu
 def test_sigterm_inside_a_burst_exits_within_30_s_and_the_resume_runs_what_it_owes(tmp_path):
     out = tmp_path / "run"
     seconds, _ = stop_inside([*DH_TINY, "steps=250", "model.max_epochs=2",
-                              "updates.warmup=3000"], out, tmp_path, marker_step=199)
+                              "updates.warmup=1000"], out, tmp_path, marker_step=199)
     assert seconds < 30, seconds
     before = rows(out)
     counters = checkpoint.read(checkpoint.latest(out))["counters"]
     critic_only, pairs = counters["burst_left"]
     assert critic_only == 0 and 0 < pairs  # stopped among the pairs
-    assert counters["updates"] + pairs == 25 + 100 + 3000
+    assert counters["updates"] + pairs == 25 + 100 + 1000
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(out)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = rows(out)
     assert after[: len(before)] == before and [int(r["env_steps"]) for r in after[len(before):]] == [200, 250]
-    assert float(after[-2]["train/updates"]) == float(after[-1]["train/updates"]) == 25 + 100 + 3000
+    assert float(after[-2]["train/updates"]) == float(after[-1]["train/updates"]) == 25 + 100 + 1000
 
 
 def test_same_seed_same_metrics(tmp_path):
