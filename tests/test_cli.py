@@ -240,6 +240,31 @@ def test_mpdp_switches_are_refused_elsewhere(algo, key, value):
         load_config("Hopper-v4", algo, {key: value})
 
 
+@pytest.mark.parametrize("algo,key,value", [
+    ("ddpg", "critic.layernorm", True), ("pets", "critic.layernorm", True),
+    ("ddpg", "critic.count", 5), ("mppve", "critic.count", 5), ("mpdp_pv", "critic.count", 3)])
+def test_critic_keys_an_algorithm_would_ignore_are_refused(algo, key, value):
+    with pytest.raises(ConfigError, match=f"{key}"):
+        load_config("Hopper-v4", algo, {key: value})
+
+
+@pytest.mark.parametrize("algo", ["sac", "mbpo", "mpdp", "dhmbpo", "mppve"])
+def test_critic_keys_reach_the_critics_that_take_them(algo):
+    import torch
+
+    from mpdp_pl.algos import ALGOS
+    from mpdp_pl.environment.envs import EnvSpec
+
+    count = 2 if algo == "mppve" else 3
+    cfg = load_config("Hopper-v4", algo, {"critic.layernorm": True, "critic.count": count,
+                                          "networks.hidden_sizes": [8, 8]})
+    module = ALGOS[algo](cfg, EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100))
+    plan = cfg["mppve"]["plan_length"] if algo == "mppve" else 1  # MPPVE's Q(s, a_0..a_{k-1})
+    obs, act = torch.zeros(4, 3), torch.zeros(4, 2 * plan)
+    assert module.critic(obs, act).shape == (count, 4)
+    assert module.critic.net.norm_eps and module.critic_target.net.norm_eps
+
+
 @pytest.mark.parametrize("algo", ["sac", "mppve", "mpdp_pv", "dhmbpo", "pets"])
 def test_compile_is_refused_where_nothing_compiles(algo):
     """improvement.compile compiles mpdp's farsighted unroll only; elsewhere it would do nothing."""

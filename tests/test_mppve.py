@@ -177,6 +177,9 @@ def test_at_k_1_the_losses_are_sacs(mppve):
     torch.manual_seed(6)
     c_sac, _ = sac.critic_loss(batch)
     assert torch.allclose(c_k1, c_sac)
+    # the largest target, a guard against value explosion, is SAC's too
+    assert one.recorder.scalars()["train/target_max"] == pytest.approx(
+        sac.recorder.scalars()["train/target_max"])
 
 
 def test_gradient_isolation(mppve):

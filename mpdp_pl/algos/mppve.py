@@ -69,7 +69,8 @@ class MPPVE(MBPO):
         q = self.critic(batch["observation"], batch["plan"])
         w = batch["valid"].to(q.dtype)
         loss = ((q - target).pow(2) * w).sum(-1).sum(0) / w.sum().clamp_min(1.0)
-        self.record({"train/valid_frac": w.mean()})
+        self.record({"train/valid_frac": w.mean(),
+                     "train/target_max": torch.where(w > 0, target, -torch.inf).max()})
         return loss, q
 
     def improvement(self, obs: torch.Tensor) -> PlanImprovement:

@@ -15,6 +15,13 @@ def one_env(cfg: dict) -> None:
 def plain_critic(cfg: dict) -> None:
     need(not (cfg["critic"]["scale"] or cfg["networks"]["obs_norm"]),
          f"critic.scale and networks.obs_norm are not built for {cfg['algo']}'s critic")
+    need(cfg["critic"]["count"] == 2,
+         f"critic.count={cfg['critic']['count']}: {cfg['algo']} builds a fixed number of critics")
+
+
+def no_critic_layernorm(cfg: dict) -> None:
+    need(not cfg["critic"]["layernorm"],
+         f"critic.layernorm is not built for {cfg['algo']}'s critic")
 
 
 def no_warm_start(cfg: dict) -> None:
@@ -68,10 +75,10 @@ def a_member_per_particle(cfg: dict) -> None:
 
 
 PLANNERS = ("pets", "poplin_a", "poplin_p")  # model-predictive control: no actor-critic
-PLANNER = (no_warm_start, no_heads, plain_critic)
+PLANNER = (no_warm_start, no_heads, plain_critic, no_critic_layernorm)
 CHECKS = {
     "sac": (no_warm_start, no_model, no_heads, no_compile),
-    "ddpg": (no_warm_start, no_model, no_heads, plain_critic, no_compile),
+    "ddpg": (no_warm_start, no_model, no_heads, plain_critic, no_critic_layernorm, no_compile),
     "mbpo": (no_heads, no_compile),
     "m2ac": (no_heads, no_compile),
     "mppve": (no_heads, one_env, plain_critic, no_compile),
