@@ -34,8 +34,8 @@ keeps its job files under ``<out>/.submitit``. ``<out>/grid.yaml`` records every
 jobs. When jobs have completed, the report of every run under ``<out>``
 (:mod:`.report`: ``results.csv``, ``curves.png``, ``table.md`` with rliable's statistics,
 ``stats.csv``, ``profiles.png``) goes to ``<out>``. ``-m`` with ``trainer.strategy=ddp`` is
-refused (Lightning would re-run the whole sweep in every rank); a DDP grid on SLURM gives each
-job ``tasks_per_node`` = ``trainer.devices`` (docs/usage.md, "Grids").
+refused (Lightning would re-run the whole sweep in every rank): DDP runs are launched one by
+one (docs/usage.md, "Grids").
 """
 
 from __future__ import annotations
