@@ -242,8 +242,10 @@ def test_mpdp_switches_are_refused_elsewhere(algo, key, value):
 
 @pytest.mark.parametrize("algo,key,value", [
     ("ddpg", "critic.layernorm", True), ("pets", "critic.layernorm", True),
-    ("ddpg", "critic.count", 5), ("mppve", "critic.count", 5), ("mpdp_pv", "critic.count", 3)])
-def test_critic_keys_an_algorithm_would_ignore_are_refused(algo, key, value):
+    ("ddpg", "critic.count", 5), ("mppve", "critic.count", 5), ("mpdp_pv", "critic.count", 3),
+    ("mpdp_pv", "improvement.terminal_critic", False), ("mpdp_pv", "improvement.unroll_form", "live"),
+    ("mpdp_dh", "improvement.unroll_form", "static")])
+def test_keys_an_algorithm_would_ignore_are_refused(algo, key, value):
     with pytest.raises(ConfigError, match=f"{key}"):
         load_config("Hopper-v4", algo, {key: value})
 

@@ -62,6 +62,18 @@ def hard_terminal_mask(cfg: dict) -> None:
          f"improvement.terminal_critic=True is MPDP's: {cfg['algo']} keeps DHMBPO's hard terminal mask")
 
 
+def plan_value_at_terminals(cfg: dict) -> None:
+    need(cfg["improvement"]["terminal_critic"],
+         f"improvement.terminal_critic=False: {cfg['algo']} always ends the sum at a predicted "
+         "terminal with the plan value (its critic learned terminal plans)")
+
+
+def one_unroll_form(cfg: dict) -> None:
+    need(cfg["improvement"]["unroll_form"] == "auto",
+         f"improvement.unroll_form={cfg['improvement']['unroll_form']}: the live and static forms "
+         f"are mpdp's; {cfg['algo']} has one")
+
+
 def paired_updates(cfg: dict) -> None:
     need(cfg["updates"]["actor_per_step"] <= cfg["updates"]["critic_per_step"],
          "dhmbpo pairs every actor update with a critic update: updates.actor_per_step must be "
@@ -84,9 +96,10 @@ CHECKS = {
     "mppve": (no_heads, one_env, plain_critic, no_compile),
     "mpdp": (),
     "mpdp_paper": (),
-    "mpdp_pv": (no_literal_cut, one_env, plain_critic, heads_cover_a_plan, no_compile),
+    "mpdp_pv": (no_literal_cut, one_env, plain_critic, heads_cover_a_plan, plan_value_at_terminals,
+                one_unroll_form, no_compile),
     "dhmbpo": (no_heads, paired_updates, no_compile),
-    "mpdp_dh": (no_literal_cut, hard_terminal_mask, paired_updates, no_compile),
+    "mpdp_dh": (no_literal_cut, hard_terminal_mask, paired_updates, one_unroll_form, no_compile),
     "pets": (*PLANNER, a_member_per_particle, no_compile),
     "poplin_a": (*PLANNER, no_compile),
     "poplin_p": (*PLANNER, no_compile),
