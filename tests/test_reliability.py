@@ -107,8 +107,8 @@ def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
     # drops it
     out = tmp_path / "run"
     seconds, stdout = stop_inside(["--env", "Pendulum-v1", "--algo", "pets", "--logger", "none",
-                                   "pets.population=125", "steps=300", "data.init_random_steps=200", "eval.every=100",
-                                   "eval.episodes=1", "task.max_episode_steps=10",
+                                   "pets.population=125", "steps=300", "data.init_random_steps=200",
+                                   "eval.every=100", "eval.episodes=1", "task.max_episode_steps=10",
                                    "trainer.num_threads=1"], out, tmp_path, marker_step=99)
     assert seconds < 30, seconds
     assert not (out / "metrics.csv").exists() or rows(out) == []  # no half-finished row
