@@ -87,3 +87,26 @@ def test_every_grouped_key_the_docs_name_exists():
              if g in names]
     assert len(named) > 50  # the pages do name grouped keys
     assert [(page, key) for page, key in named if key not in keys] == []
+
+
+def cells(row: str) -> int:
+    """The cells of a Markdown table row, not counting a pipe escaped or inside backticks."""
+    row = re.sub(r"`[^`]*`", "``", row.replace("\\|", ""))
+    return row.strip().strip("|").count("|") + 1
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_tables_are_well_formed(page):
+    """Every table row outside code blocks ends with a pipe and has as many cells as its header:
+    a row that runs into the next paragraph, or a short one, renders wrong on GitHub."""
+    fenced, header = False, None
+    for n, line in enumerate(page.read_text().splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or not line.startswith("|"):
+            header = None
+            continue
+        assert line.rstrip().endswith("|"), f"{page.name}:{n}: table row does not end with |"
+        if header is None:
+            header = cells(line)
+        assert cells(line) == header, f"{page.name}:{n}: {cells(line)} cells, header has {header}"
