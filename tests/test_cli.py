@@ -244,7 +244,8 @@ def test_mpdp_switches_are_refused_elsewhere(algo, key, value):
     ("ddpg", "critic.layernorm", True), ("pets", "critic.layernorm", True),
     ("ddpg", "critic.count", 5), ("mppve", "critic.count", 5), ("mpdp_pv", "critic.count", 3),
     ("mpdp_pv", "improvement.terminal_critic", False), ("mpdp_pv", "improvement.unroll_form", "live"),
-    ("mpdp_dh", "improvement.unroll_form", "static")])
+    ("mpdp_dh", "improvement.unroll_form", "static"), ("ddpg", "networks.activation", "silu"),
+    ("poplin_p", "networks.activation", "silu")])
 def test_keys_an_algorithm_would_ignore_are_refused(algo, key, value):
     with pytest.raises(ConfigError, match=f"{key}"):
         load_config("Hopper-v4", algo, {key: value})
@@ -259,12 +260,13 @@ def test_critic_keys_reach_the_critics_that_take_them(algo):
 
     count = 2 if algo == "mppve" else 3
     cfg = load_config("Hopper-v4", algo, {"critic.layernorm": True, "critic.count": count,
-                                          "networks.hidden_sizes": [8, 8]})
+                                          "networks.hidden_sizes": [8, 8], "networks.activation": "silu"})
     module = ALGOS[algo](cfg, EnvSpec(3, 2, (-1.0,) * 2, (1.0,) * 2, 100))
     plan = cfg["mppve"]["plan_length"] if algo == "mppve" else 1  # MPPVE's Q(s, a_0..a_{k-1})
     obs, act = torch.zeros(4, 3), torch.zeros(4, 2 * plan)
     assert module.critic(obs, act).shape == (count, 4)
     assert module.critic.net.norm_eps and module.critic_target.net.norm_eps
+    assert isinstance(module.critic.net.activation, torch.nn.SiLU)
 
 
 @pytest.mark.parametrize("algo", ["sac", "mppve", "mpdp_pv", "dhmbpo", "pets"])

@@ -22,6 +22,7 @@ from ..models.critic import TwinQ, make_target
 from ..lookahead.plan_improvement import PlanImprovement, plan_improvement
 from ..lookahead.plan_value import make_plan, model_segments, plan_value_target, real_segments
 from .mbpo import MBPO
+from .sac import ACTIVATIONS
 
 
 class MPPVE(MBPO):
@@ -31,7 +32,8 @@ class MPPVE(MBPO):
         super().__init__(cfg, spec, actor_heads=actor_heads)
         self.k = cfg["mppve"]["plan_length"]
         self.critic = TwinQ(spec.obs_dim, self.k * spec.action_dim, cfg["networks"]["hidden_sizes"],
-                            layer_norm=cfg["critic"]["layernorm"])
+                            layer_norm=cfg["critic"]["layernorm"],
+                            activation=ACTIVATIONS[cfg["networks"]["activation"]])
         self.critic_target = make_target(self.critic)
         self.target_entropy *= self.k  # log pi^k sums k per-step log-probabilities
 

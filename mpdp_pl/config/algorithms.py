@@ -24,6 +24,11 @@ def no_critic_layernorm(cfg: dict) -> None:
          f"critic.layernorm is not built for {cfg['algo']}'s critic")
 
 
+def relu_networks(cfg: dict) -> None:
+    need(cfg["networks"]["activation"] == "relu",
+         f"networks.activation={cfg['networks']['activation']}: {cfg['algo']}'s networks are ReLU")
+
+
 def no_warm_start(cfg: dict) -> None:
     need(not cfg["updates"]["warmup"],
          f"updates.warmup: {cfg['algo']} has no policy updates to warm start")
@@ -87,10 +92,11 @@ def a_member_per_particle(cfg: dict) -> None:
 
 
 PLANNERS = ("pets", "poplin_a", "poplin_p")  # model-predictive control: no actor-critic
-PLANNER = (no_warm_start, no_heads, plain_critic, no_critic_layernorm)
+PLANNER = (no_warm_start, no_heads, plain_critic, no_critic_layernorm, relu_networks)
 CHECKS = {
     "sac": (no_warm_start, no_model, no_heads, no_compile),
-    "ddpg": (no_warm_start, no_model, no_heads, plain_critic, no_critic_layernorm, no_compile),
+    "ddpg": (no_warm_start, no_model, no_heads, plain_critic, no_critic_layernorm, relu_networks,
+             no_compile),
     "mbpo": (no_heads, no_compile),
     "m2ac": (no_heads, no_compile),
     "mppve": (no_heads, one_env, plain_critic, no_compile),
