@@ -243,6 +243,23 @@ def test_the_update_math_never_syncs_with_the_host():
 
 
 @pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="host syncs exist on CUDA only")
+def test_scaled_critic_bounds_never_sync_with_the_host():
+    """critic.scale's running bounds (DHMBPO's update_critic_bound), updated every critic update:
+    the quantiles and the lerp under CUDA's sync debug mode."""
+    c = TwinQ(OBS, ACT, [256, 256], scaled=True).to(DEVICE)
+    soft_reward = torch.randn(B, device=DEVICE)
+    for _ in range(2):  # the first call sets the bounds, the second lerps them
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            c.update_bounds(soft_reward, 0.99, 3e-4)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    expected = torch.quantile(soft_reward.cpu(), torch.tensor([0.01, 0.99])) / 0.01
+    assert torch.allclose(c.q_bounds.cpu(), expected, rtol=1e-4)
+
+
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="host syncs exist on CUDA only")
 def test_mpdp_dhs_actor_step_never_syncs_with_the_host():
     """mpdp_dh's actor step with every part on (the heads' rollout with u, the cut, the penalty:
     svg_rollout and farsighted_return), its backward and Adam step, under CUDA's sync debug

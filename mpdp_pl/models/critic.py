@@ -44,6 +44,8 @@ class TwinQ(nn.Module):
             # [lb, ub] of Q; unset (0, 0) until the first update_bounds
             self.register_buffer("q_bounds", torch.zeros(2))
             self.register_buffer("bounds_set", torch.zeros((), dtype=torch.bool))
+            # on the critic's device, so that update_bounds copies nothing from the host
+            self.register_buffer("reward_q", torch.tensor(REWARD_QUANTILES), persistent=False)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor,
                 detach_params: bool = False) -> torch.Tensor:
@@ -60,8 +62,7 @@ class TwinQ(nn.Module):
     def update_bounds(self, soft_reward: torch.Tensor, gamma: float, rate: float) -> None:
         """``[lb, ub] <- lerp([lb, ub], quantiles(soft_reward) / (1 - gamma), rate)``; the
         first call sets them (DHMBPO: the rate is the critic's learning rate). No host sync."""
-        q = torch.quantile(soft_reward.detach().float().flatten(),
-                           torch.tensor(REWARD_QUANTILES, device=soft_reward.device)) / (1.0 - gamma)
+        q = torch.quantile(soft_reward.detach().float().flatten(), self.reward_q) / (1.0 - gamma)
         self.q_bounds.copy_(torch.where(self.bounds_set, self.q_bounds.lerp(q, rate), q))
         self.bounds_set.fill_(True)
 
