@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, TINY_MODEL_DATA
 from mpdp_pl.runtime import checkpoint
 from mpdp_pl.algos.mbpo import MBPO
 from mpdp_pl.algos.mpdp import MPDP
+from mpdp_pl.algos.mpdp_plan_value import MPDPPlanValue
+from mpdp_pl.algos.mppve import MPPVE
 from mpdp_pl.config import load_config, parse_overrides
 from mpdp_pl.runtime.guard import NumericalFault
 from mpdp_pl.run import train_module
@@ -130,3 +132,47 @@ def test_the_guard_holds_at_twenty_critic_updates_on_model_data(tmp_path, guard)
     assert float(last["train/model_buffer_size"]) > 0 and float(last["train/model_data_age"]) > 0
     state = checkpoint.read(checkpoint.latest(out))["module"]
     assert all(torch.isfinite(v.float()).all() for v in state.values())
+
+
+def first_fit_diverges(base):
+    """``base`` whose first model training diverges (NaN weights: the guard undoes it and the
+    training is tried again next round), recording at each critic update whether a model had
+    trained. Each instance is kept in ``made``."""
+
+    class FirstFitDiverges(base):
+        made = []
+
+        def __init__(self, cfg, spec):
+            super().__init__(cfg, spec)
+            self.fits, self.model_at_update = 0, []
+            self.made.append(self)
+            fit = self.model_learner.fit
+
+            def diverging_fit(data, split, first=False):
+                metrics = fit(data, split, first)
+                self.fits += 1
+                if self.fits == 1:
+                    with torch.no_grad():
+                        next(self.dynamics.ensemble.parameters()).fill_(float("nan"))
+                return metrics
+
+            self.model_learner.fit = diverging_fit
+
+        def critic_loss(self, batch):
+            self.model_at_update.append(self.model_ready)
+            return super().critic_loss(batch)
+
+    return FirstFitDiverges
+
+
+@pytest.mark.parametrize("base,algo", [(MPPVE, "mppve"), (MPDPPlanValue, "mpdp_pv")])
+def test_plan_value_updates_wait_for_a_model_that_trained(tmp_path, base, algo):
+    """MPPVE's targets and plans run through the model: after a first training that diverged,
+    no critic update runs until a training succeeds, and then they run."""
+    cfg = load_config("Hopper-v4", algo, {**parse_overrides(TINY), **TINY_MODEL_DATA,
+                                          "steps": 300, "out": str(tmp_path / "run")})
+    cls = first_fit_diverges(base)
+    train_module(cls, cfg)
+    module = cls.made[0]
+    assert module.fits >= 2 and module.model_learner.trainings >= 1
+    assert module.model_at_update and all(module.model_at_update)

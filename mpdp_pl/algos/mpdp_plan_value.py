@@ -41,15 +41,16 @@ class MPDPPlanValue(MPPVE):
     def update(self, critic_updates: int, actor_updates: int) -> None:
         """One round, once base.py stored its env steps: the model training when due, then
         MPPVE's model segments and u_T and u_ref from u (Eq. 8) on the real transitions it was
-        not fitted on; then the plan-value critic updates (MPPVE's Eq. 50-51) and the actor
-        updates (:meth:`improvement`)."""
+        not fitted on; then, once a model has trained (as MPPVE), the plan-value critic updates
+        (MPPVE's Eq. 50-51) and the actor updates (:meth:`improvement`)."""
         self.refresh_obs_norm()
         holdout = self.train_model()
         if holdout is not None:
             self.model_rollouts()
             set_threshold(self, holdout)
             self.warm_start_after_first_model()
-        self.policy_updates(critic_updates, actor_updates)
+        if self.model_ready:
+            self.policy_updates(critic_updates, actor_updates)
 
     def improvement(self, obs: torch.Tensor) -> PlanImprovement:
         c = self.cfg

@@ -37,6 +37,18 @@ class MPPVE(MBPO):
         self.critic_target = make_target(self.critic)
         self.target_entropy *= self.k  # log pi^k sums k per-step log-probabilities
 
+    def update(self, critic_updates: int, actor_updates: int) -> None:
+        """MBPO's round, except that the policy updates wait for a model that trained: the
+        critics' targets (Eq. 51) and the actor's plans (Eq. 53) run through it. The first
+        training runs at the first round, so this waits only where it diverged or a stop cut it
+        (it is tried again every round until it succeeds)."""
+        self.refresh_obs_norm()
+        if self.train_model() is not None:
+            self.model_rollouts()
+            self.warm_start_after_first_model()
+        if self.model_ready:
+            self.policy_updates(critic_updates, actor_updates)
+
     # ------------------------------------------------------------------ data
     def model_rollouts(self) -> None:
         """After a model training: k-step segments of pi's plans from real states (Eq. 46-49)."""
