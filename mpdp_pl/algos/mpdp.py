@@ -17,10 +17,11 @@ to 50 after 2.5k steps, below a random policy's 8, with beta = 0.5 raw). In unit
 beta is the penalty at a typical held-out model error and transfers across tasks.
 ``improvement.beta_relative=false`` is Eq. (10) literally.
 
-Switches beyond Algorithm 2 as printed (all off by default; ``--algo mpdp_paper`` pins the
-paper's choices): ``improvement.single_policy`` uses pi_0 at every unroll step instead of the heads;
-``improvement.paper_literal_cut`` and ``improvement.terminal_critic`` choose how a cut and a predicted terminal end a
-sample (:mod:`mpdp_pl.lookahead.improvement`). docs/mpdp.md has what each switch measured, and
+Switches beyond Algorithm 2 as printed (``--algo mpdp_paper`` pins the paper's choices):
+``improvement.single_policy`` (off) uses pi_0 at every unroll step instead of the heads;
+``improvement.paper_literal_cut`` (off) and ``improvement.terminal_critic`` (on; the paper
+preset turns it off) choose how a cut and a predicted terminal end a sample
+(:mod:`mpdp_pl.lookahead.improvement`). docs/mpdp.md has what each switch measured, and
 the switches that measured no gain and were removed.
 """
 

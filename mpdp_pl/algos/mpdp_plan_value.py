@@ -9,7 +9,9 @@ Which head makes which action:
 - actor objective: head t acts at unroll step t; the plan valued at the end point s_T is made by
   heads T..T+k-1;
 - critic target (MPPVE's Eq. 51) and model segments: pi_0 at every step. The critic therefore
-  values a plan followed by pi_0, the policy that acts in the environment.
+  values a plan followed by pi_0, the policy that acts in the environment;
+- temperature: the log-probability of the heads' plan from s_0, sum_{m<k} log pi_m(a_m|s_m),
+  against k times the target entropy (MPPVE's rule, with heads 0..k-1 in place of pi_0).
 
 MPPVE is this algorithm with every part off (``improvement.single_policy=true improvement.horizon=<k> improvement.u_T=inf improvement.beta=0``:
 one head, no reward steps, so no cut and no penalty). u_T and u_ref follow MPDP's holdout rule

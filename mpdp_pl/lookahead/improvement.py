@@ -117,7 +117,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
     zero = obs.new_zeros(())
     ret = obs.new_zeros(batch)
     r_sum, ent_sum, pen_sum, cut_sum, u_sum = zero, zero, zero, zero, zero
-    realized, u_count, alive_steps = zero, zero, zero
+    realized, alive_steps = zero, zero
     cut_counts = []
     # gathered once for the H steps: the elites' frozen weights, and pi_0..pi_{H-1} as views
     # (one gradient buffer per actor layer instead of one per head and step)
@@ -144,7 +144,6 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
         if t == 0:
             log_prob0, u_first = log_prob, u
         u_sum = u_sum + torch.where(alive, u, 0.0).sum()
-        u_count = u_count + alive.sum()
         alive_steps = alive_steps + alive.sum()
         cut_counts.append(cut.float().sum())
         reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)
@@ -187,7 +186,7 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
         "J_cut_value": cut_sum / batch,
         "J_tail": tail_sum / batch,
         "realized_horizon": realized / batch,
-        "u_mean": u_sum / u_count.clamp_min(1),
+        "u_mean": u_sum / alive_steps.clamp_min(1),
         "cut_frac": torch.stack(cut_counts) / batch,
         "live_rows": alive_steps / (batch * horizon),
     }
