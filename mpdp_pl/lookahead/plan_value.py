@@ -36,20 +36,18 @@ class Plan(NamedTuple):
     terminated: torch.Tensor  # [B, k]: the model predicts s_{m+1} terminal
 
 
-def make_plan(obs: torch.Tensor, actor: MultiHeadActor, dynamics: DynamicsModel, k: int,
-              grad_through_model: bool = True) -> Plan:
-    """The k-step planning policy pi^k_{phi,theta} of Eq. (1)-(4), reparameterized. With
-    ``grad_through_model`` every model state is a differentiable function of phi, as Eq. (18)
-    differentiates f_{phi,theta}(s_t, eta); without it each state is detached and a_m reaches
-    phi only through pi at s_m (the official code's choice). The model's parameters are never
-    differentiated. Each step of each sample is served by a random elite (MBPO's rule), which
-    alone is evaluated (:meth:`~mpdp_pl.models.dynamics.DynamicsModel.sample_step`). Actions
-    and log-probabilities after a predicted terminal are zeroed, as in the official code: they
-    cannot change the value, and real segments pad them the same way."""
+def make_plan(obs: torch.Tensor, actor: MultiHeadActor, dynamics: DynamicsModel, k: int) -> Plan:
+    """The k-step planning policy pi^k_{phi,theta} of Eq. (1)-(4), for the critics' targets
+    (Eq. 51) and the model segments (Eq. 46-49), both without gradients; the actor's plans,
+    differentiated as Eq. (18), are made by :mod:`~mpdp_pl.lookahead.plan_improvement`. Each
+    step of each sample is served by a random elite (MBPO's rule), which alone is evaluated
+    (:meth:`~mpdp_pl.models.dynamics.DynamicsModel.sample_step`). Actions and log-probabilities
+    after a predicted terminal are zeroed, as in the official code: they cannot change the
+    value, and real segments pad them the same way."""
     actions, log_probs, states, rewards, terms = [], [], [obs], [], []
     # the plan continues past a predicted terminal (freeze=False); its steps there are zeroed
     for st in Unroll(dynamics, obs, lambda t, s, pick: actor.sample(s), k, with_u=False,
-                     detach_params=True, freeze=False, detach_states=not grad_through_model):
+                     detach_params=True, freeze=False):
         alive = st.alive.to(st.action.dtype)
         actions.append(st.action * alive.unsqueeze(-1))
         log_probs.append(st.log_prob * alive)

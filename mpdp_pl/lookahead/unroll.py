@@ -5,7 +5,7 @@ rollouts (:mod:`mpdp_pl.lookahead.start_states`), MBPO's branched rollouts
 (:mod:`mpdp_pl.lookahead.rollouts`) and MPPVE's plans (:mod:`mpdp_pl.lookahead.plan_value`) all
 iterate it; each keeps only its objective and what it stores.
 
-At step t, for the samples of the batch alive at t (alive_0 given, all by default):
+At step t, for the samples of the batch alive at t (alive_0: every sample):
 
     a_t, log pi(a_t|s_t) = act(t, s_t, pick)
     (s_{t+1}, r_t, terminal_t, u_t) = one model step   (every elite with u: ``DynamicsModel.step``;
@@ -54,7 +54,7 @@ class Unroll:
     counts the steps run."""
 
     def __init__(self, dynamics: DynamicsModel, obs: torch.Tensor,
-                 act: Callable, steps: int, *, alive: torch.Tensor | None = None,
+                 act: Callable, steps: int, *,
                  u_T: float | torch.Tensor | None = None, with_u: bool = True,
                  member: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                  params=None, detach_params: bool = False, live: bool = False,
@@ -66,8 +66,7 @@ class Unroll:
         self.detach_states = detach_states
         self.batch = obs.shape[0]
         self.obs = obs
-        self.alive = (torch.ones(self.batch, dtype=torch.bool, device=obs.device)
-                      if alive is None else alive)
+        self.alive = torch.ones(self.batch, dtype=torch.bool, device=obs.device)
         self.rows = torch.arange(self.batch, device=obs.device) if live else None
         self.steps_run = 0
 
