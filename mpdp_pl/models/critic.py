@@ -62,7 +62,7 @@ class TwinQ(nn.Module):
     def update_bounds(self, soft_reward: torch.Tensor, gamma: float, rate: float) -> None:
         """``[lb, ub] <- lerp([lb, ub], quantiles(soft_reward) / (1 - gamma), rate)``; the
         first call sets them (DHMBPO: the rate is the critic's learning rate). No host sync."""
-        q = torch.quantile(soft_reward.detach().float().flatten(), self.reward_q) / (1.0 - gamma)
+        q = torch.quantile(soft_reward.detach().float().flatten(), self.reward_q.float()) / (1.0 - gamma)
         self.q_bounds.copy_(torch.where(self.bounds_set, self.q_bounds.lerp(q, rate), q))
         self.bounds_set.fill_(True)
 
