@@ -103,6 +103,7 @@ def test_another_metric_is_reported_from_the_runs_own_rows(grid, tmp_path):
     # the horizon in hundredths (a whole-unit cell would read 1 for 0.8 to 1.4)
     at_300 = [v for step, v in rows if step <= 300][-1]
     assert f"| mpdp | 1 | {at_300:.2f} @ 300 |" in table
+    assert "| sac |" not in table  # SAC logs no realized horizon: no row of dashes for it
     assert not (tmp_path / "stats.csv").exists()  # rliable's statistics are for returns
 
 

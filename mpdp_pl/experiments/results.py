@@ -120,7 +120,8 @@ def read_runs(paths: list[Path], metric: str = "eval/return",
     run does. A run stopped by ``durability.nonfinite_limit`` marks its evaluations failed. No run is
     dropped: runs sharing a key get labels naming the keys in which their configs differ
     (:func:`_distinct_labels`), runs of the same configuration and a key found in two places
-    are a one-line error."""
+    are a one-line error. With another ``metric`` than the return, an algorithm none of whose
+    runs logs it is left out."""
     results: Results = {}
     sources: dict[tuple, Path] = {}
     budgets: dict[str, int] = {}
@@ -165,6 +166,9 @@ def read_runs(paths: list[Path], metric: str = "eval/return",
     if results and not any(results.values()):
         raise ConfigError(f"no run has a value of {metric}"
                           + ("" if metric == "eval/return" else " (--metric: a column of metrics.csv)"))
+    if metric != "eval/return":  # leave out an algorithm that never logs it (SAC's horizon)
+        logged = {(env, label) for (env, label, _), evals in results.items() if evals}
+        results = {k: v for k, v in results.items() if k[:2] in logged}
     return results, {**final_budgets, **budgets}
 
 
