@@ -344,3 +344,25 @@ def test_single_policy_uses_pi0_at_every_step(form):
     ref = loop_reference(OneHead(), critic, model, obs, noise, horizon, beta, u_T, False)
     torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
     assert out.diagnostics["realized_horizon"].item() > 1
+
+
+@pytest.mark.parametrize("dim", [0, -1])
+def test_stop_masks_match_a_loop_over_steps(dim):
+    """none_through / none_before (every stopped sum's mask) against a loop that walks each
+    sample's steps and remembers whether a flag was seen."""
+    from mpdp_pl.lookahead.masks import none_before, none_through
+    g = torch.Generator().manual_seed(0)
+    flags = torch.rand(7, 9, generator=g) < 0.3
+    flags[:, 2] = False                  # a sample that never stops
+    flags[0, 3] = True                   # one that stops at its first step
+    f = flags if dim == 0 else flags.T   # steps along dim
+    through, before = none_through(f, dim), none_before(f, dim)
+    if dim != 0:
+        through, before = through.T, before.T
+    for b in range(flags.shape[1]):
+        seen = False
+        for t in range(flags.shape[0]):
+            assert bool(before[t, b]) == (not seen)
+            seen = seen or bool(flags[t, b])
+            assert bool(through[t, b]) == (not seen)
+    assert through[:, 2].all() and not before[1:, 3].any() and before[0, 3]

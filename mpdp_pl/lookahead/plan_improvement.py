@@ -42,6 +42,7 @@ import torch
 from ..models.actor import MultiHeadActor
 from ..models.critic import TwinQ
 from ..models.dynamics import DynamicsModel
+from .masks import none_before, none_through
 from .unroll import Unroll
 
 
@@ -85,7 +86,7 @@ def plan_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: TwinQ,
     stop = terminal[:reward_steps].clone()
     if u_T is not None and with_u:
         stop |= u.detach() >= u_T
-    counted = stop.cumsum(0) == 0                                  # [L, B]
+    counted = none_through(stop)                                   # [L, B]
     end = counted.sum(0)                                           # [B]: T
     discount = gamma ** torch.arange(horizon, device=obs.device, dtype=obs.dtype).unsqueeze(-1)
     d = discount[:reward_steps]
@@ -123,6 +124,6 @@ def plan_from(start: torch.Tensor, actions: torch.Tensor, log_prob: torch.Tensor
     predicted terminal inside the plan (:func:`~mpdp_pl.lookahead.plan_value.make_plan`'s rule)."""
     idx = start + torch.arange(k, device=start.device).unsqueeze(-1)                 # [k, B]
     term = terminal.gather(0, idx)
-    alive = ((term.cumsum(0) - term.long()) == 0).to(actions.dtype)                   # [k, B]
+    alive = none_before(term).to(actions.dtype)                                       # [k, B]
     acts = actions.gather(0, idx.unsqueeze(-1).expand(-1, -1, actions.shape[-1]))     # [k, B, A]
     return torch.cat(list(acts * alive.unsqueeze(-1)), -1), (log_prob.gather(0, idx) * alive).sum(0)

@@ -25,6 +25,7 @@ from tensordict import TensorDict
 
 from ..models.actor import MultiHeadActor
 from ..models.dynamics import DynamicsModel
+from .masks import none_before
 from .unroll import Unroll
 
 
@@ -80,8 +81,7 @@ def segment_masks(terminated: torch.Tensor, truncated: torch.Tensor):
     """``alive`` [B, k], ``bootstrap`` [B] and ``valid`` [B] of segments from their per-step
     ``terminated`` and ``truncated`` flags ([B, k]); see the module docstring."""
     done = terminated | truncated
-    ended_before = (done.cumsum(-1) - done.long()) > 0
-    alive = ~ended_before
+    alive = none_before(done, -1)
     terminated_inside = (terminated & alive).any(-1)
     cut_by_time_limit = (truncated & ~terminated & alive)[:, :-1].any(-1)
     return alive, ~terminated_inside, ~cut_by_time_limit

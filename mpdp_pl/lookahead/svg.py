@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from ..models.dynamics import DynamicsModel
+from .masks import none_through
 from .unroll import Unroll
 
 
@@ -109,7 +110,7 @@ def farsighted_return(rollout: SVGRollout, q: torch.Tensor, alpha: torch.Tensor 
         kept = torch.ones_like(soft, dtype=torch.bool)
     else:
         cut = rollout.u.detach() >= u_T
-        kept = cut.cumsum(0) == 0                                     # no cut at steps <= t
+        kept = none_through(cut)                                      # no cut at steps <= t
         reached = torch.cat([torch.ones_like(kept[:1]), kept])        # no cut before step t
         ends = reached & torch.cat([cut, torch.ones_like(cut[:1])])  # T = t
         counted = torch.cat([kept, torch.zeros_like(kept[:1])])
