@@ -53,6 +53,12 @@ def test_outputs_match_the_runs(grid):
     sac_row = next(line for line in table.splitlines() if "| sac |" in line)
     assert cell in sac_row and "| 2 |" in sac_row
     assert "| 1 |" in next(line for line in table.splitlines() if "| mpdp |" in line)
+    # every seed's own value at each column, after the means
+    seeds = table.split("Every seed:")[1].split("## ")[0]
+    for algo, seed in (("sac", 0), ("sac", 1), ("mpdp", 0)):
+        own = dict(evals(task / algo / f"seed{seed}"))
+        assert (f"| InvertedPendulum-v4 | {algo} | {seed} | {own[200]:.0f} @ 200 | "
+                f"{own[400]:.0f} @ 400 |") in seeds
     assert (grid / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same report, written again by the report command, into another folder
     proc = report(grid, "--out", grid.parent / "again")
@@ -158,6 +164,21 @@ def test_a_run_stopped_by_numerical_faults_stays_in_the_table_as_a_failure(grid,
     assert f"{statistics.mean([other, first[1]]):.0f} ± " in row.split("|")[5]
     flags = {(r["seed"], r["failed"]) for r in csv.DictReader(open(tmp_path / "results.csv"))}
     assert flags == {("0", "0"), ("1", "1")}
+
+
+def test_a_seed_that_has_not_reached_a_column_leaves_the_mean_to_the_others(grid, tmp_path):
+    for run in ("sac/seed0", "sac/seed1"):
+        shutil.copytree(grid / "InvertedPendulum-v4" / run, tmp_path / "InvertedPendulum-v4" / run)
+    behind = tmp_path / "InvertedPendulum-v4" / "sac" / "seed1"
+    lines = (behind / "metrics.csv").read_text().splitlines(keepends=True)
+    (behind / "metrics.csv").write_text("".join(lines[:2]))  # still running: at 200 so far
+    ahead = dict(evals(tmp_path / "InvertedPendulum-v4" / "sac" / "seed0"))
+    proc = report(tmp_path, "--at", "400")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    row = next(ln for ln in table.splitlines() if "| sac |" in ln)
+    assert f"| {ahead[400]:.0f} @ 400 (1 of 2 seeds) |" in row
+    assert "| InvertedPendulum-v4 | sac | 1 | - |" in table.split("Every seed:")[1]
 
 
 @pytest.mark.parametrize("args, match", [

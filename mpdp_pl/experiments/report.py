@@ -8,10 +8,11 @@ Each PATH is a grid (``train.py -m``'s ``--out``), a single run, any folder hold
 ``results.csv`` of an earlier report (:mod:`.results`). The report goes to ``--out`` (default:
 the only PATH, when it is a folder): ``results.csv`` (every evaluation of every run),
 ``curves.png`` (mean and min-max over seeds per task, published anchors dashed), ``table.md``
-(mean ± std at each task's half budget and budget, or at ``--at``, then rliable's statistics of
-the returns at the budget), ``stats.csv`` and ``profiles.png``. ``--metric`` reports another
-column of ``metrics.csv`` instead of the return (the paper's Fig. 2 and 3:
-``train/realized_horizon``, ``model/error``); rliable's statistics are for returns only.
+(mean ± std at each task's half budget and budget, or at ``--at``, every seed's value at those
+steps, then rliable's statistics of the returns at the budget), ``stats.csv`` and
+``profiles.png``. ``--metric`` reports another column of ``metrics.csv`` instead of the return
+(the paper's Fig. 2 and 3: ``train/realized_horizon``, ``model/error``); rliable's statistics
+are for returns only.
 ``--final`` draws the named runs as one dotted value per task, the mean of their last
 evaluations (the paper's Fig. 1 draws PETS at the task's budget and SAC at 2M env steps so),
 listed below the table; they set no task's budget, and runs of theirs that went past the budget
@@ -33,7 +34,7 @@ from ..config import CONF_DIR
 from ..errors import ConfigError
 from . import aggregate
 from .results import (Results, finals_table, grid_experiment, plot, read_anchors, read_runs,
-                      report_settings, table, write_results)
+                      report_settings, seeds_table, table, write_results)
 
 
 def steps_at(budgets: dict[str, int], items: list[str]) -> dict[str, list[int]]:
@@ -62,7 +63,8 @@ def write_report(out: Path, results: Results, at: dict[str, list[int]], title: s
     out.mkdir(parents=True, exist_ok=True)
     write_results(results, out / "results.csv", metric)
     plot(results, out / "curves.png", title, anchors, metric, finals)
-    md = table(results, at, threshold, anchors, metric) + finals_table(results, finals)
+    md = (table(results, at, threshold, anchors, metric) + seeds_table(results, at, metric)
+          + finals_table(results, finals))
     # a --final label whose runs went past the task's budget (SAC at 2M) is a reference, not a
     # score at the budget
     beyond = {(e, a) for (e, a, _), v in results.items()

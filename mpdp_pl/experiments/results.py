@@ -39,6 +39,14 @@ def read_evals(run_dir: Path, metric: str = "eval/return") -> list[dict]:
         raise ConfigError(f"{path}: not a metrics.csv of this app ({type(e).__name__}: {e})") from None
 
 
+def evaluation_owed(run_dir: Path, env_steps: int) -> bool:
+    """The run's ``metrics.csv`` has no evaluation at ``env_steps``, where its last checkpoint
+    is: a stop signal dropped the evaluation of the round the checkpoint ends (the budget's
+    included), and a resume takes it."""
+    evals = read_evals(run_dir)
+    return not evals or evals[-1]["env_steps"] < env_steps
+
+
 Results = dict[tuple[str, str, int], list[dict]]  # (env, algo, seed) -> its evaluations
 
 
@@ -210,9 +218,10 @@ def first_reaching(evals: list[dict], threshold: float) -> int | None:
 def table(results: Results, at: dict[str, list[int]], threshold: float | None = None,
           anchors: dict[tuple[str, str], list[tuple]] | None = None,
           metric: str = "eval/return") -> str:
-    """Markdown: per (task, algorithm), ``metric`` (the return) at the fixed step counts (mean ± std over seeds),
-    optionally the first env step whose evaluation reached ``threshold`` (per seed, "-" if
-    never), and wall seconds per 1k env steps (mean over seeds, whole loop incl. evaluation).
+    """Markdown: per (task, algorithm), ``metric`` (the return) at the fixed step counts (mean ±
+    std over the seeds that reached the step, "(n of m seeds)" while some have not), optionally
+    the first env step whose evaluation reached ``threshold`` (per seed, "-" if never), and wall
+    seconds per 1k env steps (mean over seeds, whole loop incl. evaluation).
     Published ``anchors`` follow each task's rows, "(published)", at the same step counts
     (mean ± std as published, interpolated between the stored steps around a column and marked
     ≈, "-" outside them; seeds: theirs)."""
@@ -230,7 +239,8 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
             for step in at.get(env, []):
                 vals = [v for v in (value_at(e, step) for e in evals) if v is not None]
                 # returns in whole units; other metrics (a horizon of 0.8-5 steps) in hundredths
-                cells.append(f"{_fmt(vals, 0 if metric == 'eval/return' else 2)} @ {step:,}")
+                part = f" ({len(vals)} of {len(evals)} seeds)" if 0 < len(vals) < len(evals) else ""
+                cells.append(f"{_fmt(vals, 0 if metric == 'eval/return' else 2)} @ {step:,}{part}")
             cells += ["-"] * (width - len(cells))
             if threshold is not None:
                 cells.append(" / ".join(str(first_reaching(e, threshold) or "-") for e in evals))
@@ -255,6 +265,27 @@ def table(results: Results, at: dict[str, list[int]], threshold: float | None = 
         lines += ["", "≈: a published curve interpolated linearly between its two stored steps "
                       "around the column's."]
     return "\n".join(lines) + "\n"
+
+
+def seeds_table(results: Results, at: dict[str, list[int]], metric: str = "eval/return") -> str:
+    """Markdown: every run's ``metric`` at the table's steps, one row per seed (the values behind
+    each mean ± std of :func:`table`; "-" where the run has not reached the step)."""
+    width = max((len(v) for v in at.values()), default=0)
+    digits = 0 if metric == "eval/return" else 2
+    order = {k: i for i, k in enumerate(dict.fromkeys(k[:2] for k in results))}  # table()'s rows
+    lines = []
+    for (env, algo, seed), evals in sorted(results.items(), key=lambda kv: (order[kv[0][:2]],
+                                                                             kv[0][2])):
+        if evals:
+            cells = ["-" if v is None else f"{v:.{digits}f} @ {step:,}"
+                     for step, v in ((s, value_at(evals, s)) for s in at.get(env, []))]
+            lines.append("| " + " | ".join([env, algo, str(seed), *cells,
+                                             *["-"] * (width - len(cells))]) + " |")
+    if not lines:
+        return ""
+    head = ["task", "algo", "seed", *[f"({chr(97 + i)})" for i in range(width)]]
+    return ("\nEvery seed:\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
+            + "\n".join(lines) + "\n")
 
 
 def finals_table(results: Results, finals) -> str:
