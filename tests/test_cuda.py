@@ -326,3 +326,43 @@ def _mpdp_pv_actor_step(actor, plan_critic, model, obs, opt, alpha, beta, u_T):
     torch.nn.utils.clip_grad_norm_(actor.parameters(), 10.0)
     opt.step()
     return out.loss.detach()
+
+
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="host syncs exist on CUDA only")
+def test_the_deferred_guard_never_syncs_with_the_host():
+    """The deferred non-finite guard (the default on accelerators) with SAC's own optimizers:
+    a finite critic update, then a NaN one that it skips and puts back (weights and Adam's
+    state), under CUDA's sync debug mode. Adam keeps its step counter on the host unless it is
+    capturable; putting that counter back would wait for the device."""
+    import types
+
+    from mpdp_pl.algos.sac import SAC
+    from mpdp_pl.config import load_config
+    from mpdp_pl.environment.envs import EnvSpec
+    from mpdp_pl.runtime.guard import NonfiniteGuard
+
+    cfg = load_config("InvertedPendulum-v4", "sac", {"logger": "none"})
+    module = SAC(cfg, EnvSpec(OBS, ACT, (-1.0,) * ACT, (1.0,) * ACT, 1000)).to(DEVICE)
+    critic_opt = module.configure_optimizers()[0]
+    host = types.SimpleNamespace(device=module.device, manual_backward=lambda loss: loss.backward())
+    guard = NonfiniteGuard(limit=5, mode="auto")
+    obs, act = torch.randn(B, OBS, device=DEVICE), torch.rand(B, ACT, device=DEVICE)
+    scale = torch.ones((), device=DEVICE)
+
+    def update():
+        loss = module.critic(obs, act).pow(2).mean() * scale
+        return guard.step(host, "critic", critic_opt, loss, module.critic.parameters())
+
+    without_host_syncs(update)                        # two finite updates
+    params = list(module.critic.parameters())
+    weights = [p.detach().clone() for p in params]
+    adam = [{k: v.clone() for k, v in critic_opt.state[p].items()} for p in params]
+    assert all(v.device == p.device for p, st in zip(params, adam) for v in st.values())
+    scale.fill_(float("nan"))
+    without_host_syncs(update)                        # two faulty ones, skipped and put back
+    for p, w, st in zip(params, weights, adam):
+        close(p.detach(), w)
+        for k, v in st.items():
+            close(critic_opt.state[p][k], v)
+    guard.check_deferred(host)  # a streak of 2 < the limit: no stop
+    assert guard.skips == 2

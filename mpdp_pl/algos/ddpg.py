@@ -15,6 +15,7 @@ from tensordict import TensorDictBase
 from . import losses
 from ..models.actor import DeterministicActor
 from ..models.critic import TwinQ, make_target, polyak_update
+from ..runtime.guard import adam
 from .base import OffPolicyModule
 
 
@@ -38,8 +39,8 @@ class DDPG(OffPolicyModule):
 
     def configure_optimizers(self):
         c = self.cfg
-        return [torch.optim.Adam(self.critic.parameters(), lr=c["critic"]["lr"]),
-                torch.optim.Adam(self.actor.parameters(), lr=c["actor"]["lr"])]
+        return [adam(self.critic.parameters(), c["critic"]["lr"], self.device),
+                adam(self.actor.parameters(), c["actor"]["lr"], self.device)]
 
     def fault_parts(self) -> dict:
         return {**super().fault_parts(), "critic": [self.critic, self.critic_target],

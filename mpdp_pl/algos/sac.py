@@ -15,6 +15,7 @@ from torch import nn
 
 from . import losses
 from ..runtime.distributed import mean_across_ranks
+from ..runtime.guard import adam
 from ..models.actor import MultiHeadActor
 from ..models.critic import TwinQ, make_target, polyak_update
 from ..models.normalization import RunningMoments
@@ -52,11 +53,9 @@ class SAC(OffPolicyModule):
 
     def configure_optimizers(self):
         c = self.cfg
-        return [
-            torch.optim.Adam(self.critic.parameters(), lr=c["critic"]["lr"]),
-            torch.optim.Adam(self.actor.parameters(), lr=c["actor"]["lr"]),
-            torch.optim.Adam([self.log_alpha], lr=c["temperature"]["lr"]),
-        ]
+        return [adam(self.critic.parameters(), c["critic"]["lr"], self.device),
+                adam(self.actor.parameters(), c["actor"]["lr"], self.device),
+                adam([self.log_alpha], c["temperature"]["lr"], self.device)]
 
     # ------------------------------------------------------------------ data
     def store(self, batch: TensorDictBase) -> None:

@@ -27,6 +27,14 @@ from . import checkpoint
 from .distributed import average_gradients
 
 
+def adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam for a part that :meth:`NonfiniteGuard.step` updates. On an accelerator its step
+    counter lives on the device (``capturable``): torch keeps it on the host otherwise, and
+    putting a faulty step's counter back (the deferred guard) would wait for the device's
+    verdict there, a host sync per parameter and update."""
+    return torch.optim.Adam(params, lr=lr, capturable=device.type in ("cuda", "xpu"))
+
+
 class NumericalFault(RuntimeError):
     """Non-finite losses or gradients in one part, ``durability.nonfinite_limit`` updates in a row."""
 
