@@ -4,7 +4,10 @@ Each call refits the normalizers on all real data and trains every member on its
 of the training rows with one optimizer (warm-started from the previous weights), evaluating
 holdout MSE after each round, keeping each member's best weights, stopping after ``patience``
 rounds in which no member improved by more than 1%, restoring the best weights and picking the
-``num_elites`` members with the lowest holdout MSE as elites. Two budgets:
+``num_elites`` members with the lowest holdout MSE as elites. One deviation: a member's best
+starts at its warm-started weights' holdout MSE (MBPO's at 1e10, so that its first round always
+counts), so a member that no round improves by more than 1% keeps its previous weights. Two
+budgets:
 
 - ``max_steps=None`` (MBPO's rule): a round is one epoch over the whole bootstrap, at most
   ``max_epochs`` rounds; the cost of a training grows with the buffer.
