@@ -47,8 +47,9 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # as many devices as both machines see
+        for device, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
 
 
 def save(module, run_dir: Path) -> Path | None:
@@ -151,6 +152,9 @@ def restore(module, state: dict, path: Path) -> None:
     """Load a checkpoint into ``module`` once its optimizers and buffers exist."""
     module.load_counters(state["counters"])  # may size buffers (MBPO's model buffer)
     module.load_state_dict(state["module"])
+    if len(module.trainer.optimizers) != len(state["optimizers"]):
+        raise ConfigError(f"{path} holds {len(state['optimizers'])} optimizers' states; this run "
+                          f"has {len(module.trainer.optimizers)}")
     for opt, opt_state in zip(module.trainer.optimizers, state["optimizers"]):
         opt.load_state_dict(opt_state)
     own = Path(path) / f"rank{module.global_rank}" if module.global_rank else Path(path)
