@@ -62,8 +62,9 @@ def evaluate_agent(cfg: dict, module, episodes: int, seed: int, deterministic: b
 
     env = make_env(cfg, seed=seed)
     try:
-        episodes_run = run_episodes(env, module.policy(deterministic), episodes,
-                                    module.spec.max_episode_steps or 10**6)
+        with module.evaluating(seed):
+            episodes_run = run_episodes(env, module.policy(deterministic), episodes,
+                                        module.spec.max_episode_steps or 10**6)
         returns, lengths = episodes_run.returns, episodes_run.lengths
     finally:
         env.close()
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.episodes is not None and a.episodes < 1:
             raise ConfigError(f"--episodes {a.episodes}: must be >= 1")
+        if a.seed is not None and not 0 <= a.seed < 2**32:
+            raise ConfigError(f"--seed {a.seed}: must be in [0, 2**32)")
         for flag, target in (("--video", a.video), ("--export", a.export)):
             check_writable(flag, target)
         if a.video:
@@ -119,15 +122,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['episodes']} episodes (seed {seed}); wrote {out}")
     if a.video:
         from .environment.envs import make_env
-        from .environment.video import render_episode, write_video
+        from .environment.video import frame_rate, render_episode, write_video
 
         env = make_env(cfg, seed=seed, render=True)
         try:
-            frames, ret = render_episode(env, module.policy(a.deterministic),
-                                         module.spec.max_episode_steps or 1000)
+            with module.evaluating(seed):
+                frames, ret = render_episode(env, module.policy(a.deterministic),
+                                             module.spec.max_episode_steps or 1000)
+            fps = frame_rate(env)
         finally:
             env.close()
-        print(f"video: {write_video(frames, Path(a.video))} ({len(frames)} frames, return {ret:.2f})")
+        print(f"video: {write_video(frames, Path(a.video), fps)} ({len(frames)} frames, "
+              f"return {ret:.2f})")
     if a.export:
         from .export import export_policy
 

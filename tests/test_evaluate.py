@@ -85,10 +85,11 @@ def test_video_renders_headless_and_decodes(tiny_run, tmp_path):
     line = proc.stdout.split("video: ")[-1]
     frames = int(line.split("(")[-1].split(" frames")[0])
     ret = float(line.split("return ")[-1].rstrip(")\n"))
-    from mpdp_pl.environment.video import count_frames
+    from mpdp_pl.environment.video import count_frames, video_fps
 
     # InvertedPendulum pays 1 a step: the first frame, then one per step of the episode
     assert frames >= 2 and frames == round(ret) + 1 and count_frames(path) == frames
+    assert video_fps(path) == 25  # real time: InvertedPendulum-v4's dt is 0.04 s
 
 
 @pytest.mark.parametrize("case,match", [
@@ -96,6 +97,7 @@ def test_video_renders_headless_and_decodes(tiny_run, tmp_path):
     ("corrupt", "holds no readable checkpoint"),
     ("other_task", "is a checkpoint of InvertedPendulum-v4, not of Hopper-v4"),
     ("episodes", "--episodes 0"),
+    ("seed", "--seed -1"),
     ("export_to_a_folder", "is a directory; give a file name"),
     ("video_nowhere", "no such directory"),
 ])
@@ -104,6 +106,7 @@ def test_bad_input_is_one_line_exit_2(tiny_run, tmp_path, case, match):
     args = {"missing": [tmp_path / "nothing"],
             "other_task": [tiny_run, "--env", "Hopper-v4"],
             "episodes": [tiny_run, "--episodes", 0],
+            "seed": [tiny_run, "--seed", -1],
             "export_to_a_folder": [tiny_run, "--export", tmp_path],
             "video_nowhere": [tiny_run, "--video", tmp_path / "no" / "ep.mp4"]}.get(case)
     if case == "corrupt":

@@ -6,6 +6,7 @@ runs of PETS and POPLIN through the shared CLI that checkpoint, resume and evalu
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -109,9 +110,13 @@ def test_planner_trains_resumes_and_evaluates_through_the_cli(tmp_path, algo, ex
         rows = list(csv.DictReader(f))
     assert [int(r["env_steps"]) for r in rows] == [200, 400, 500]
     assert float(rows[-1][key]) > 0 and rows[-1]["eval/return"]
-    proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(out), "--episodes", "1"],
+    # the run's own seed and episodes: the planner's evaluation at 500 again, to the bit (its
+    # CEM draws from a seeded fork of the RNG and plans from no previous plan)
+    proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(next((out / "checkpoints").glob("*.eval.json")).read_text())
+    assert result["return_mean"] == pytest.approx(float(rows[-1]["eval/return"]), abs=1e-9)
     proc = subprocess.run([sys.executable, "-m", "mpdp_pl.evaluate", str(out), "--episodes", "1",
                            "--export", str(tmp_path / "pi.pt")],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -113,11 +113,11 @@ def test_avg_moves_the_weights_by_the_executed_noises_mean():
     module = POPLINP(load_config("InvertedPendulum-v4", "poplin_p"), SPEC)
     before = module.actor.policy.flat_weights().clone()
     noise = torch.randn(7, before.numel())
-    module.actor._previous[1] = torch.ones(1, 3, before.numel())
+    module.actor.warm_start[1] = torch.ones(1, 3, before.numel())
     module.improve_policy([noise])
     after = module.actor.policy.flat_weights()
     assert torch.allclose(after, before + noise.mean(0), atol=1e-6)
-    assert not module.actor._previous  # the old noise means are dropped with the old weights
+    assert not module.actor.warm_start  # the old noise means are dropped with the old weights
 
 
 def test_bc_ai_fits_the_executed_and_elite_actions():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 
 from conftest import TINY, offline_env, run_train
-from mpdp_pl.environment.video import count_frames
+from mpdp_pl.environment.video import count_frames, video_fps
 
 
 def test_videos_every_evaluation(tmp_path):
@@ -23,5 +23,6 @@ def test_videos_every_evaluation(tmp_path):
         video = out / "videos" / f"step{int(r['env_steps']):09d}.mp4"
         # the video replays the (deterministic) evaluation episode from the evaluation seed
         assert count_frames(video) == int(float(r["eval/episode_length"])) + 1
+        assert video_fps(video) == 25  # real time: InvertedPendulum-v4's dt is 0.04 s
     media = list((out / "wandb").glob("offline-run-*/files/media/videos/**/*.mp4"))
     assert len(media) == 2

@@ -5,6 +5,8 @@ policy, and the TorchRL collector stream that Lightning iterates (one batch per 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from tensordict.nn import TensorDictModule
 from torch.utils.data import DataLoader
@@ -41,6 +43,16 @@ class EnvSetup:
         self.eval_seed = self.cfg["seed"] + 1000 * self.global_rank + EVAL_SEED_OFFSET
         self.envs = {"train": make_env(self.cfg, seed=seed, num_envs=self.cfg["data"]["num_envs"]),
                      "eval": make_env(self.cfg, seed=self.eval_seed)}
+
+    @contextmanager
+    def evaluating(self, seed: int):
+        """An evaluation's randomness apart from training's: torch's RNG forked and seeded with
+        ``seed`` for its episodes (a planner's CEM and a stochastic policy draw from it), so
+        that a checkpoint and a seed give one evaluation, and training's random stream does not
+        depend on how often it was evaluated."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
 
     def policy(self, deterministic: bool) -> TensorDictModule:
         return TensorDictModule(ActorPolicy(self.actor, deterministic),

@@ -6,6 +6,8 @@ loop's update ratios do nothing here."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from ..lookahead.planning import CEMPlanner, CEMSettings
 from .base import OffPolicyModule
 from .model_learner import MODEL_METRIC_KEYS, attach_model_learner
@@ -21,6 +23,18 @@ class PETS(OffPolicyModule):
 
     def make_planner(self, cfg: dict, spec) -> CEMPlanner:
         return CEMPlanner(self.dynamics, spec.action_dim, CEMSettings.from_config(cfg))
+
+    @contextmanager
+    def evaluating(self, seed: int):
+        """The RNG apart (:meth:`~mpdp_pl.algos.env_setup.EnvSetup.evaluating`), and the
+        planner's warm start: an evaluation plans from no previous plan, and acting takes its
+        own back afterwards."""
+        acting, self.actor.warm_start = self.actor.warm_start, {}
+        try:
+            with super().evaluating(seed):
+                yield
+        finally:
+            self.actor.warm_start = acting
 
     def configure_optimizers(self):
         return [self.model_learner.make_optimizer()]

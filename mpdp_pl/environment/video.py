@@ -40,7 +40,13 @@ def render_episode(env, policy, max_steps: int, seed: int | None = None):
     return frames, float(rollout["next", "reward"].sum())
 
 
-def write_video(frames, path: Path, fps: int = 30) -> Path:
+def frame_rate(env) -> int:
+    """Frames per second at which ``env``'s episodes play in real time: gymnasium's
+    ``metadata["render_fps"]`` (1 / dt; Hopper-v4 125, InvertedPendulum-v4 25), else 30."""
+    return int(env.base_env._env.metadata.get("render_fps", 30))
+
+
+def write_video(frames, path: Path, fps: int) -> Path:
     import imageio.v2 as imageio
 
     path = Path(path)
@@ -57,3 +63,11 @@ def count_frames(path: Path) -> int:
 
     with imageio.get_reader(path) as r:
         return sum(1 for _ in r)
+
+
+def video_fps(path: Path) -> float:
+    """An mp4's frame rate as its container states it."""
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path) as r:
+        return float(r.get_meta_data()["fps"])

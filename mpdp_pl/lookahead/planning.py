@@ -114,7 +114,7 @@ class CEMPlanner(nn.Module):
         super().__init__()
         self._model = (dynamics,)  # not a submodule: the algorithm owns and saves the ensemble
         self.action_dim, self.settings = action_dim, settings
-        self._previous: dict[int, torch.Tensor] = {}  # batch size -> the last plan, shifted
+        self.warm_start: dict[int, torch.Tensor] = {}  # batch size -> the last plan, shifted
 
     @torch.no_grad()
     def plan(self, obs: torch.Tensor) -> torch.Tensor:
@@ -122,13 +122,13 @@ class CEMPlanner(nn.Module):
         n = obs.shape[0]
         lb = torch.full((self.action_dim,), -1.0, device=obs.device)
         ub = torch.full((self.action_dim,), 1.0, device=obs.device)
-        mean = self._previous.get(n)
+        mean = self.warm_start.get(n)
         if mean is None or mean.device != obs.device:
             mean = torch.zeros(n, s.horizon, self.action_dim, device=obs.device)
         var = ((ub - lb) ** 2 / 16).expand(n, s.horizon, self.action_dim)
         mean, _ = cem(lambda plans: particle_returns(dynamics, obs, plans, s.particles),
                       mean, var, lb, ub, s)
-        self._previous[n] = torch.cat([mean[:, 1:], torch.zeros_like(mean[:, :1])], dim=1)
+        self.warm_start[n] = torch.cat([mean[:, 1:], torch.zeros_like(mean[:, :1])], dim=1)
         return mean[:, 0]
 
     def deterministic(self, obs: torch.Tensor, head: int = 0) -> torch.Tensor:

@@ -39,23 +39,23 @@ class _PolicyPlanner(nn.Module):
         super().__init__()
         self._model = (dynamics,)  # not a submodule: the algorithm owns and saves the ensemble
         self.policy, self.settings, self.init_var = policy, settings, init_var
-        self._previous: dict[int, torch.Tensor] = {}  # batch size -> the last noise mean, shifted
+        self.warm_start: dict[int, torch.Tensor] = {}  # batch size -> the last noise mean, shifted
         self.pending: list[tuple[torch.Tensor, ...]] = []
 
     def _search(self, obs: torch.Tensor, dim: int, objective) -> tuple[torch.Tensor, torch.Tensor]:
         s, n = self.settings, obs.shape[0]
-        mean = self._previous.get(n)
+        mean = self.warm_start.get(n)
         if mean is None or mean.device != obs.device or mean.shape[-1] != dim:
             mean = torch.zeros(n, s.horizon, dim, device=obs.device)
         var = torch.full_like(mean, self.init_var)
         unbounded = torch.full((dim,), math.inf, device=obs.device)
         mean, elite = cem(objective, mean, var, -unbounded, unbounded, s)
-        self._previous[n] = torch.cat([mean[:, 1:], torch.zeros_like(mean[:, :1])], dim=1)
+        self.warm_start[n] = torch.cat([mean[:, 1:], torch.zeros_like(mean[:, :1])], dim=1)
         return mean, elite
 
     def reset(self) -> None:
         """Forget the previous plans (after the policy changed under them)."""
-        self._previous.clear()
+        self.warm_start.clear()
 
     def deterministic(self, obs: torch.Tensor, head: int = 0) -> torch.Tensor:
         return self.plan(obs, record=False)

@@ -55,10 +55,12 @@ class PeriodicEvaluation(Callback):
             self.last_step = module.last_eval_step = module.env_steps
             return
         cfg = module.cfg
-        result = evaluate(module.envs["eval"], module.policy(deterministic=True),
-                          cfg["eval"]["episodes"], module.spec.max_episode_steps or 10**6,
-                          seed=module.eval_seed, gamma=cfg["critic"]["gamma"], q_value=module.q_value,
-                          should_stop=lambda: module.stop_signal is not None)
+        with module.evaluating(module.eval_seed):
+            result = evaluate(module.envs["eval"], module.policy(deterministic=True),
+                              cfg["eval"]["episodes"], module.spec.max_episode_steps or 10**6,
+                              seed=module.eval_seed, gamma=cfg["critic"]["gamma"],
+                              q_value=module.q_value,
+                              should_stop=lambda: module.stop_signal is not None)
         if result is None:
             return
         self.last_step = module.last_eval_step = module.env_steps
@@ -81,13 +83,15 @@ class PeriodicEvaluation(Callback):
         W&B, as the ``eval/video`` media of that env step."""
         from lightning.pytorch.loggers import WandbLogger
 
-        from ...environment.video import render_episode, write_video
+        from ...environment.video import frame_rate, render_episode, write_video
 
         if "video" not in module.envs:  # created on first use: rendering needs a GL context
             module.envs["video"] = make_env(module.cfg, seed=module.eval_seed, render=True)
-        frames, _ = render_episode(module.envs["video"], module.policy(deterministic=True),
-                                   module.spec.max_episode_steps or 1000, seed=module.eval_seed)
-        path = write_video(frames, module.out_dir / "videos" / f"step{module.env_steps:09d}.mp4")
+        with module.evaluating(module.eval_seed):
+            frames, _ = render_episode(module.envs["video"], module.policy(deterministic=True),
+                                       module.spec.max_episode_steps or 1000, seed=module.eval_seed)
+        path = write_video(frames, module.out_dir / "videos" / f"step{module.env_steps:09d}.mp4",
+                           frame_rate(module.envs["video"]))
         if isinstance(module.logger, WandbLogger):
             module.logger.log_video("eval/video", [str(path)], step=module.env_steps,
                                     format=["mp4"])
