@@ -114,7 +114,10 @@ def resume_target(args, overrides: dict):
     from .runtime import checkpoint
 
     if args.resume == "auto":
-        run_dir = checkpoint.find_run(load_config(args.env, args.algo, overrides))
+        if "logger" in overrides:
+            raise ConfigError("--resume takes the logger of the run it continues; drop --logger")
+        root = Path(overrides["out"]) if "out" in overrides else Path("runs")
+        run_dir = checkpoint.find_run(load_config(args.env, args.algo, overrides), root)
     else:
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
@@ -137,8 +140,12 @@ def resume_target(args, overrides: dict):
     checkpoint.check_compatible(state["config"], cfg)
     done = state["counters"]["env_steps"]
     if cfg["steps"] <= done:
-        raise ConfigError(f"{run_dir} is complete at {done} env steps; give --steps N > {done} "
-                          f"to extend it")
+        from .experiments.results import evaluation_owed
+
+        if not evaluation_owed(run_dir, done):
+            raise ConfigError(f"{run_dir} is complete at {done} env steps; give --steps N > {done} "
+                              f"to extend it")
+        cfg["steps"] = done  # a stop dropped the last evaluation: the resume takes it, no more
     return cfg, ckpt
 
 

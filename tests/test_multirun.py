@@ -87,6 +87,7 @@ def test_submitit_local_executor_runs_the_grid(tmp_path):
     (["seed=0", "hydra/launcher=nope"], r"hydra/launcher"),
     (["seed=0,1", "--resume", "x"], r"--resume cannot be combined with -m"),
     (["seed=0", "env=Nope-v0"], r"job .*env=Nope-v0.*: unknown env id 'Nope-v0'"),
+    (["seed=0", "env=CartPole-v1"], r"job .*env=CartPole-v1.*: .*no continuous \(Box\) action space"),
 ])
 def test_bad_grids_are_one_line_exit_2_and_write_nothing(tmp_path, args, match):
     proc = run_train(["-m", *TINY, "steps=150", "--out", str(tmp_path / "grid"), *args], cwd=tmp_path)

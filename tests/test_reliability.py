@@ -101,15 +101,17 @@ def stop_inside(args: list[str], out: Path, tmp_path: Path, marker_step: int) ->
     return seconds, stdout
 
 
+SLOW_EVAL = ["--env", "Pendulum-v1", "--algo", "pets", "--logger", "none", "pets.population=125",
+             "data.init_random_steps=200", "eval.every=100", "eval.episodes=1",
+             "task.max_episode_steps=10", "trainer.num_threads=1"]
+
+
 def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
     # PETS at its published CEM with a quarter of its population (about 1.5 s per planned step
     # here) evaluates 10-step episodes from env step 100: one evaluation is about 15 s; the stop
     # drops it
     out = tmp_path / "run"
-    seconds, stdout = stop_inside(["--env", "Pendulum-v1", "--algo", "pets", "--logger", "none",
-                                   "pets.population=125", "steps=300", "data.init_random_steps=200",
-                                   "eval.every=100", "eval.episodes=1", "task.max_episode_steps=10",
-                                   "trainer.num_threads=1"], out, tmp_path, marker_step=99)
+    seconds, stdout = stop_inside([*SLOW_EVAL, "steps=300"], out, tmp_path, marker_step=99)
     assert seconds < 30, seconds
     assert not (out / "metrics.csv").exists() or rows(out) == []  # no half-finished row
     assert checkpoint.read(checkpoint.latest(out))["counters"]["env_steps"] == 100
@@ -119,6 +121,62 @@ def test_sigterm_inside_a_planners_evaluation_exits_within_30_s(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the evaluation the stop dropped is taken at the resume, at its own env step, then the last
     assert [int(r["env_steps"]) for r in rows(out)] == [100, 101]
+
+
+def test_a_stop_inside_the_last_evaluation_is_resumed_not_restarted(tmp_path):
+    # the run's budget is the evaluation's env step: the stop leaves a checkpoint at the budget
+    # and no row for it
+    out = tmp_path / "run"
+    stop_inside([*SLOW_EVAL, "steps=100"], out, tmp_path, marker_step=99)
+    assert checkpoint.read(checkpoint.latest(out))["counters"]["env_steps"] == 100
+    assert not (out / "metrics.csv").exists() or rows(out) == []
+    # a grid's job at that budget is unfinished and resumed (not moved aside and started again)
+    from mpdp_pl.experiments.multirun import _resumable, finished
+    assert not finished(out, 100) and _resumable(out, 100)
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [int(r["env_steps"]) for r in rows(out)] == [100]  # the evaluation owed, no more
+    assert finished(out, 100)
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "is complete at 100 env steps" in proc.stderr
+
+
+def test_a_resume_ends_the_episode_in_flight_at_the_checkpoint(tmp_path):
+    # Pendulum-v1 has no terminal states and a 200-step time limit: at 250 the second episode
+    # is 50 steps in; the resumed run starts a new episode, so that transition ends one
+    out = tmp_path / "run"
+    run = ["--env", "Pendulum-v1", "--algo", "sac", "--logger", "none", *TINY, "--out", str(out)]
+    proc = run_train([*run, "steps=250"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_train(["--resume", str(out), "--steps", "300"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from mpdp_pl.environment.data import load_buffer, make_replay_buffer
+    rb = make_replay_buffer(10**6, "cpu")
+    load_buffer(rb, checkpoint.latest(out) / "replay_buffer")
+    nxt = rb[:]["next"]
+    assert len(rb) == 300 and not nxt["terminated"].any()
+    ends = nxt["truncated"].squeeze(-1).nonzero().squeeze(-1).tolist()
+    assert ends == [199, 249] and torch.equal(nxt["done"], nxt["truncated"])
+    # the next episode starts at the resume: slot 250 is a fresh reset, not 249's successor
+    assert not torch.equal(rb[250]["observation"], nxt["observation"][249])
+
+
+def test_resume_auto_continues_the_run_with_this_config_under_out(tmp_path):
+    config = ["--env", "InvertedPendulum-v4", "--algo", "sac", *TINY, "steps=200"]
+    proc = run_train([*config, "--logger", "none", "--out", str(tmp_path / "runs" / "a")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the search root is --out; the run's config but the budget and the logger matches
+    proc = run_train(["--resume", "auto", *config, "--out", str(tmp_path / "runs"), "--steps", "400"],
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [int(r["env_steps"]) for r in rows(tmp_path / "runs" / "a")] == [200, 400]
+    # a resume keeps the run's logger: asking for another is refused, not ignored
+    proc = run_train(["--resume", "auto", *config, "--out", str(tmp_path / "runs"), "--steps", "600",
+                      "--logger", "csv"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --resume takes the logger of the run it continues; drop --logger"], proc.stderr
 
 
 DH_TINY = ["--env", "Hopper-v4", "--algo", "dhmbpo", "--logger", "none", "data.init_random_steps=200",

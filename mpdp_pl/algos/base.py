@@ -29,7 +29,7 @@ from tensordict import TensorDictBase
 
 from ..runtime import checkpoint
 from ..runtime.clock import RunClock
-from ..environment.data import CollectorStream, make_replay_buffer
+from ..environment.data import CollectorStream, end_episode_in_flight, make_replay_buffer
 from ..environment.envs import EnvSpec
 from ..runtime.guard import NonfiniteGuard
 from ..runtime.recorder import MetricsRecorder
@@ -186,6 +186,8 @@ class OffPolicyModule(EnvSetup, pl.LightningModule):
         self.replay_buffer = make_replay_buffer(self.cfg["data"]["buffer_size"], self._buffer_device())
         if self.resume_state is not None:
             checkpoint.restore(self, self.resume_state, self.resume_path)
+            if self.cfg["data"]["num_envs"] == 1:  # several envs: their slots interleave
+                end_episode_in_flight(self.replay_buffer)
             self.resume_state = None
             if self.after_resume is not None:
                 self.after_resume()

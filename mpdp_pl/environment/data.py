@@ -103,6 +103,22 @@ def newest_transitions(buffer: TensorDictReplayBuffer, n: int) -> TensorDictBase
     return buffer.storage.get(idx)
 
 
+def end_episode_in_flight(buffer: TensorDictReplayBuffer) -> None:
+    """A resumed run's env starts a new episode (:mod:`mpdp_pl.algos.env_setup`), so the episode
+    in flight at the checkpoint ended there: its newest stored transition, unless terminal, is
+    marked ``truncated`` (and ``done``) as a time limit would mark it, so that no window of
+    consecutive transitions (the plan-value critic's real segments) runs on into the next
+    episode. For one env: the newest transition is its own."""
+    if len(buffer) == 0:
+        return
+    newest = (buffer.writer._cursor - 1) % buffer.storage.max_size
+    last = buffer.storage.get(newest)
+    if not bool(last["next", "terminated"].any()):
+        last["next", "truncated"].fill_(True)
+        last["next", "done"].fill_(True)
+        buffer.storage[newest] = last  # in place: the length and the cursor stay
+
+
 def flat_transitions(batch: TensorDictBase) -> TensorDictBase:
     """A collected round, ``[..., T]``, as ``[N]`` transitions holding only TRANSITION_KEYS."""
     return batch.select(*TRANSITION_KEYS).reshape(-1)

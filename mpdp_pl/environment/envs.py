@@ -64,7 +64,8 @@ class EnvSpec:
 
 
 def check_env_id(env_id: str) -> None:
-    """Fail with one clear line for ids gymnasium does not know or that are not continuous."""
+    """Fail with one clear line for ids gymnasium does not know (:func:`make_env` refuses those
+    whose actions are not continuous)."""
     registry = gym.envs.registry
     if env_id not in registry:
         close = difflib.get_close_matches(env_id, list(registry), n=3, cutoff=0.5)

@@ -57,7 +57,7 @@ import yaml
 from ..config import CONF_DIR, ConfigError, load_config, parse_overrides, task_budget
 from ..config.schema import RunConfig
 from ..errors import FAILED_MARKER
-from .results import report_settings
+from .results import evaluation_owed, report_settings
 
 TRAIN = Path(__file__).resolve().parents[2] / "train.py"
 FLAGS = {"--env": "env", "--algo": "algo", "--steps": "steps", "--seed": "seed",
@@ -178,9 +178,12 @@ def _resumable(path: Path, steps: int) -> bool:
     if ckpt is None:
         return False
     try:
-        return checkpoint.read(ckpt)["counters"]["env_steps"] < steps
+        done = checkpoint.read(ckpt)["counters"]["env_steps"]
     except (ConfigError, KeyError):
         return False
+    # at the budget: a stop dropped the last evaluation (the job is not finished), which the
+    # resume takes
+    return done < steps or evaluation_owed(path, done)
 
 
 def run_job(job: list[str], out: Path) -> int:
@@ -200,7 +203,10 @@ def run_job(job: list[str], out: Path) -> int:
         mode = "a"
     else:
         if path.exists() and any(path.iterdir()):  # partial, nothing to continue from: keep it
-            path.rename(path.with_name(f"{path.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"))
+            aside = f"{path.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"
+            path.rename(path.with_name(aside))
+            if log.exists():  # and the log of why
+                log.rename(log.with_name(aside + ".log"))
         path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [*(o for o in job if not o.startswith("out=")), f"out={path}", "trainer.num_threads=1"]
         mode = "w"
@@ -227,8 +233,9 @@ class Running:
         self.stop: int | None = None
 
     def forward(self, signum, frame) -> None:
-        """SIGTERM to the grid: passed on to every running job, which checkpoints and exits
-        (docs/usage.md, "Stopping a local grid"); jobs not started yet are not started."""
+        """SIGTERM or SIGINT (Ctrl-C) to the grid: passed on to every running job, which
+        checkpoints and exits (docs/usage.md, "Stopping a local grid"); jobs not started yet are
+        not started."""
         with self.lock:
             self.stop = signum
             for proc in self.procs:
@@ -304,11 +311,12 @@ def launch_jobs(out: Path, jobs: list[list[str]], hydra_args: list[str] = (), re
     PLANNED.append(grid)
     argv, sys.argv = sys.argv, [str(TRAIN), "--multirun", *overrides]
     RUNNING.stop = None
-    previous = signal.signal(signal.SIGTERM, RUNNING.forward)
+    previous = {s: signal.signal(s, RUNNING.forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         hydra.main(config_path=None, config_name="schema", version_base="1.3")(task)()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         sys.argv = argv
         PLANNED.remove(grid)
         GlobalHydra.instance().clear()
@@ -373,9 +381,9 @@ def swept_keys(jobs: list[list[str]]) -> set[str]:
 def plan(out: Path, sweeps: list[list[str]]) -> list[list[str]]:
     """Every job of the sweeps, validated and placed (``out=`` its run directory), before any
     job starts: a typo must not cost a grid."""
-    from ..environment.envs import check_env_id
+    from ..run import probe_env_spec
 
-    seen, jobs = {}, []
+    seen, jobs, probed = {}, [], set()
     for sweep in sweeps:
         if any(o.split("=", 1)[0] == "out" for o in sweep):
             raise ConfigError("a grid's runs go to --out DIR/<env>/<label>/seed<S>; out= cannot be set per job")
@@ -384,7 +392,10 @@ def plan(out: Path, sweeps: list[list[str]]) -> list[list[str]]:
         for job in expanded:
             try:
                 cfg = job_config(job)
-                check_env_id(cfg["env"])
+                task = (cfg["env"], repr(sorted(cfg["task"].items())))
+                if task not in probed:  # built once: an unknown id, a discrete action space
+                    probe_env_spec(cfg)
+                    probed.add(task)
             except ConfigError as e:
                 raise ConfigError(f"job {' '.join(job)}: {e}") from None
             path = run_dir(out, cfg, label(cfg, job, swept))
