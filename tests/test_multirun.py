@@ -312,9 +312,12 @@ def test_a_second_grid_on_a_grid_in_use_is_refused(tmp_path):
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == [".grid.lock"]
 
 
-def test_sigterm_to_a_grid_stops_every_running_job_at_a_checkpoint(tmp_path):
-    """SIGTERM to ``train.py -m`` reaches its running jobs (real train.py processes), which
-    checkpoint and exit; the job not started yet is never started; the grid exits 143."""
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_a_grid_stops_every_running_job_at_a_checkpoint(tmp_path, name):
+    """SIGTERM to ``train.py -m``, or Ctrl-C (SIGINT to its whole process group, as a terminal
+    sends it), reaches its running jobs (real train.py processes), which checkpoint and exit;
+    the job not started yet is never started; the grid exits 128 + the signal's number."""
+    import os
     import signal
     import subprocess
     import sys
@@ -323,19 +326,23 @@ def test_sigterm_to_a_grid_stops_every_running_job_at_a_checkpoint(tmp_path):
     from mpdp_pl.experiments.multirun import _resumable
     from mpdp_pl.runtime import checkpoint
 
-    grid = tmp_path / "g"
+    grid, sig = tmp_path / "g", getattr(signal, name)
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", *TINY, "--out", str(grid),
                              "seed=0,1,2", "steps=20000", "hydra.launcher.workers=2"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     runs = [grid / "Pendulum-v1" / "sac" / f"seed{s}" for s in (0, 1)]
     deadline = time.monotonic() + 300
     while not all((r / "metrics.csv").exists() for r in runs):  # both past their first evaluation
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # the grid and its jobs at once
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, out + err
-    assert "stopped by SIGTERM" in out
+    assert proc.returncode == 128 + sig, out + err
+    assert f"stopped by {name}" in out and "Traceback" not in err
     for r in runs:
         assert checkpoint.latest(r) is not None and _resumable(r, 20000)
     assert not (grid / "Pendulum-v1" / "sac" / "seed2").exists()
