@@ -136,38 +136,48 @@ def farsighted_improvement(obs: torch.Tensor, actor: MultiHeadActor, critic: Twi
                     params=dynamics.elite_params(detach=True), live=form == "live",
                     detach_dead=True)
     tail_eps = noise.actor[horizon]
+
+    # One step's part of J, in either form of the cut: (its term per stepped sample, the value
+    # that ended a sample there, where r_t counted, where the entropy term counted)
+    def cut_with_one_step_q(st, reward_term):
+        """A cut ends the sample with SAC's objective at s_t; a predicted terminal ends the sum
+        with no bootstrap, or with Q like a cut (``terminal_critic``)."""
+        cut, counted = st.cut, st.valid
+        if terminal_critic:
+            cut = cut | (counted & st.model.terminated)
+            counted = st.alive_next
+        q = unroll.masked(cut, q_min, st.obs, st.action)
+        one_step = q - alpha * st.log_prob                                # SAC's objective at s_t
+        discount = gamma ** st.t
+        term = discount * torch.where(cut, one_step, torch.where(counted, reward_term, 0.0))
+        return term, torch.where(cut, discount * q, 0.0), counted, st.alive
+
+    def cut_as_printed(st, reward_term):
+        """Algorithm 1 lines 6-8: a cut or a predicted terminal ends the sample with
+        gamma^{t+1} V_old(s_{t+1}), without r_t."""
+        ended = st.alive & (st.cut | st.model.terminated)
+        counted = st.alive & ~ended
+        value = unroll.masked(ended, end_value(gamma ** (st.t + 1)), st.model.next_obs,
+                              unroll.pick(tail_eps, st))
+        term = torch.where(ended, value, torch.where(counted, gamma ** st.t * reward_term, 0.0))
+        return term, torch.where(ended, value, 0.0), counted, counted
+
+    step_terms = cut_as_printed if paper_literal_cut else cut_with_one_step_q
     for st in unroll:
-        t, s, action, log_prob, step = st.t, st.obs, st.action, st.log_prob, st.model
-        alive, cut = st.alive, st.cut
-        discount = gamma ** t
+        t, step, alive = st.t, st.model, st.alive
         u = step.u.detach()
         if t == 0:
-            log_prob0, u_first = log_prob, u
+            log_prob0, u_first = st.log_prob, u
         u_sum = u_sum + torch.where(alive, u, 0.0).sum()
         alive_steps = alive_steps + alive.sum()
-        cut_counts.append(cut.float().sum())
-        reward_term = step.reward - alpha * log_prob - beta * step.u      # Eq. (10)
-        if paper_literal_cut:  # Alg. 1 l.6-8: end with gamma^{t+1} V(s_{t+1}), no r_t
-            ended = alive & (cut | step.terminated)
-            counted = alive & ~ended
-            value = unroll.masked(ended, end_value(gamma ** (t + 1)), step.next_obs,
-                                  unroll.pick(tail_eps, st))
-            term = torch.where(ended, value, torch.where(counted, discount * reward_term, 0.0))
-            cut_sum = cut_sum + torch.where(ended, value, 0.0).detach().sum()
-            entropy_counted = counted
-        else:
-            counted = st.valid
-            if terminal_critic:  # a predicted terminal ends the sample with Q, like a cut
-                cut = cut | (counted & step.terminated)
-                counted = st.alive_next
-            q = unroll.masked(cut, q_min, s, action)
-            one_step = q - alpha * log_prob                               # SAC's objective at s_t
-            term = discount * torch.where(cut, one_step, torch.where(counted, reward_term, 0.0))
-            cut_sum = cut_sum + torch.where(cut, discount * q, 0.0).detach().sum()
-            entropy_counted = alive
+        cut_counts.append(st.cut.float().sum())
+        reward_term = step.reward - alpha * st.log_prob - beta * step.u   # Eq. (10)
+        term, ended_value, counted, entropy_counted = step_terms(st, reward_term)
         ret = unroll.add(ret, term, st)
+        discount = gamma ** t
+        cut_sum = cut_sum + ended_value.detach().sum()
         r_sum = r_sum + torch.where(counted, discount * step.reward, 0.0).detach().sum()
-        ent_sum = ent_sum + torch.where(entropy_counted, -discount * alpha * log_prob,
+        ent_sum = ent_sum + torch.where(entropy_counted, -discount * alpha * st.log_prob,
                                         0.0).detach().sum()
         pen_sum = pen_sum + torch.where(counted, -discount * beta * step.u, 0.0).detach().sum()
         realized = realized + counted.sum()
