@@ -31,6 +31,25 @@ def test_cem_finds_the_optimum_of_a_quadratic():
     assert torch.allclose(mean, target, atol=0.03)
 
 
+def test_cem_ranks_a_nan_value_last():
+    """A plan whose value is NaN (a diverged model trajectory) is never an elite: with NaN for
+    every plan whose first action exceeds 0.2, CEM finds the best finite plan, 0.2 (the objective
+    peaks at 0.5, inside the NaN region), instead of drifting into that region (``topk`` ranks NaN
+    first)."""
+    torch.manual_seed(0)
+    s = CEMSettings(horizon=1, population=200, elites=20, iterations=10, momentum=0.1,
+                    particles=20)
+    lb, ub = -torch.ones(1), torch.ones(1)
+
+    def objective(x):
+        v = -(x - 0.5).pow(2).sum((-2, -1))
+        return torch.where(x[..., 0, 0] > 0.2, torch.nan, v)
+
+    mean, elite = cem(objective, torch.zeros(2, 1, 1), torch.full((2, 1, 1), 0.25), lb, ub, s)
+    assert (elite <= 0.2).all()
+    assert torch.allclose(mean, torch.full_like(mean, 0.2), atol=0.03)
+
+
 class PointMass:
     """s' = s + a in R^2, r = -||s'||^2, a in [-1, 1]^2, never terminal: from s = (0.6, -0.4) the
     best return is 0 (a = -s, then stay); uniform random actions get about -12.6 in expectation."""

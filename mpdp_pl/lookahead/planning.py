@@ -53,7 +53,8 @@ def cem(objective: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, v
         lb: torch.Tensor, ub: torch.Tensor, s: CEMSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximize ``objective`` (``[N, P, H, A] -> [N, P]``) from ``mean``, ``var`` ``[N, H, A]``
     within ``[lb, ub]`` ``[A]``; returns the final mean ``[N, H, A]`` and the last iteration's
-    elites ``[N, elites, H, A]``."""
+    elites ``[N, elites, H, A]``. A NaN value (a diverged model trajectory) ranks last, as in
+    mbrl-lib's ``CEMOptimizer``: ``topk`` would rank it first."""
     n, h, a = mean.shape
     for _ in range(s.iterations):
         cap = torch.minimum((mean - lb).div(2).pow(2), (ub - mean).div(2).pow(2))
@@ -61,7 +62,9 @@ def cem(objective: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, v
         z = torch.nn.init.trunc_normal_(torch.empty(n, s.population, h, a, device=mean.device),
                                         0.0, 1.0, -2.0, 2.0)
         samples = mean.unsqueeze(1) + z * std.unsqueeze(1)
-        best = objective(samples).topk(s.elites, dim=1).indices                    # [N, elites]
+        values = objective(samples)
+        values = torch.where(values.isnan(), -torch.inf, values)
+        best = values.topk(s.elites, dim=1).indices                                # [N, elites]
         elite = samples.gather(1, best[:, :, None, None].expand(-1, -1, h, a))
         mean = s.momentum * mean + (1 - s.momentum) * elite.mean(1)
         var = s.momentum * var + (1 - s.momentum) * elite.var(1, unbiased=False)
