@@ -31,9 +31,11 @@ def ovr_member_kl(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         raise ValueError("the One-vs-Rest error needs at least two members")
     mean_rest = (mean.sum(0, keepdim=True) - mean) / (e - 1)                     # [E, B, D]
     var_rest = (var.sum(0, keepdim=True) - var) / (e - 1)
-    # mean_{j != i} (mu_j - mu_-i)^2 = [sum_j (mu_j - mu_-i)^2 - (mu_i - mu_-i)^2] / (E - 1)
-    dev = mean.unsqueeze(0) - mean_rest.unsqueeze(1)                             # [i, j, B, D]
-    spread = (dev.pow(2).sum(1) - (mean - mean_rest).pow(2)) / (e - 1)
+    # With d_j = mu_j - mean_j mu_j and S = sum_j d_j^2 (both centred, so no cancellation):
+    # mean_{j != i} (mu_j - mu_-i)^2 = [S - E / (E - 1) d_i^2] / (E - 1), the leave-one-out
+    # update of S; no [E, E, B, D] tensor of every pair.
+    d = mean - mean.mean(0, keepdim=True)
+    spread = (d.pow(2).sum(0, keepdim=True) - e / (e - 1) * d.pow(2)) / (e - 1)
     var_rest = var_rest + spread
     kl = 0.5 * (torch.log(var_rest / var) + (var + (mean - mean_rest).pow(2)) / var_rest - 1.0)
     return kl.sum(-1)
