@@ -12,6 +12,7 @@ import torch
 
 from conftest import TINY, TINY_MODEL_DATA
 from mpdp_pl.runtime import checkpoint
+from mpdp_pl.algos.dhmbpo import DHMBPO
 from mpdp_pl.algos.mbpo import MBPO
 from mpdp_pl.algos.mpdp import MPDP
 from mpdp_pl.algos.mpdp_plan_value import MPDPPlanValue
@@ -176,3 +177,28 @@ def test_plan_value_updates_wait_for_a_model_that_trained(tmp_path, base, algo):
     module = cls.made[0]
     assert module.fits >= 2 and module.model_learner.trainings >= 1
     assert module.model_at_update and all(module.model_at_update)
+
+
+def test_a_dhmbpo_burst_waits_for_a_model_that_trained(tmp_path):
+    """DHMBPO's rollouts run through the model: after a first training that diverged (env step
+    200), the burst it owes (25 critic-only updates, 100 pairs) waits for the training that
+    succeeds (201) and runs there whole, with the 10 warm-start pairs; the burst at 300 adds 125.
+    No rollout comes from an untrained model."""
+
+    class DHFirstFitDiverges(first_fit_diverges(DHMBPO)):
+        def rollout(self, with_u=False):
+            self.model_at_update.append(self.model_ready)
+            return super().rollout(with_u)
+
+    cfg = load_config("Hopper-v4", "dhmbpo", {
+        "data.init_random_steps": 200, "eval.every": 100, "eval.episodes": 1, "data.batch_size": 64,
+        "networks.hidden_sizes": [32, 32], "model.hidden": 32, "updates.every": 100,
+        "model.train_freq": 100, "model.batch_size": 64, "model.max_epochs": 2,
+        "dhmbpo.rollout_every": 10, "dhmbpo.rollout_length": 5, "dhmbpo.buffer_size": 2000,
+        "updates.warmup": 10, "trainer.num_threads": 1, "logger": "none", "steps": 300,
+        "out": str(tmp_path / "run")})
+    train_module(DHFirstFitDiverges, cfg)
+    module = DHFirstFitDiverges.made[-1]
+    assert module.fits >= 2 and module.model_learner.trainings >= 1
+    assert module.model_at_update and all(module.model_at_update)
+    assert module.updates == (25 + 100 + 10) + (25 + 100)

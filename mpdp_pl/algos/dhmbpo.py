@@ -58,7 +58,11 @@ class DHMBPO(ModelBasedSAC):
         holdout = self.train_model()
         if holdout is not None:
             self.after_model_training(holdout)
-        self.burst(critic_updates, actor_updates)
+        if self.model_ready:
+            self.burst(critic_updates, actor_updates)
+        else:  # no training succeeded yet: the burst's rollouts would come from an untrained
+            pairs = min(critic_updates, actor_updates)  # model; it waits, owed, for one that does
+            self.burst_left = [self.burst_left[0] + critic_updates - pairs, self.burst_left[1] + pairs]
 
     def after_model_training(self, holdout) -> None:
         """After each model training (``holdout``: the real transitions it was not fitted on)."""
