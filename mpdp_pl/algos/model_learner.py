@@ -140,7 +140,7 @@ class ModelLearner(Component):
             return None
         if not self.is_finite(metrics):
             self.optimizer().optimizer.state.clear()  # moments may hold the NaN
-            self.last_train_step = host.env_steps  # retry at the next training time
+            self.last_train_step = host.env_steps  # retry when due: next round before any model
             host.guard.report(host, "model")  # back to the weights before this training
             return None
         host.guard.streak["model"] = 0
@@ -178,12 +178,14 @@ class ModelLearner(Component):
 
     def is_finite(self, metrics: dict) -> bool:
         """One host sync per model training: weights, normalizers, the optimizer's moments and
-        the holdout loss all finite."""
+        the holdout loss all finite. The verdicts are gathered on the model's device: Adam keeps
+        its step counters on the host, and ``stack`` takes no mix of devices."""
+        device = self.dynamics.elites.device
         tensors = [*self.dynamics.state_dict().values(),
                    *(v for st in self.optimizer().optimizer.state.values() for v in st.values()
                      if torch.is_tensor(v)),
                    torch.as_tensor(metrics.get("model/holdout_nll", 0.0))]
-        return bool(torch.stack([torch.isfinite(t.float()).all() for t in tensors]).all())
+        return bool(torch.stack([torch.isfinite(t.float()).all().to(device) for t in tensors]).all())
 
     @torch.no_grad()
     def model_error(self) -> torch.Tensor:

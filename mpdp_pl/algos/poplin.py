@@ -27,6 +27,7 @@ from ..environment.data import buffer_contents
 from ..lookahead.planning import CEMSettings
 from ..lookahead.policy_planning import ActionNoisePlanner, ParameterNoisePlanner
 from ..models.actor import ProposalPolicy
+from ..runtime.guard import adam
 from .model_learner import MODEL_METRIC_KEYS
 from .pets import PETS
 
@@ -61,7 +62,7 @@ class POPLINA(POPLIN):
     metric_keys = MODEL_METRIC_KEYS + ("poplin/bc_rows", "poplin/bc_loss", "poplin/bc_holdout_mse")
 
     def configure_optimizers(self):
-        policy = torch.optim.Adam(self.actor.policy.parameters(), lr=self.cfg["poplin"]["bc_lr"])
+        policy = adam(self.actor.policy.parameters(), self.cfg["poplin"]["bc_lr"], self.device)
         return [policy, self.model_learner.make_optimizer()]
 
     def fault_parts(self) -> dict:

@@ -40,7 +40,9 @@ def no_model(cfg: dict) -> None:
 
 
 def no_heads(cfg: dict) -> None:
-    """MPDP's keys that change nothing elsewhere are refused rather than ignored."""
+    """MPDP's two switches, ``single_policy`` and ``paper_literal_cut``, are refused rather than
+    ignored by an algorithm without heads. Its other ``improvement`` keys (beta, u_T, ...) are not
+    checked: an algorithm that does not read one ignores it."""
     for k in ("single_policy", "paper_literal_cut"):
         need(not cfg["improvement"][k],
              f"improvement.{k}={cfg['improvement'][k]!r} is MPDP's (algo={cfg['algo']} does not use it)")
