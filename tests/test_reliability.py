@@ -201,6 +201,8 @@ def test_sigterm_inside_a_model_fit_exits_within_30_s_and_the_resume_runs_the_bu
     # starts (10 pairs) and runs the burst the stop left (25 critic-only, 100 pairs)
     assert counters["env_steps"] == 200 and counters["model_trainings"] == 0
     assert counters["burst_left"] == [25, 100]
+    # and the model's optimizer is back where the cut training found it: no moments yet
+    assert checkpoint.read(checkpoint.latest(out))["optimizers"][-1]["state"] == {}
     # as versions before 98df1eb wrote it: the dropped evaluation marked as done; the rows of
     # metrics.csv still tell the resume that it is owed
     state = checkpoint.read(checkpoint.latest(out))

@@ -22,6 +22,7 @@ quantity of the paper's Fig. 3).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Callable
 
@@ -134,9 +135,11 @@ class ModelLearner(Component):
         data = buffer_contents(host.replay_buffer).to(host.device)
         split = self.split(data)
         host.guard.snapshot(host, only="model")
+        moments = copy.deepcopy(self.optimizer().optimizer.state_dict())
         metrics = self.fit(data, split, first=not self.ready)
-        if host.stop_signal is not None:  # cut short by a stop: back to the weights before it,
-            host.guard.restore(host, "model")  # and trained again, whole, when the run resumes
+        if host.stop_signal is not None:  # cut short by a stop: back to the weights and moments
+            host.guard.restore(host, "model")  # before it, and trained again, whole, when the
+            self.optimizer().optimizer.load_state_dict(moments)  # run resumes
             return None
         if not self.is_finite(metrics):
             self.optimizer().optimizer.state.clear()  # moments may hold the NaN
