@@ -26,7 +26,7 @@ from .runtime.callbacks import loop_callbacks
 from .config import ConfigError, to_yaml
 from .runtime.distributed import make_strategy
 from .environment.envs import env_spec, make_env
-from .runtime.loggers import MetricsCSV, make_logger
+from .runtime.loggers import MetricsCSV, ResumableCSVLogger, make_logger
 from .runtime.progress import EnvStepProgressBar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -205,6 +205,7 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
         else:
             def after_resume(step=state["counters"]["env_steps"]):
                 MetricsCSV.truncate_after(out / "metrics.csv", step)
+                ResumableCSVLogger.truncate_after(out, step)
                 write_config(module_cfg, out, argv, resuming=True)
             module.after_resume = after_resume
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}

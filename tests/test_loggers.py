@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from conftest import TINY
+from conftest import TINY, run_train
 from mpdp_pl.config import load_config, parse_overrides
 from mpdp_pl.runtime.loggers import MetricsCSV, resolve_wandb_mode
 from mpdp_pl.run import train
@@ -95,3 +95,13 @@ def test_csv_logger_run_in_process(tmp_path, no_wandb_key):
     assert any(r.get("train/critic_loss") for r in rows)
     with open(out / "metrics.csv") as f:
         assert [int(r["env_steps"]) for r in csv.DictReader(f)] == [150, 300]
+    # a resume continues Lightning's file (Lightning's own writer deletes it): the rows up to
+    # the checkpoint stay as they were, then the resumed run's
+    with open(out / "lightning" / "metrics.csv") as f:
+        before = [r for r in csv.DictReader(f) if float(r["step"]) <= 300]
+    proc = run_train(["--resume", str(out), "--steps", "400"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "lightning" / "metrics.csv") as f:
+        after = list(csv.DictReader(f))
+    assert after[:len(before)] == before
+    assert sorted({int(float(r["step"])) for r in after[len(before):]}) == [350, 400]

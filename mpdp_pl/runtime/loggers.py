@@ -10,7 +10,9 @@ import secrets
 import socket
 from pathlib import Path
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..config import wandb_mode_from_env
@@ -130,12 +132,54 @@ def wandb_run_id(out_dir: Path) -> str:
     return run_id
 
 
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` (a resumed run's) is
+    continued, its header kept, where Lightning's deletes it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``--logger csv``: ``DIR/lightning/metrics.csv``, one row per logging step (``step`` is the
+    env step), continued by a resume (:meth:`truncate_after` drops the rows after its
+    checkpoint first)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @staticmethod
+    def truncate_after(out_dir: Path, step: int) -> None:
+        """Drop the rows after env step ``step`` (the resumed run logs them again)."""
+        path = Path(out_dir) / "lightning" / ExperimentWriter.NAME_METRICS_FILE
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        keep = [r for r in rows if r.get("step") and float(r["step"]) <= step]
+        if len(keep) != len(rows):
+            tmp = path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=reader.fieldnames)
+                writer.writeheader()
+                writer.writerows(keep)
+            tmp.replace(path)
+
+
 def make_logger(cfg: dict, out_dir: Path) -> Logger | None:
     kind = cfg["logger"]
     if kind == "none":
         return None
     if kind == "csv":
-        return CSVLogger(save_dir=str(out_dir), name="lightning", version="")
+        return ResumableCSVLogger(save_dir=str(out_dir), name="lightning", version="")
     w = cfg["wandb"]
     mode = resolve_wandb_mode(w["mode"])
     if mode == "disabled":
