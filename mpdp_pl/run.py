@@ -5,6 +5,7 @@ Separate from the CLI so that tests and scripts can call it in-process.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -48,8 +49,9 @@ def default_out_dir(cfg: dict) -> Path:
 def out_dir(cfg: dict, resuming: bool = False) -> Path:
     """The run directory (refusing one that already holds a run, which a second run would
     corrupt, unless this is that run resumed); nothing is created yet."""
-    inherited = os.environ.get(RUN_DIR_ENV)  # set by rank 0 for re-launched DDP ranks
     other_rank = rank_zero_only.rank != 0  # launched by torchrun/SLURM: rank 0 owns the checks
+    # set by rank 0 for DDP's re-launched ranks; in rank 0 it is a stale value, never --out's master
+    inherited = os.environ.get(RUN_DIR_ENV) if other_rank else None
     if other_rank and not inherited and not cfg["out"]:
         raise ConfigError("a multi-process launch needs --out (every rank must write to one run directory)")
     out = Path(inherited or cfg["out"] or default_out_dir(cfg)).resolve()
@@ -59,17 +61,28 @@ def out_dir(cfg: dict, resuming: bool = False) -> Path:
     return out
 
 
-def prepare_out_dir(cfg: dict, out: Path) -> None:
-    """Create the run directory ``out`` (refusing one that cannot be written) and record it."""
+def prepare_out_dir(cfg: dict, out: Path):
+    """Create the run directory ``out`` (refusing one that cannot be written), take its lock and
+    record it. Returns the lock's open file (rank 0's; None on other ranks), held until the run
+    ends: a second process writing into the same run, a fresh start or a resume, is refused."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
         probe.touch()
         probe.unlink()
+        lock = open(out / ".run.lock", "w") if rank_zero_only.rank == 0 else None  # noqa: SIM115
     except OSError as e:
         raise ConfigError(f"cannot write to the output directory {out}: {e.strerror}") from None
+    if lock is not None:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ConfigError(f"another process is writing the run in {out}; wait for it to "
+                              f"end, or choose another --out") from None
     cfg["out"] = str(out)
     os.environ[RUN_DIR_ENV] = str(out)
+    return lock
 
 
 def source_commit() -> str:
@@ -188,7 +201,18 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
         checkpoint.check_compatible(state["config"], module_cfg)
     out = out_dir(module_cfg, resuming=state is not None)
     trainer = make_trainer(module_cfg, out, strategy)  # bad Trainer settings fail before any file
-    prepare_out_dir(module_cfg, out)
+    lock = prepare_out_dir(module_cfg, out)
+    try:
+        return _train_in(module_cls, module_cfg, out, trainer, spec, state, argv, resume, stop_raises)
+    finally:
+        if lock is not None:
+            lock.close()
+        if previous_run_dir is None:  # a run in this process must not leave its directory to
+            os.environ.pop(RUN_DIR_ENV, None)  # the next one, even when it failed
+
+
+def _train_in(module_cls, module_cfg, out, trainer, spec, state, argv, resume, stop_raises) -> Path:
+    """:func:`train_module` once its run directory is ready and locked."""
     if module_cfg["trainer"]["num_threads"]:
         torch.set_num_threads(module_cfg["trainer"]["num_threads"])
     pl.seed_everything(module_cfg["seed"], workers=True, verbose=False)
@@ -216,8 +240,6 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
             signal.signal(sig, handler)
         if logger is not None and module_cfg["logger"] == "wandb":
             logger.experiment.finish()
-        if previous_run_dir is None:
-            os.environ.pop(RUN_DIR_ENV, None)
     if stop_raises and module.stop_signal is not None:
         raise RunStopped(out, module.stop_signal)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 
@@ -208,6 +209,33 @@ def test_existing_run_dir_is_refused_and_left_untouched(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: {run} already holds a run; choose another --out"]
     assert (run / "metrics.csv").read_text() == "env_steps,eval/return\n100,5.0\n"
     assert sorted(p.name for p in run.iterdir()) == ["metrics.csv"]
+
+
+def test_a_run_another_process_is_writing_is_refused(tmp_path):
+    """A run holds ``.run.lock`` from before its first file: a second start into its directory,
+    there before the first wrote ``config.yaml``, is one line and writes nothing."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".run.lock", "w") as held:  # what the first run's process holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_train(["--steps", "10", "--out", str(run), "--logger", "none"], cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: another process is writing the run in {run}; wait for it to end, or choose another --out")
+    assert sorted(p.name for p in run.iterdir()) == [".run.lock"]
+
+
+def test_a_stale_run_dir_in_the_environment_does_not_redirect_a_run(tmp_path):
+    """``MPDP_RUN_DIR`` passes rank 0's run directory to DDP's re-launched ranks; left in a
+    shell, it must not send a run (rank 0) anywhere but its ``--out``."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    (old / "metrics.csv").write_text("env_steps,eval/return\n100,5.0\n")
+    proc = run_train(["--steps", "10", "--out", str(new), "--logger", "none"], cwd=tmp_path,
+                     env={**os.environ, "MPDP_RUN_DIR": str(old)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (new / "config.yaml").exists()
+    assert sorted(p.name for p in old.iterdir()) == ["metrics.csv"]
 
 
 def test_paper_preset_is_mpdp_with_algorithm_2_as_printed():
