@@ -25,7 +25,7 @@ from .runtime import checkpoint
 from .algos import ALGOS
 from .runtime.callbacks import loop_callbacks
 from .config import ConfigError, to_yaml
-from .runtime.distributed import make_strategy
+from .runtime.distributed import GradientAveragingDDP, make_strategy
 from .environment.envs import env_spec, make_env
 from .runtime.loggers import MetricsCSV, ResumableCSVLogger, make_logger
 from .runtime.progress import EnvStepProgressBar
@@ -155,7 +155,7 @@ def make_trainer(cfg: dict, out: Path, strategy) -> pl.Trainer:
 
     t = cfg["trainer"]
     try:
-        return pl.Trainer(
+        trainer = pl.Trainer(
             accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
             strategy=strategy, precision=t["precision"], max_epochs=1,
             logger=False, enable_checkpointing=False,
@@ -163,9 +163,17 @@ def make_trainer(cfg: dict, out: Path, strategy) -> pl.Trainer:
             callbacks=[*loop_callbacks(), EnvStepProgressBar(refresh_rate=50)],
             default_root_dir=str(out), log_every_n_steps=1, plugins=cluster_plugins(),
         )
-    except (MisconfigurationException, ValueError, RuntimeError) as e:
+    except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"the Lightning Trainer refuses trainer.* ({first})") from None
+    if trainer.world_size > 1 and not isinstance(trainer.strategy, GradientAveragingDDP):
+        if strategy != "auto":
+            raise ConfigError(f"trainer.strategy={t['strategy']} cannot run {trainer.world_size} "
+                              f"processes: use trainer.strategy=ddp (gradients are averaged per optimizer)")
+        # several devices with the strategy left to Lightning: Lightning's own DDP, which
+        # cannot wrap these modules; this app's, started as Lightning's would be
+        return make_trainer(cfg, out, make_strategy("ddp"))
+    return trainer
 
 
 class RunStopped(Exception):
