@@ -61,6 +61,18 @@ def test_bad_overrides_raise(items, match):
         load_config(overrides=parse_overrides(items))
 
 
+@pytest.mark.parametrize("env,algo,items,match", [
+    ("Hopper-v4", None, ["env=Walker2d-v4"], "env is given twice: Hopper-v4 and env=Walker2d-v4"),
+    (None, "sac", ["algo=mpdp"], "algo is given twice: sac and algo=mpdp"),
+])
+def test_a_flag_and_a_key_that_disagree_are_refused(env, algo, items, match):
+    """``--env Hopper-v4 env=Walker2d-v4`` composed Hopper's task file (its termination) under
+    Walker2d's id; the two must agree."""
+    with pytest.raises(ConfigError, match=match):
+        load_config(env, algo, parse_overrides(items))
+    assert load_config("Hopper-v4", "sac", parse_overrides(["env=Hopper-v4", "algo=sac"]))["env"] == "Hopper-v4"
+
+
 def test_unknown_algorithm_lists_the_available_ones():
     with pytest.raises(ConfigError, match="available: .*sac"):
         load_config(algo="ppo")

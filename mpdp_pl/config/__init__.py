@@ -150,7 +150,11 @@ def load_config(
 
     overrides = regroup(flatten(dict(overrides or {})))  # {"trainer": {"devices": 2}} = trainer.devices
     variant = overrides.pop("variant", None)
+    for key, given in (("algo", algo), ("env", env)):  # --algo A with algo=B: which files?
+        if given is not None and key in overrides and overrides[key] != given:
+            raise ConfigError(f"{key} is given twice: {given} and {key}={overrides[key]}")
     algo = algo or overrides.pop("algo", None)
+    overrides.pop("algo", None)
     if variant is not None:
         named = variant_algo(variant)
         if algo is not None and algo != named:
@@ -158,6 +162,7 @@ def load_config(
         algo = named
     algo = algo or groups.RunConfig.algo
     env = env or overrides.pop("env", None) or groups.RunConfig.env
+    overrides.pop("env", None)
     if not isinstance(algo, str) or not (CONF_DIR / "algo" / f"{algo}.yaml").exists():
         raise ConfigError(
             f"unknown algorithm '{algo}' (available: {', '.join(available_algos())})"
