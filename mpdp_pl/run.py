@@ -201,6 +201,10 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
     """:func:`train` with an explicit LightningModule class (tests use parts not yet exposed
     as an ``--algo``, and fault injection)."""
     strategy = make_strategy(cfg["trainer"]["strategy"])
+    # checked where the run trains: a grid's plan may run on a machine without the run's GPUs
+    buffer_device = cfg["data"]["buffer_device"]
+    if buffer_device and torch.device(buffer_device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"data.buffer_device={buffer_device}: this machine has no CUDA device")
     spec = probe_env_spec(cfg)
     module_cfg = dict(cfg)
     previous_run_dir = os.environ.get(RUN_DIR_ENV)

@@ -102,6 +102,7 @@ def test_help_lists_options_and_algorithms(tmp_path):
     (["foo=1"], "unknown key 'foo'"),
     (["--env", "Hoper-v4", "--steps", "10"], "unknown env id 'Hoper-v4'"),
     (["--env", "CartPole-v1", "--steps", "10"], "continuous"),
+    (["--env", "Hopper-v3", "--steps", "10"], "env 'Hopper-v3' cannot be built here: .*gymnasium-robotics"),
     (["--algo", "ppo"], "unknown algorithm"),
     (["--steps", "x"], "invalid int"),
     (["--steps", "0"], "steps=0"),
@@ -126,6 +127,10 @@ def test_help_lists_options_and_algorithms(tmp_path):
     (["trainer.num_threads=-2"], "trainer.num_threads=-2: must be >= 1"),
     (["model.dropout=[2,2,2,2,2]"], r"model.dropout=.*: must be a list of rates in \[0, 1\)"),
     (["data.buffer_device=foo"], "data.buffer_device='foo': not a torch device"),
+    (["data.buffer_device=cuda"], "data.buffer_device=cuda: this machine has no CUDA device"),
+    (["updates.critic_per_step=inf"], "updates.critic_per_step=inf: must be a finite number >= 0"),
+    (["pets.particles=0"], "pets.particles=0: must be >= 1"),
+    (["task.max_episode_steps=-5"], "task.max_episode_steps=-5: must be >= 1"),
     (["task.obs_truncate=100"], "task.obs_truncate=100: InvertedPendulum-v4 has only 4 observation dims"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, match):

@@ -13,6 +13,7 @@ algorithm refuses is :mod:`mpdp_pl.config.algorithms`; the flat keys of earlier 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, Optional
@@ -430,14 +431,17 @@ RANGES = {
                      "model.error_window", "model.eval_every", "actor.grad_clip",
                      "temperature.init", "rollouts.batch_size", "rollouts.retain_epochs",
                      "rollouts.epoch_length", "poplin.init_var", "poplin.bc_lr"], "> 0"),
-    **dict.fromkeys(["data.init_random_steps", "updates.critic_per_step", "updates.actor_per_step",
-                     "updates.warmup", "actor.lr", "critic.lr", "temperature.lr", "eval.video_every",
+    **dict.fromkeys(["updates.critic_per_step", "updates.actor_per_step", "actor.lr", "critic.lr",
+                     "temperature.lr", "model.lr"], "finite >= 0"),
+    **dict.fromkeys(["data.init_random_steps",
+                     "updates.warmup", "eval.video_every",
                      "durability.checkpoint_every", "improvement.beta", "m2ac.penalty",
                      "ddpg.exploration_noise"], ">= 0"),
     **dict.fromkeys(["updates.every", "durability.nonfinite_limit", "improvement.horizon",
                      "mppve.plan_length", "dhmbpo.rollout_length", "dhmbpo.rollout_every",
                      "model.first_fit_scale", "model.epoch_batches", "m2ac.horizon", "pets.horizon",
-                     "pets.elites", "pets.iterations", "poplin.bc_epochs", "poplin.bc_batch"], ">= 1"),
+                     "pets.elites", "pets.iterations", "pets.population", "pets.particles",
+                     "poplin.bc_epochs", "poplin.bc_batch", "task.max_episode_steps"], ">= 1"),
     **dict.fromkeys(["critic.count", "model.ensemble_size"], ">= 2"),
     "critic.gamma": "(0, 1]", "critic.tau": "[0, 1]", "improvement.u_T_quantile": "(0, 1]",
     "m2ac.keep_h1": "(0, 1]", "rollouts.real_ratio": "(0, 1]", "model.holdout_ratio": "(0, 1)",
@@ -448,7 +452,7 @@ RANGES = {
 }
 
 _RULES = {
-    "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
+    "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "finite >= 0": lambda v: 0 <= v < math.inf, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
     "(0, 1]": lambda v: 0 < v <= 1, "[0, 1]": lambda v: 0 <= v <= 1, "(0, 1)": lambda v: 0 < v < 1,
     "[0, 1)": lambda v: 0 <= v < 1, "positive list": lambda v: len(v) > 0 and all(h > 0 for h in v),
     "rates": lambda v: all(0 <= p < 1 for p in v), "eps list": lambda v: all(e > 0 for e in v),
@@ -483,7 +487,7 @@ def check(cfg: dict) -> None:
 def _text(rule: str) -> str:
     if rule.startswith(("(", "[")):
         return f"in {rule}"
-    return {"positive list": "a non-empty list of positive ints", "rates": "a list of rates in [0, 1)",
+    return {"finite >= 0": "a finite number >= 0", "positive list": "a non-empty list of positive ints", "rates": "a list of rates in [0, 1)",
             "eps list": "a list of positive numbers", "seed": "in [0, 2^32)"}.get(rule, rule)
 
 

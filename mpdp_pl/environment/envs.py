@@ -91,7 +91,10 @@ def make_env(cfg: dict, seed: int | None = None, render: bool = False, num_envs:
     kwargs = {"render_mode": "rgb_array"} if render else {}
     if cfg["task"].get("max_episode_steps"):
         kwargs["max_episode_steps"] = cfg["task"]["max_episode_steps"]
-    base = GymEnv(env_id, **kwargs)
+    try:
+        base = GymEnv(env_id, **kwargs)
+    except (ImportError, gym.error.DependencyNotInstalled) as e:  # Hopper-v3: gymnasium-robotics
+        raise ConfigError(f"env '{env_id}' cannot be built here: {str(e).splitlines()[0]}") from None
     if not isinstance(base.action_spec, Bounded) or base.action_spec.dtype not in (
         torch.float32, torch.float64
     ):
