@@ -115,11 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     result["checkpoint"] = str(ckpt)
     out = ckpt.parent / f"{ckpt.name}.eval.json"
-    out.write_text(json.dumps(result, indent=2))
+    try:  # a run read from a read-only copy: the figures are printed all the same
+        out.write_text(json.dumps(result, indent=2))
+        wrote = f"wrote {out}"
+    except OSError as e:
+        wrote = f"{out} not written ({e.strerror})"
     print(f"{cfg['env']} {cfg['algo']} {ckpt.name}: return {result['return_mean']:.2f} ± "
           f"{result['return_std']:.2f} (min {result['return_min']:.2f}, max "
           f"{result['return_max']:.2f}), length {result['length_mean']:.1f} over "
-          f"{result['episodes']} episodes (seed {seed}); wrote {out}")
+          f"{result['episodes']} episodes (seed {seed}); {wrote}")
     if a.video:
         from .environment.envs import make_env
         from .environment.video import frame_rate, render_episode, write_video

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -35,6 +36,19 @@ def test_evaluating_the_checkpoint_reproduces_the_runs_last_evaluation(tiny_run)
     assert result["return_mean"] == pytest.approx(float(last["eval/return"]), abs=1e-9)
     assert result["length_mean"] == pytest.approx(float(last["eval/episode_length"]))
     assert result["return_min"] <= result["return_mean"] <= result["return_max"]
+
+
+def test_a_result_that_cannot_be_written_is_printed_and_the_export_still_runs(tiny_run, tmp_path):
+    """The result's file cannot be written (a read-only copy of a run; here a folder in its
+    place): the figures are printed, the command goes on to ``--export``, and exits 0."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = checkpoint.latest(run)
+    (ckpt.parent / f"{ckpt.name}.eval.json").mkdir()
+    proc = evaluate(run, "--episodes", 1, "--export", tmp_path / "pi0.pt")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "return" in proc.stdout and f"{ckpt.name}.eval.json not written" in proc.stdout
+    assert (tmp_path / "pi0.pt").stat().st_size > 0
 
 
 def test_exported_policy_acts_identically_without_the_package(tiny_run, tmp_path):
