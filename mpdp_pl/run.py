@@ -27,7 +27,7 @@ from .runtime.callbacks import loop_callbacks
 from .config import ConfigError, to_yaml
 from .runtime.distributed import GradientAveragingDDP, make_strategy
 from .environment.envs import env_spec, make_env
-from .runtime.loggers import MetricsCSV, ResumableCSVLogger, make_logger
+from .runtime.loggers import MetricsCSV, ResumableCSVLogger, check_logger, make_logger
 from .runtime.progress import EnvStepProgressBar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -201,6 +201,7 @@ def train_module(module_cls: type[pl.LightningModule], cfg: dict,
     """:func:`train` with an explicit LightningModule class (tests use parts not yet exposed
     as an ``--algo``, and fault injection)."""
     strategy = make_strategy(cfg["trainer"]["strategy"])
+    check_logger(cfg)
     # checked where the run trains: a grid's plan may run on a machine without the run's GPUs
     buffer_device = cfg["data"]["buffer_device"]
     if buffer_device and torch.device(buffer_device).type == "cuda" and not torch.cuda.is_available():

@@ -36,6 +36,16 @@ def test_wandb_mode_env_var_and_config_win(no_wandb_key, monkeypatch):
     assert resolve_wandb_mode("auto") == "disabled"
 
 
+def test_wandb_online_without_a_key_is_one_line_before_any_file(no_wandb_key, tmp_path):
+    proc = run_train(["--steps", "10", "--out", str(tmp_path / "run"), "--logger", "wandb",
+                      "wandb.mode=online"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: W&B online needs an API key (WANDB_API_KEY or `wandb login`); wandb.mode=offline "
+        "or auto logs offline without one"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_metrics_csv_refuses_a_second_row_for_the_same_step(tmp_path):
     m = MetricsCSV(tmp_path / "m.csv", ["env_steps", "eval/return"])
     m.write({"env_steps": 10, "eval/return": 1.0})

@@ -122,6 +122,15 @@ def resolve_wandb_mode(mode: str) -> str:
     return "offline"
 
 
+def check_logger(cfg: dict) -> None:
+    """Before any file of the run: W&B online needs an API key (wandb itself fails at its start
+    with a traceback and leaves files behind)."""
+    if cfg["logger"] == "wandb" and resolve_wandb_mode(cfg["wandb"]["mode"]) == "online" \
+            and not _has_wandb_key():
+        raise ConfigError("W&B online needs an API key (WANDB_API_KEY or `wandb login`); "
+                          "wandb.mode=offline or auto logs offline without one")
+
+
 def wandb_run_id(out_dir: Path) -> str:
     """The run's W&B id, kept in ``DIR/wandb_run_id`` so that ``--resume`` reuses it."""
     path = Path(out_dir) / "wandb_run_id"
