@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .config import (ConfigError, available_algos, available_variants, flatten, load_config,
-                     parse_overrides, to_yaml)
+                     parse_overrides, regroup, to_yaml)
 from .config.schema import RunConfig, describe, groups
 
 EXIT_BAD_INPUT = 2
@@ -113,6 +113,7 @@ def resume_target(args, overrides: dict):
 
     from .runtime import checkpoint
 
+    overrides = regroup(overrides)  # buffer_device= of earlier versions: data.buffer_device
     if args.resume == "auto":
         if "logger" in overrides:
             raise ConfigError("--resume takes the logger of the run it continues; drop --logger")

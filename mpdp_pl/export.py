@@ -62,3 +62,10 @@ def _raw_obs_dim(cfg: dict) -> int:
         return env.observation_space.shape[-1]
     finally:
         env.close()
+
+
+if __name__ == "__main__":  # the command is evaluate's --export (it loads the run's checkpoint)
+    import sys
+
+    print("error: export a run with python -m mpdp_pl.evaluate RUN_DIR --export FILE.pt", file=sys.stderr)
+    sys.exit(2)

@@ -342,3 +342,15 @@ def test_keys_a_run_predates_count_as_their_defaults():
     assert differing_keys(old, cfg) == []
     assert differing_keys(old, load_config("Hopper-v4", "mpdp", {"critic.scale": True})) == ["critic.scale"]
     assert differing_keys(cfg, load_config("Hopper-v4", "mpdp", {"improvement.beta": 0.7})) == ["improvement.beta"]
+
+
+def test_a_resume_takes_the_flat_keys_of_earlier_versions(tiny_run):
+    """``--resume DIR buffer_device=cpu`` (a flat key of earlier versions) is
+    ``data.buffer_device=cpu``, as on a fresh run."""
+    from argparse import Namespace
+
+    from mpdp_pl.cli import resume_target
+
+    cfg, _ = resume_target(Namespace(resume=str(tiny_run), env=None, algo=None),
+                           {"buffer_device": "cpu", "steps": 10_000})
+    assert cfg["data"]["buffer_device"] == "cpu" and cfg["steps"] == 10_000
