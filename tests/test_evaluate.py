@@ -44,7 +44,9 @@ def test_a_result_that_cannot_be_written_is_printed_and_the_export_still_runs(ti
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     ckpt = checkpoint.latest(run)
-    (ckpt.parent / f"{ckpt.name}.eval.json").mkdir()
+    result = ckpt.parent / f"{ckpt.name}.eval.json"
+    result.unlink(missing_ok=True)  # written by an earlier evaluation of the shared run
+    result.mkdir()
     proc = evaluate(run, "--episodes", 1, "--export", tmp_path / "pi0.pt")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "return" in proc.stdout and f"{ckpt.name}.eval.json not written" in proc.stdout
