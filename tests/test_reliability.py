@@ -284,6 +284,12 @@ def test_resume_rejects_missing_corrupt_and_foreign_checkpoints(tiny_run, tmp_pa
     writer.write_bytes(b"")  # found only when the buffers load, inside fit (W&B has started)
     assert "the checkpoint's buffers cannot be read" in resume("--steps", "900", new_files_ok=True)
     writer.write_bytes(kept)
+    memmap = next((writer.parent / "storage").rglob("*.memmap"))
+    kept = memmap.read_bytes()
+    memmap.write_bytes(kept[:2])  # truncated: found, not loaded as zeros and written back whole
+    assert "the checkpoint's buffers cannot be read" in resume("--steps", "900", new_files_ok=True)
+    assert memmap.stat().st_size == 2
+    memmap.write_bytes(kept)
     listing = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     state = checkpoint.latest(run) / "state.pt"
     state.write_bytes(b"not a checkpoint")

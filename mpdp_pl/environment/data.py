@@ -8,6 +8,7 @@ samples its update batches from the buffer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,13 +62,19 @@ def make_replay_buffer(capacity: int, device: torch.device | str) -> TensorDictR
     )
 
 
+SIZES = "sizes.json"  # every storage file's size in bytes, as written
+
+
 def save_buffer(buffer: TensorDictReplayBuffer, path: Path) -> None:
     """Write the filled part of ``buffer``'s storage (memory-mapped) and its writer's cursor.
     TorchRL's ``dumps`` writes the whole preallocated capacity instead: 3 GB per checkpoint for
-    Humanoid's 1M-transition buffer at any fill."""
+    Humanoid's 1M-transition buffer at any fill. ``sizes.json`` lets the load find a damaged
+    file."""
     path.mkdir(parents=True)
     buffer.storage._storage[: len(buffer)].memmap(path / "storage")
     torch.save(buffer.writer.state_dict(), path / "writer.pt")
+    files = sorted(f for f in (path / "storage").rglob("*") if f.is_file())
+    (path / SIZES).write_text(json.dumps({str(f.relative_to(path)): f.stat().st_size for f in files}))
 
 
 def load_buffer(buffer: TensorDictReplayBuffer, path: Path) -> None:
@@ -77,6 +84,10 @@ def load_buffer(buffer: TensorDictReplayBuffer, path: Path) -> None:
     if not (path / "writer.pt").exists():
         buffer.loads(path)
         return
+    if (path / SIZES).exists():  # a truncated memmap loads as zeros (and is written back) unchecked
+        for name, size in json.loads((path / SIZES).read_text()).items():
+            if not (path / name).is_file() or (path / name).stat().st_size != size:
+                raise ValueError(f"{path / name}: not the {size} bytes written")
     buffer.extend(TensorDict.load_memmap(path / "storage"))
     buffer.writer.load_state_dict(torch.load(path / "writer.pt"))
 
