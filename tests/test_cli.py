@@ -354,3 +354,10 @@ def test_a_resume_takes_the_flat_keys_of_earlier_versions(tiny_run):
     cfg, _ = resume_target(Namespace(resume=str(tiny_run), env=None, algo=None),
                            {"buffer_device": "cpu", "steps": 10_000})
     assert cfg["data"]["buffer_device"] == "cpu" and cfg["steps"] == 10_000
+
+
+def test_the_start_state_fifo_bounds_the_batch_only_where_it_exists():
+    """DHMBPO's FIFO must hold a batch; SAC has no FIFO, so its batch is not bounded by it."""
+    assert load_config("Hopper-v4", "sac", {"data.batch_size": 60000})["data"]["batch_size"] == 60000
+    with pytest.raises(ConfigError, match="dhmbpo.buffer_size=51200: must be >= data.batch_size"):
+        load_config("Hopper-v4", "dhmbpo", {"data.batch_size": 60000})

@@ -246,7 +246,7 @@ class Dhmbpo:
 
     @staticmethod
     def check(g: dict, cfg: dict) -> None:
-        need(g["buffer_size"] >= cfg["data"]["batch_size"],
+        need(cfg["algo"] not in ("dhmbpo", "mpdp_dh") or g["buffer_size"] >= cfg["data"]["batch_size"],
              f"dhmbpo.buffer_size={g['buffer_size']}: must be >= data.batch_size ({cfg['data']['batch_size']})")
 
 
