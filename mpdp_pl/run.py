@@ -50,7 +50,8 @@ def out_dir(cfg: dict, resuming: bool = False) -> Path:
     """The run directory (refusing one that already holds a run, which a second run would
     corrupt, unless this is that run resumed); nothing is created yet."""
     other_rank = rank_zero_only.rank != 0  # launched by torchrun/SLURM: rank 0 owns the checks
-    # set by rank 0 for DDP's re-launched ranks; in rank 0 it is a stale value, never --out's master
+    # rank 0's run directory, passed to DDP's re-launched ranks; in rank 0, a value left in the
+    # environment (a shell, an earlier run in this process), never taken over --out
     inherited = os.environ.get(RUN_DIR_ENV) if other_rank else None
     if other_rank and not inherited and not cfg["out"]:
         raise ConfigError("a multi-process launch needs --out (every rank must write to one run directory)")

@@ -452,7 +452,8 @@ RANGES = {
 }
 
 _RULES = {
-    "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "finite >= 0": lambda v: 0 <= v < math.inf, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
+    "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "finite >= 0": lambda v: 0 <= v < math.inf,
+    ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
     "(0, 1]": lambda v: 0 < v <= 1, "[0, 1]": lambda v: 0 <= v <= 1, "(0, 1)": lambda v: 0 < v < 1,
     "[0, 1)": lambda v: 0 <= v < 1, "positive list": lambda v: len(v) > 0 and all(h > 0 for h in v),
     "rates": lambda v: all(0 <= p < 1 for p in v), "eps list": lambda v: all(e > 0 for e in v),
@@ -487,7 +488,8 @@ def check(cfg: dict) -> None:
 def _text(rule: str) -> str:
     if rule.startswith(("(", "[")):
         return f"in {rule}"
-    return {"finite >= 0": "a finite number >= 0", "positive list": "a non-empty list of positive ints", "rates": "a list of rates in [0, 1)",
+    return {"finite >= 0": "a finite number >= 0",
+            "positive list": "a non-empty list of positive ints", "rates": "a list of rates in [0, 1)",
             "eps list": "a list of positive numbers", "seed": "in [0, 2^32)"}.get(rule, rule)
 
 
