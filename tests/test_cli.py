@@ -269,7 +269,6 @@ def test_paper_preset_is_mpdp_with_algorithm_2_as_printed():
 
 
 @pytest.mark.parametrize("items,match", [
-    (["dhmbpo.buffer_size=10"], "dhmbpo.buffer_size=10"),
     (["improvement.u_T_quantile=0"], "improvement.u_T_quantile=0"),
     (["improvement.beta=-1"], "improvement.beta=-1"),
 ])
