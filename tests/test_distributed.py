@@ -208,11 +208,10 @@ def test_one_two_rank_update_equals_one_update_on_the_union_of_both_batches():
 def test_several_devices_without_a_strategy_get_this_apps_ddp(tmp_path):
     """``trainer.devices=2`` alone: Lightning's "auto" would pick its own DDP, whose wrapper
     these modules cannot run under (it failed at the first update); the run gets
-    :class:`GradientAveragingDDP`, started as Lightning's would be (a subprocess per rank)."""
+    :class:`GradientAveragingDDP`."""
     from mpdp_pl.run import make_trainer
     from mpdp_pl.runtime.distributed import GradientAveragingDDP
 
     cfg = load_config("InvertedPendulum-v4", "sac", {"trainer.devices": 2, "trainer.accelerator": "cpu"})
     trainer = make_trainer(cfg, tmp_path, "auto")
     assert isinstance(trainer.strategy, GradientAveragingDDP) and trainer.world_size == 2
-    assert trainer.strategy._start_method == "popen"
