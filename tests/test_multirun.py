@@ -333,7 +333,10 @@ def test_a_signal_to_a_grid_stops_every_running_job_at_a_checkpoint(tmp_path, na
                             start_new_session=True)
     runs = [grid / "Pendulum-v1" / "sac" / f"seed{s}" for s in (0, 1)]
     deadline = time.monotonic() + 300
-    while not all((r / "metrics.csv").exists() for r in runs):  # both past their first evaluation
+    # both past their first evaluation: a row, not the header alone (written before env step 1,
+    # where a stop has nothing to checkpoint)
+    while not all(r.joinpath("metrics.csv").exists() and r.joinpath("metrics.csv").read_text().count("\n") >= 2
+                  for r in runs):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.5)
     if sig == signal.SIGINT:
