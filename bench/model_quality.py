@@ -97,7 +97,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     for env_id in a.tasks:
-        cfg = load_config(env_id, "sac", parse_overrides(a.overrides))
+        # MBPO's config: the model group's defaults, and an algorithm that reads the model keys
+        cfg = load_config(env_id, "mbpo", parse_overrides(a.overrides))
         settings = TrainSettings.from_config(cfg)
         train_eps = record(env_id, a.transitions, cfg["task"]["obs_truncate"], seed=0)
         test_eps = record(env_id, a.eval_transitions, cfg["task"]["obs_truncate"], seed=1)

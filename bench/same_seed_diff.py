@@ -24,24 +24,27 @@ ROOT = Path(__file__).resolve().parent.parent
 # so that this compares commits on either side of that change.
 RUN = ["--env", "InvertedPendulum-v4", "--seed", "0", "--logger", "none", "steps=600",
        "init_random_steps=200", "eval_every=200", "eval_episodes=2", "batch_size=64",
-       "hidden_sizes=[32,32]", "log_every=100", "trainer.num_threads=1", "model_max_steps=20",
-       "model_hidden=32", "model_train_freq=100"]
-PLANNER = ["pets_horizon=3", "pets_population=10", "pets_elites=2", "pets_iterations=2",
+       "log_every=100", "trainer.num_threads=1"]
+# each algorithm gets only the keys it reads (later versions refuse the others)
+NETS = ["hidden_sizes=[32,32]"]
+MODEL_KEYS = ["model_max_steps=20", "model_hidden=32", "model_train_freq=100"]
+MODEL = [*NETS, *MODEL_KEYS]
+PLANNER = [*MODEL_KEYS, "pets_horizon=3", "pets_population=10", "pets_elites=2", "pets_iterations=2",
            "pets_particles=5"]
 # name: (algorithm, its overrides); MPDP also with the static unroll and with its switches on
-RUNS = {"sac": ("sac", []), "mpdp": ("mpdp", ["horizon=3"]),
-        "mpdp-static": ("mpdp", ["horizon=3", "unroll_form=static"]),
-        "mpdp-switches": ("mpdp", ["horizon=3", "u_T_quantile=0.9", "single_policy=true",
+RUNS = {"sac": ("sac", NETS), "mpdp": ("mpdp", [*MODEL, "horizon=3"]),
+        "mpdp-static": ("mpdp", [*MODEL, "horizon=3", "unroll_form=static"]),
+        "mpdp-switches": ("mpdp", [*MODEL, "horizon=3", "u_T_quantile=0.9", "single_policy=true",
                                    "critic_layernorm=true"]),
-        "mbpo": ("mbpo", ["rollout_batch_size=256"]),
-        "mppve": ("mppve", ["rollout_batch_size=256"]),
-        "mpdp_pv": ("mpdp_pv", ["rollout_batch_size=256"]),
-        "m2ac": ("m2ac", ["rollout_batch_size=256"]),
-        "dhmbpo": ("dhmbpo", ["update_every=100", "critic_updates_per_step=1.5", "warmup_updates=10",
+        "mbpo": ("mbpo", [*MODEL, "rollout_batch_size=256"]),
+        "mppve": ("mppve", [*MODEL, "rollout_batch_size=256"]),
+        "mpdp_pv": ("mpdp_pv", [*MODEL, "rollout_batch_size=256"]),
+        "m2ac": ("m2ac", [*MODEL, "rollout_batch_size=256"]),
+        "dhmbpo": ("dhmbpo", [*MODEL, "update_every=100", "critic_updates_per_step=1.5", "warmup_updates=10",
                               "model_batch_size=64", "model_max_epochs=4", "model_patience=2",
                               "start_rollout_every=10", "start_rollout_length=5",
                               "start_buffer_size=2000"]),
-        "ddpg": ("ddpg", []),
+        "ddpg": ("ddpg", NETS),
         "pets": ("pets", PLANNER),
         "poplin_a": ("poplin_a", [*PLANNER, "poplin_bc_epochs=2"]),
         "poplin_p": ("poplin_p", PLANNER)}

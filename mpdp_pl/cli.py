@@ -137,7 +137,7 @@ def resume_target(args, overrides: dict):
         cfg["steps"] = overrides["steps"]
     placement = {k: v for k, v in overrides.items() if k in checkpoint.PLACEMENT_KEYS}
     cfg = load_config(cfg["env"], cfg["algo"], {**flatten(cfg), **placement,
-                                                "out": str(run_dir.resolve())})
+                                                "out": str(run_dir.resolve())}, stored=True)
     checkpoint.check_compatible(state["config"], cfg)
     done = state["counters"]["env_steps"]
     if cfg["steps"] <= done:

@@ -12,8 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["steps=600", "data.init_random_steps=200", "eval.every=200", "eval.episodes=2",
-        "data.batch_size=64", "networks.hidden_sizes=[32,32]", "logging.every=100", "trainer.num_threads=1",
-        "model.max_steps=20"]
+        "data.batch_size=64", "networks.hidden_sizes=[32,32]", "logging.every=100", "trainer.num_threads=1"]
 # with TINY: a 400-step Hopper run whose model trains every 50 steps and refills a model buffer
 # of 3-step rollouts (MBPO's data: MPPVE, mpdp_pv)
 TINY_MODEL_DATA = {"steps": 400, "data.init_random_steps": 250, "eval.every": 400, "eval.episodes": 1,

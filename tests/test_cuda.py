@@ -177,8 +177,8 @@ def test_train_and_resume_on_the_device(tmp_path, algo):
     accel = "cpu" if DEVICE == "cpu" else "gpu"
     out = tmp_path / "run"
     args = ["--env", "Hopper-v4", "--algo", algo, "--out", str(out), "--logger", "none", *TINY,
-            "steps=400", "data.init_random_steps=200", "model.train_freq=100", "improvement.horizon=3",
-            f"trainer.accelerator={accel}"]
+            "steps=400", "data.init_random_steps=200", "model.train_freq=100", f"trainer.accelerator={accel}",
+            *(["improvement.horizon=3", "model.max_steps=20"] if algo == "mpdp" else [])]
     proc = run_train(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [int(r["env_steps"]) for r in _rows(out)] == [200, 400]
@@ -192,7 +192,7 @@ def test_a_cpu_checkpoint_resumes_on_the_device(tmp_path):
     out = tmp_path / "run"
     proc = run_train(["--env", "Hopper-v4", "--algo", "mpdp", "--out", str(out), "--logger", "none", *TINY,
                       "steps=400", "data.init_random_steps=200", "model.train_freq=100", "improvement.horizon=3",
-                      "trainer.accelerator=cpu"], cwd=tmp_path)
+                      "model.max_steps=20", "trainer.accelerator=cpu"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     accel = "cpu" if DEVICE == "cpu" else "gpu"
     proc = run_train(["--resume", str(out), "--steps", "600", f"trainer.accelerator={accel}"],

@@ -68,7 +68,7 @@ def test_stored_rows_and_penalties_equal_a_per_row_computation():
 def test_m2ac_trains_and_resumes_through_the_cli(tmp_path):
     out = tmp_path / "run"
     proc = run_train(["--env", "Hopper-v4", "--algo", "m2ac", "--out", str(out), "--logger", "none",
-                      *TINY, "model.hidden=16", "model.train_freq=100", "rollouts.batch_size=200",
+                      *TINY, "model.hidden=16", "model.max_steps=20", "model.train_freq=100", "rollouts.batch_size=200",
                       "m2ac.horizon=3", "updates.critic_per_step=2", "updates.actor_per_step=2"],
                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,8 +18,9 @@ def model_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("model_run") / "run"
     cfg = load_config("Hopper-v4", "sac", {
         **parse_overrides(TINY), "steps": 700, "data.init_random_steps": 300, "eval.every": 350,
-        "eval.episodes": 1, "model.train_freq": 100, "model.hidden": 32, "model.max_steps": 30,
-        "model.error_window": 100, "logger": "none", "out": str(out)})
+        "eval.episodes": 1, "logger": "none", "out": str(out)})
+    # set here: --algo sac, whose config this test-only module takes, does not read them
+    cfg["model"].update(train_freq=100, hidden=32, max_steps=30, error_window=100)
     return train_module(ModelBasedSAC, cfg)
 
 
@@ -58,7 +59,7 @@ def test_model_trained_every_freq_steps(tmp_path):
 
     cfg = load_config("Pendulum-v1", "sac", {
         **parse_overrides(TINY), "steps": 400, "data.init_random_steps": 150, "eval.every": 400,
-        "eval.episodes": 1, "model.train_freq": 100, "model.hidden": 16, "model.max_steps": 10,
-        "logger": "none", "out": str(tmp_path / "run")})
+        "eval.episodes": 1, "logger": "none", "out": str(tmp_path / "run")})
+    cfg["model"].update(train_freq=100, hidden=16, max_steps=10)  # as in model_run
     train_module(Counting, cfg)
     assert calls == [150, 200, 300, 400]

@@ -15,8 +15,8 @@ import pytest
 from conftest import ROOT, run_train
 
 TINY = ["--env", "InvertedPendulum-v4", "data.init_random_steps=200", "eval.every=200", "eval.episodes=2",
-        "data.batch_size=64", "networks.hidden_sizes=[32,32]", "model.hidden=32", "model.max_steps=20",
-        "improvement.horizon=3", "steps=400", "--logger", "csv"]
+        "data.batch_size=64", "networks.hidden_sizes=[32,32]", "steps=400", "--logger", "csv"]
+MPDP = ["algo=mpdp", "model.hidden=32", "model.max_steps=20", "improvement.horizon=3"]
 
 
 def report(*args):
@@ -32,7 +32,7 @@ def evals(run_dir, metric="eval/return"):
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     top = tmp_path_factory.mktemp("report")
-    for sweep in (["algo=sac", "seed=0,1"], ["algo=mpdp", "seed=0"]):  # two commands, one grid
+    for sweep in (["algo=sac", "seed=0,1"], [*MPDP, "seed=0"]):  # two commands, one grid
         proc = run_train(["-m", *TINY, "--out", str(top / "grid"), *sweep], cwd=top, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return top / "grid"

@@ -141,11 +141,14 @@ def _compose_unlocked(algo: str, task: str, variant: str | None):
 
 
 def load_config(
-    env: str | None = None, algo: str | None = None, overrides: dict[str, Any] | None = None
+    env: str | None = None, algo: str | None = None, overrides: dict[str, Any] | None = None,
+    stored: bool = False,
 ) -> dict:
     """Resolve the config of one run, as a plain nested dict. ``env``/``algo`` select the task
     and algorithm files; ``overrides`` are dotted keys (CLI flags and ``key=value`` items),
-    applied last."""
+    applied last. An override that changes a key the algorithm does not read is refused
+    (:func:`.algorithms.check_read`), unless ``stored``: the overrides are then a config a run
+    stored, every key of it, written by a version whose defaults may differ."""
     from omegaconf import OmegaConf
 
     overrides = regroup(flatten(dict(overrides or {})))  # {"trainer": {"devices": 2}} = trainer.devices
@@ -171,13 +174,19 @@ def load_config(
         raise ConfigError(f"env={env!r}: expected a gymnasium id (str)")
     cfg = _compose(algo, task_name(env), variant)
     cfg.env, cfg.algo, cfg.variant = env, algo, variant
+    changed = []  # the overrides that change what the files composed
     for key, value in overrides.items():
+        before = OmegaConf.select(cfg, key, throw_on_missing=False)
         _override(cfg, key, value)
+        if OmegaConf.select(cfg, key) != before:
+            changed.append(key)
     cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for dotted in groups.AUTO_OR_NUMBER:
         group, leaf = dotted.split(".")
         cfg[group][leaf] = groups.auto_or_number(cfg[group][leaf])
     validate(cfg)
+    if not stored:
+        algorithms.check_read(cfg, changed)
     return cfg
 
 
@@ -185,7 +194,7 @@ def stored_config(saved: dict, where: Any) -> dict:
     """A config a run stored (``where``: its directory or checkpoint), as this version resolves
     it: migrated, every key it predates at its default, and checked."""
     flat = flatten(migrate(saved, where))
-    return load_config(flat.pop("env"), flat.pop("algo"), flat)
+    return load_config(flat.pop("env"), flat.pop("algo"), flat, stored=True)
 
 
 def _override(cfg, key: str, value: Any) -> None:

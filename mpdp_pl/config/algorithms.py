@@ -118,3 +118,48 @@ def check(cfg: dict) -> None:
     """``cfg['algo']``'s rules (an algorithm file without an entry has none)."""
     for rule in CHECKS.get(cfg["algo"], ()):
         rule(cfg)
+
+
+# What each algorithm reads of the groups that belong to some algorithms and not others: a group
+# read whole, or "group.key" where it reads that key alone. An override that changes any other
+# key of these groups would be ignored by the run, so it is refused (check_read).
+# tests/test_config_reads.py records the keys each algorithm reads in a real run and checks this
+# table against them.
+ALGORITHM_GROUPS = ("critic", "actor", "temperature", "networks", "model", "improvement",
+                    "rollouts", "m2ac", "mppve", "dhmbpo", "pets", "poplin", "ddpg")
+ACTOR_CRITIC = ("critic", "actor", "temperature", "networks")
+MBPO_DATA = (*ACTOR_CRITIC, "model", "rollouts")
+PLANNING = ("critic.gamma", "model", "pets")
+READS = {
+    "sac": (*ACTOR_CRITIC, "model.train_freq"),  # when the observation statistics are refreshed
+    "ddpg": ("critic", "actor", "networks", "ddpg"),
+    "mbpo": MBPO_DATA,
+    "m2ac": (*ACTOR_CRITIC, "model", "m2ac", "rollouts.batch_size", "rollouts.epoch_length",
+             "rollouts.real_ratio", "rollouts.retain_epochs"),  # its own rollout lengths (m2ac.*)
+    "mppve": (*MBPO_DATA, "mppve"),
+    "mpdp": (*ACTOR_CRITIC, "model", "improvement"),
+    "mpdp_paper": (*ACTOR_CRITIC, "model", "improvement"),
+    "mpdp_pv": (*MBPO_DATA, "mppve", "improvement"),
+    "dhmbpo": (*ACTOR_CRITIC, "model", "dhmbpo", "improvement.horizon"),  # the SVG unroll's length
+    "mpdp_dh": (*ACTOR_CRITIC, "model", "dhmbpo", "improvement"),
+    "pets": PLANNING,
+    "poplin_a": (*PLANNING, "poplin"),
+    "poplin_p": (*PLANNING, "poplin.hidden", "poplin.init_var"),  # no behaviour cloning
+}
+
+
+def reads(algo: str, dotted: str) -> bool:
+    """Whether ``algo`` reads the key ``group.key`` (every key outside ALGORITHM_GROUPS)."""
+    group = dotted.split(".")[0]
+    return group not in ALGORITHM_GROUPS or group in READS[algo] or dotted in READS[algo]
+
+
+def check_read(cfg: dict, changed: list[str]) -> None:
+    """Refuse a given key that changes the config where ``cfg['algo']`` does not read it: the run
+    would ignore it."""
+    ignored = [k for k in changed if not reads(cfg["algo"], k)]
+    need(not ignored,
+         f"{', '.join(ignored)}: {cfg['algo']} does not read "
+         f"{'these keys' if len(ignored) > 1 else 'this key'}, so the run would ignore "
+         f"{'them' if len(ignored) > 1 else 'it'} (in a grid over algorithms, give them in a "
+         f"command of the algorithms that read them)")

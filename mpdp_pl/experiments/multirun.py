@@ -54,7 +54,9 @@ from typing import Callable
 
 import yaml
 
-from ..config import CONF_DIR, ConfigError, load_config, parse_overrides, task_budget
+from ..config import CONF_DIR, ConfigError, load_config, parse_overrides, task_budget, variant_algo
+from ..config.algorithms import READS, reads
+from ..config.migration import FLAT_KEYS
 from ..config.schema import RunConfig
 from ..errors import FAILED_MARKER
 from .results import evaluation_owed, report_settings
@@ -156,7 +158,8 @@ def check_existing(path: Path, cfg: dict) -> None:
     if not (path / "config.yaml").exists() or not (
             checkpoint.latest(path) or (path / "metrics.csv").exists()):
         return  # nothing there, or a start that failed before its first row: set aside, not kept
-    diff = differing_keys(checkpoint.run_config(path), cfg, {"steps", "out", "trainer.num_threads"})
+    diff = [k for k in differing_keys(checkpoint.run_config(path), cfg, {"steps", "out", "trainer.num_threads"})
+            if reads(cfg["algo"], k)]  # a key the job's algorithm ignores changes nothing of it
     if diff:
         raise ConfigError(f"{path} holds a run with other values of {', '.join(diff[:5])}"
                           f"{' ...' if len(diff) > 5 else ''}; use another --out")
@@ -384,12 +387,24 @@ def plan(out: Path, sweeps: list[list[str]]) -> list[list[str]]:
     from ..run import probe_env_spec
 
     seen, jobs, probed = {}, [], set()
+    given, read, dropped, algos = set(), set(), {}, set()
     for sweep in sweeps:
         if any(o.split("=", 1)[0] == "out" for o in sweep):
             raise ConfigError("a grid's runs go to --out DIR/<env>/<label>/seed<S>; out= cannot be set per job")
         expanded = expand(sweep)
         swept = swept_keys(expanded)
         for job in expanded:
+            job, algo, ignored = readable(job)
+            algos.add(algo)
+            given.update(dotted(o) for o in job + ignored)
+            read.update(dotted(o) for o in job)
+            if ignored:
+                dropped.setdefault(algo, set()).update(dotted(o) for o in ignored)
+            repeated = sorted({o.split("=", 1)[0] for o in ignored} & swept)
+            if repeated:
+                raise ConfigError(f"{', '.join(repeated)} is swept, but {algo} does not read it: its "
+                                  f"jobs would repeat one run (sweep it in a command of the "
+                                  f"algorithms that read it)")
             try:
                 cfg = job_config(job)
                 task = (cfg["env"], repr(sorted(cfg["task"].items())))
@@ -404,7 +419,32 @@ def plan(out: Path, sweeps: list[list[str]]) -> list[list[str]]:
                 raise ConfigError(f"jobs {' '.join(seen[path])} and {' '.join(job)} would share {path}")
             seen[path] = job
             jobs.append([*job, f"out={path.resolve()}"])
+    unread = sorted(given - read)
+    if unread:
+        raise ConfigError(f"{', '.join(unread)}: no job of the grid reads "
+                          f"{'these keys' if len(unread) > 1 else 'this key'} (its algorithms: "
+                          f"{', '.join(sorted(algos))})")
+    for algo, keys in sorted(dropped.items()):
+        print(f"note: {algo} does not read {', '.join(sorted(keys))}: its jobs run without "
+              f"{'them' if len(keys) > 1 else 'it'}", file=sys.stderr)
     return jobs
+
+
+def dotted(item: str) -> str:
+    """The dotted key of a ``key=value`` item (a flat key of earlier versions at its place)."""
+    key = item.split("=", 1)[0]
+    return FLAT_KEYS.get(key, key)
+
+
+def readable(job: list[str]) -> tuple[list[str], str, list[str]]:
+    """A job's items less those of keys its algorithm does not read (a grid over algorithms gives
+    every job the grid's keys), its algorithm, and the items left out."""
+    items = dict(o.split("=", 1) for o in job)
+    algo = items.get("algo") or (variant_algo(items["variant"]) if "variant" in items else RunConfig.algo)
+    if algo not in READS:  # an unknown algorithm: job_config says so
+        return job, algo, []
+    kept = [o for o in job if reads(algo, dotted(o))]
+    return kept, algo, [o for o in job if o not in kept]
 
 
 def main(argv: list[str]) -> int:
