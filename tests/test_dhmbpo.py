@@ -20,6 +20,7 @@ from mpdp_pl.lookahead.svg import soft_return, svg_rollout
 from mpdp_pl.models.critic import redq_min
 from mpdp_pl.models.dynamics import GaussianEnsemble, ModelStep, ensemble_nll, mixture_nll
 from mpdp_pl.models.fitting import ZTestRule
+from mpdp_pl.runtime import checkpoint
 
 
 def test_config_is_erl_libs():
@@ -165,8 +166,15 @@ def test_dhmbpo_trains_resumes_and_evaluates_through_the_cli(tmp_path):
     proc = run_train(["--env", "Hopper-v4", "--algo", "dhmbpo", "--out", str(out),
                       "--logger", "none", *tiny, "steps=300"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the start-state FIFO in the checkpoint: a refill before each burst's updates and one every
+    # 10 pairs, each (5 + 1) x 64 states: 12 refills at 200 (110 pairs), 11 at 300 (100 pairs)
+    fifo = checkpoint.read(checkpoint.latest(out))["counters"]["start_fifo"]
+    assert tuple(fifo["states"].shape) == (2000, 11) and fifo["pos"] == 23 * 384 % 2000
     proc = run_train(["--resume", str(out), "--steps", "500"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the resumed run went on from the saved FIFO (from an empty one its position would be 22 * 384 % 2000)
+    fifo_end = checkpoint.read(checkpoint.latest(out))["counters"]["start_fifo"]
+    assert fifo_end["pos"] == 45 * 384 % 2000
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     # bursts at 200 (150 critic, 100 actor: 50 critic-only and 100 + 10 warm pairs), 300, 400, 500

@@ -44,3 +44,21 @@ def test_rollout_states_stop_at_predicted_terminals():
         first = repeated[:, b].nonzero()
         if len(first):
             assert repeated[first[0, 0]:, b].all()
+
+
+def test_a_restored_fifo_holds_and_samples_what_the_saved_one_would():
+    """The checkpoint's FIFO (not yet full, and full after wrapping around) gives back its states
+    and write position, and goes on exactly as the one never saved."""
+    for added in (3, 7):
+        fifo = StartStateFIFO(5, 2, "cpu")
+        for i in range(added):
+            fifo.add(torch.full((1, 2), float(i)))
+        restored = StartStateFIFO.from_state(fifo.state(), 5, "cpu")
+        assert (restored.size, restored.pos) == (fifo.size, fifo.pos) == (min(added, 5), added % 5)
+        assert torch.equal(restored.states, fifo.states)
+        for f in (fifo, restored):
+            f.add(torch.full((2, 2), 9.0))
+        torch.manual_seed(0)
+        a = fifo.sample(16)
+        torch.manual_seed(0)
+        assert torch.equal(restored.sample(16), a)

@@ -39,11 +39,15 @@ class DHMBPO(ModelBasedSAC):
         self.burst_left = [0, 0]        # critic-only updates and pairs a stop left undone
 
     def counters(self) -> dict:
-        return {**super().counters(), "warm_pairs": self.warm_pairs, "burst_left": self.burst_left}
+        return {**super().counters(), "warm_pairs": self.warm_pairs, "burst_left": self.burst_left,
+                "start_fifo": self.start_fifo.state() if self.start_fifo is not None else None}
 
     def load_counters(self, c: dict) -> None:
         super().load_counters(c)
         self.warm_pairs, self.burst_left = c["warm_pairs"], list(c["burst_left"])
+        if c.get("start_fifo") is not None:  # checkpoints of earlier versions start it empty
+            self.start_fifo = StartStateFIFO.from_state(c["start_fifo"], self.cfg["dhmbpo"]["buffer_size"],
+                                                        self.device)
 
     def warm_start_after_first_model(self) -> None:
         """After the first model training: erl_lib multiplies the first burst's pairs by its

@@ -10,9 +10,11 @@ at the states the behaviour policies visited.
 
 Shapes stay static (no host sync): a sample that reaches a predicted terminal keeps its last
 non-terminal state for the rest of the rollout, so the FIFO holds that state again instead of a
-state past the terminal. The FIFO is not saved in checkpoints: a run (fresh or resumed) makes its
-first rollout at its first update after the model exists, so its first batches come from that one rollout's
-(``dhmbpo.rollout_length`` + 1) x ``data.batch_size`` states until more rollouts fill the FIFO.
+state past the terminal. A checkpoint holds the FIFO (:meth:`StartStateFIFO.state`), so a resumed
+run draws its first batches from the same states as a run that was never stopped. A fresh run makes
+its first rollout at its first update after the model exists, so its first batches come from that
+one rollout's (``dhmbpo.rollout_length`` + 1) x ``data.batch_size`` states until more rollouts fill
+the FIFO.
 
 Memory: ``start_buffer_size * obs_dim * 4`` bytes (51200 states: 2.3 MB on Hopper, 9.2 MB on
 Humanoid with 45 dims); cost: ``dhmbpo.rollout_length`` one-member model steps of ``data.batch_size``
@@ -46,6 +48,17 @@ class StartStateFIFO:
 
     def sample(self, n: int) -> torch.Tensor:
         return self.states[torch.randint(self.size, (n,), device=self.states.device)]
+
+    def state(self) -> dict:
+        """What a checkpoint keeps: the states held (on the CPU) and the write position."""
+        return {"states": self.states[:self.size].cpu(), "pos": self.pos}
+
+    @classmethod
+    def from_state(cls, state: dict, capacity: int, device) -> "StartStateFIFO":
+        fifo = cls(capacity, state["states"].shape[1], device)
+        fifo.size, fifo.pos = state["states"].shape[0], state["pos"]
+        fifo.states[:fifo.size] = state["states"].to(device)
+        return fifo
 
 
 @torch.no_grad()
