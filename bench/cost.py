@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpdp_pl.runtime.callbacks.periodic_eval import PeriodicEvaluation  # noqa: E402
 from mpdp_pl.config import load_config, parse_overrides  # noqa: E402
+from mpdp_pl.errors import ConfigError  # noqa: E402
 from mpdp_pl.run import ALGOS, train_module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -185,6 +186,11 @@ def main() -> None:
         raise SystemExit(f"error: {a.run_dir} holds {data.shape[0]} transitions, fewer than {max(a.at)}")
     overrides = parse_overrides(a.overrides)
     env_id = run_cfg["env"]
+    for algo in a.algos:  # every algorithm's config checked before the first is measured
+        try:
+            load_config(env_id, algo, overrides)
+        except ConfigError as e:
+            raise SystemExit(f"error: --algos {algo}: {e}") from None
     print(f"{env_id}: buffers prefilled from {a.run_dir} ({run_cfg['algo']} seed {run_cfg['seed']}); "
           f"a {a.window}-step window per point after one untimed model training; default config "
           f"of each algorithm{' with ' + ' '.join(a.overrides) if a.overrides else ''}; 1 torch "
